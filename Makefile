@@ -1,0 +1,61 @@
+# Every target creates or refreshes .venv (and node_modules where the CDK CLI is needed) by itself,
+# so a fresh clone needs nothing but `make demo` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+EXTRAS ?= cdk,train,dev
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_CLI_TELEMETRY := true
+export PIP_NO_INPUT := 1
+
+.PHONY: setup test demo synth lint bench deploy clean help
+
+help:
+	@echo "make demo    run the whole active-learning loop locally (moto as AWS, simulated workforce)"
+	@echo "make test    run the test suite (moto-backed; no AWS account, no network)"
+	@echo "make synth   synthesize the CDK app into cdk.out/ (offline, no credentials)"
+	@echo "make lint    ruff, mypy, bandit, cfn-lint"
+	@echo "make bench   the benchmarks (JSON on stdout)"
+	@echo "make deploy  cdk deploy --all (needs AWS credentials and a bootstrapped account)"
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) -e '.[$(EXTRAS)]' 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(BIN)/.installed node_modules/.installed
+
+test: setup
+	$(BIN)/pytest
+
+demo: $(BIN)/.installed
+	$(BIN)/alp demo $(DEMO_ARGS)
+
+synth: setup
+	CDK_OUTDIR=cdk.out $(BIN)/python app.py
+	@echo "templates in cdk.out/"
+
+lint: setup synth
+	$(BIN)/ruff check .
+	$(BIN)/mypy alp lambdas inference
+	$(BIN)/bandit -q -c pyproject.toml -r alp lambdas inference training stacks
+	$(BIN)/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
+
+bench: $(BIN)/.installed
+	$(BIN)/alp bench synth --json
+	$(BIN)/alp bench infer --json
+	$(BIN)/alp bench train --json --quick
+	$(BIN)/alp bench active-learning --json --quick
+
+deploy: setup
+	PATH=$$PWD/$(BIN):$$PATH npx cdk deploy --all
+
+clean:
+	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache

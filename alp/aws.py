@@ -1,0 +1,36 @@
+"""The single place boto3 clients are made.
+
+boto3 honours ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``), which is how the embedded mode and
+the tests point every client at a moto server on 127.0.0.1. Clients are cached per (service, endpoint,
+region) so a test that switches endpoints gets fresh clients.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str | None, str | None], Any] = {}
+_RETRIES = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=120)
+
+
+def client(service: str) -> Any:
+    """A boto3 client with adaptive retries (S3 throttling and 5xx are retried by botocore)."""
+    endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    key = (service, endpoint, region)
+    with _lock:
+        if key not in _clients:
+            _clients[key] = boto3.session.Session().client(service, region_name=region, config=_RETRIES)
+        return _clients[key]
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests that start a new moto server call this)."""
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,1 @@
+"""``alp bench`` benchmarks: one module each, with ``register(subparsers)``. Each prints JSON."""

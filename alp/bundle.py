@@ -1,0 +1,140 @@
+"""The model bundle: three ONNX files plus a JSON descriptor (``bundle.json``).
+
+Training writes bundles; the inference engine and the registry read them. Loading verifies the sha256
+of every file against the descriptor before any model is opened and refuses a mismatch, so a model that
+was swapped or corrupted after registration never runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alp import storage
+
+DESCRIPTOR_NAME = "bundle.json"
+ModelRole = Literal["head", "pose_main", "pose_visible"]
+MODEL_ROLES: tuple[ModelRole, ...] = ("head", "pose_main", "pose_visible")
+
+
+class BundleError(ValueError):
+    """A bundle is malformed, incomplete, or its files do not match their recorded hashes."""
+
+
+class BundleHashMismatch(BundleError):
+    """A file's sha256 differs from the descriptor's."""
+
+
+class ModelFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(description="file name relative to the bundle folder")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    task: Literal["detect", "pose"]
+    input_size: tuple[int, int] = Field(description="(height, width) the ONNX graph expects; 0 = dynamic")
+    class_names: tuple[str, ...] = ("head",)
+    source_checkpoint_sha256: str | None = Field(None, description="sha256 of the .pt it was exported from")
+
+
+class BundleDescriptor(BaseModel):
+    """``bundle.json``: everything needed to run and to trust a bundle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: Literal[1] = 1
+    bundle_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    created_at: str
+    imgsz: int = Field(gt=0)
+    keypoint_schema: str
+    keypoint_names: tuple[str, ...]
+    models: dict[ModelRole, ModelFile]
+    dataset_version: str | None = None
+    dataset_uri: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict, description="epochs, imgsz, seed, warm start...")
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_descriptor(text: str) -> BundleDescriptor:
+    try:
+        desc = BundleDescriptor.model_validate_json(text)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise BundleError(f"bundle.json: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+    missing = [r for r in MODEL_ROLES if r not in desc.models]
+    if missing:
+        raise BundleError(f"bundle.json: missing models {missing}")
+    return desc
+
+
+class LoadedBundle(BaseModel):
+    """A bundle whose files are local and verified."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    uri: str
+    descriptor: BundleDescriptor
+    paths: dict[ModelRole, Path]
+
+
+def load_bundle(uri: str, cache_dir: str | Path) -> LoadedBundle:
+    """Fetch a bundle (folder path or s3:// prefix) into ``cache_dir`` and verify every hash.
+
+    Raises :class:`BundleHashMismatch` naming the file when a hash differs; nothing is loaded then.
+    """
+    base = uri.rstrip("/")
+    desc = parse_descriptor(storage.read_text(storage.join(base, DESCRIPTOR_NAME)))
+    local_dir = Path(cache_dir) / desc.bundle_id
+    paths: dict[ModelRole, Path] = {}
+    for role in MODEL_ROLES:
+        mf = desc.models[role]
+        storage.validate_key(mf.file)
+        src = storage.join(base, mf.file)
+        if storage.is_s3(base):
+            dest = local_dir / mf.file
+            if not dest.is_file() or sha256_file(dest) != mf.sha256:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(storage.read_bytes(src))
+            path = dest
+        else:
+            path = Path(src)
+            if not path.is_file():
+                raise BundleError(f"bundle {uri}: model file {mf.file} is missing")
+        actual = sha256_file(path)
+        if actual != mf.sha256:
+            raise BundleHashMismatch(
+                f"bundle {desc.bundle_id}: {mf.file} has sha256 {actual[:12]}..., the descriptor records "
+                f"{mf.sha256[:12]}...; refusing to load it"
+            )
+        paths[role] = path
+    return LoadedBundle(uri=uri, descriptor=desc, paths=paths)
+
+
+def write_bundle(dest_uri: str, descriptor: BundleDescriptor, files: dict[ModelRole, Path]) -> str:
+    """Upload/copy the model files and the descriptor to ``dest_uri``; hashes are checked first."""
+    for role, path in files.items():
+        mf = descriptor.models[role]
+        if sha256_file(path) != mf.sha256:
+            raise BundleHashMismatch(f"{path}: sha256 differs from the descriptor's {role} entry")
+        storage.write_bytes(storage.join(dest_uri, mf.file), Path(path).read_bytes())
+    storage.write_text(storage.join(dest_uri, DESCRIPTOR_NAME), descriptor.to_json(),
+                       content_type="application/json")
+    return dest_uri

@@ -1,0 +1,1 @@
+"""``alp`` subcommands: one module each, with ``register(subparsers)``."""

@@ -1,0 +1,285 @@
+"""One validated settings object holding every tunable of the pipeline.
+
+The stack reads it from ``cdk.json`` context (key ``alp``); the runtime steps read the very same JSON from a
+file or an S3 object (the stack deploys it to ``s3://<data bucket>/config/settings.json`` and hands its URI
+to every step as ``ALP_SETTINGS_URI``), so the cloud steps see exactly what the stack was deployed with.
+Constructs, handlers and steps receive a ``Settings``; they never read context or environment themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from alp.schema import KeypointSchema, SchemaName, get_schema
+
+SETTINGS_ENV = "ALP_SETTINGS_URI"
+CONTEXT_KEY = "alp"
+_LABEL_ATTR = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,126}$")
+_WORKTEAM_ARN = re.compile(r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]+:\d{12}:workteam/[\w\-/]+$")
+
+
+class SettingsError(ValueError):
+    """A settings value is invalid; the message names the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(_Section):
+    """Bucket names and the layout of the data bucket."""
+
+    resource_prefix: str = Field("alp", pattern=r"^[a-z][a-z0-9-]{1,20}$")
+    unlabeled_prefix: str = Field("incoming/", pattern=r"^([A-Za-z0-9!_.*'()-]+/)*$")
+    manifests_prefix: str = "manifests/"
+    batches_prefix: str = "batches/"
+    datasets_prefix: str = "datasets/"
+    models_prefix: str = "models/"
+    labeling_prefix: str = "labeling/"
+    templates_prefix: str = "templates/"
+    config_key: str = "config/settings.json"
+    artifact_retention_days: int = Field(30, ge=1, le=3650)
+
+    def bucket_names(self, account: str, region: str) -> dict[str, str]:
+        """Globally unique bucket names; the stack and the embedded (moto) mode use the same ones."""
+        base = f"{self.resource_prefix}-{account}-{region}"
+        return {
+            "unlabeled": f"{base}-unlabeled",
+            "data": f"{base}-data",
+            "labeling_artifacts": f"{base}-labeling-artifacts",
+            "training_artifacts": f"{base}-training-artifacts",
+            "access_logs": f"{base}-access-logs",
+        }
+
+
+class InferenceSettings(_Section):
+    """Models at inference and the three-state visibility rule."""
+
+    head_detector_backend: Literal["yolo-onnx", "rekognition-custom-labels"] = "yolo-onnx"
+    rekognition_project_version_arn: str | None = None
+    keep_rekognition_model_running: bool = False
+    main_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    additional_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    box_conf_threshold: float = Field(0.25, ge=0.0, le=1.0, description="detections below are dropped")
+    person_match_iou: float = Field(0.5, ge=0.0, le=1.0)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    min_image_side: int = Field(32, ge=1)
+    intra_op_threads: int = Field(0, ge=0, description="0 = one per core")
+    batch_size: int = Field(4, ge=1, le=256)
+    processing_threshold_images: int = Field(20_000, ge=1, description="above: SageMaker Processing")
+
+
+class JudgementSettings(_Section):
+    """How an image's confidence is aggregated and routed."""
+
+    aggregation: Literal["min", "mean", "quantile"] = "quantile"
+    quantile: float = Field(0.1, ge=0.0, le=1.0)
+    box_threshold: float = Field(0.5, ge=0.0, le=1.0, description="a head box below goes to people")
+    keypoint_threshold: float = Field(0.5, ge=0.0, le=1.0, description="aggregated keypoint score below")
+    audit_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    audit_seed: str = "alp-audit"
+
+
+class LabelingSettings(_Section):
+    """Who labels and how."""
+
+    backend: Literal["ground-truth", "local"] = "ground-truth"
+    workteam_arn: str | None = None
+    workers_per_object: int = Field(1, ge=1, le=9)
+    task_time_limit_seconds: int = Field(600, ge=30, le=28800)
+    task_availability_seconds: int = Field(864000, ge=60, le=3_456_000)
+    max_concurrent_tasks: int = Field(500, ge=1, le=5000)
+    head_label_attribute: str = "head-boxes"
+    keypoint_label_attribute: str = "keypoints"
+    gold_agreement_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    test_split_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    val_split_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    split_seed: str = "alp-split"
+
+    @field_validator("workteam_arn")
+    @classmethod
+    def _workteam(cls, v: str | None) -> str | None:
+        if v is not None and not _WORKTEAM_ARN.match(v):
+            raise ValueError("must look like arn:aws:sagemaker:<region>:<account>:workteam/private-crowd/<name>")
+        return v
+
+    @field_validator("head_label_attribute", "keypoint_label_attribute")
+    @classmethod
+    def _label_attribute(cls, v: str) -> str:
+        if not _LABEL_ATTR.match(v) or v.endswith("-metadata") or v.endswith("-ref"):
+            raise ValueError("must match [a-zA-Z0-9](-*[a-zA-Z0-9]){0,126} and not end in -metadata or -ref")
+        return v
+
+
+class TrainingSettings(_Section):
+    """Model training, the evaluation gate and where training runs."""
+
+    backend: Literal["local", "sagemaker"] = "sagemaker"
+    imgsz: int = Field(640, ge=32, le=2048, multiple_of=32)
+    epochs: int = Field(50, ge=1, le=1000)
+    batch: int = Field(16, ge=1, le=512)
+    model_size: Literal["n", "s", "m", "l", "x"] = "n"
+    architecture: Literal["yolo11", "yolov8"] = "yolo11"
+    seed: int = 0
+    device: str = "cpu"
+    warm_start: bool = True
+    gate_tolerance: float = Field(0.01, ge=0.0, le=1.0)
+    gate_metrics: tuple[str, ...] = ("box_map50", "kpt_oks_map50", "visibility_accuracy")
+    training_image_uri: str = (
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1-gpu-py311-cu124-ubuntu22.04-sagemaker"
+    )
+    max_runtime_seconds: int = Field(86400, ge=60)
+
+
+class ComputeSettings(_Section):
+    """Instance types and counts."""
+
+    training_instance_type: str = "ml.g4dn.xlarge"
+    training_instance_count: int = Field(1, ge=1, le=16)
+    processing_instance_type: str = "ml.c5.2xlarge"
+    processing_instance_count: int = Field(2, ge=1, le=100)
+    codebuild_compute_type: Literal[
+        "BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE", "BUILD_GENERAL1_2XLARGE"
+    ] = "BUILD_GENERAL1_MEDIUM"
+
+
+class TriggerSettings(_Section):
+    """Upload trigger: S3 -> EventBridge -> SQS -> batcher."""
+
+    batching_window_seconds: int = Field(60, ge=0, le=300)
+    max_batch_records: int = Field(1000, ge=1, le=10000)
+    batcher_timeout_seconds: int = Field(60, ge=5, le=900)
+    max_receive_count: int = Field(5, ge=1, le=1000)
+
+
+class ObservabilitySettings(_Section):
+    metrics_namespace: str = "ActiveLabelingPipeline"
+    quarantine_share_alarm: float = Field(0.2, ge=0.0, le=1.0)
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365] = 30
+
+
+class CostSettings(_Section):
+    """Prices for the label-savings estimate (USD)."""
+
+    human_price_per_task: float = Field(0.36, ge=0.0, description="per labeled image, all its tasks")
+    compute_price_per_hour: float = Field(0.526, ge=0.0, description="inference/training instance, on demand")
+    target_kpt_oks_map50: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class Settings(_Section):
+    """Every tunable of the pipeline, validated. Build with :func:`load_settings` or :func:`parse_settings`."""
+
+    keypoint_schema: SchemaName = "incabin17"
+    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    storage: StorageSettings = StorageSettings()
+    inference: InferenceSettings = InferenceSettings()
+    judgement: JudgementSettings = JudgementSettings()
+    labeling: LabelingSettings = LabelingSettings()
+    training: TrainingSettings = TrainingSettings()
+    compute: ComputeSettings = ComputeSettings()
+    trigger: TriggerSettings = TriggerSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+    cost: CostSettings = CostSettings()
+
+    @property
+    def schema_(self) -> KeypointSchema:
+        return get_schema(self.keypoint_schema)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2)
+
+    def sha256(self) -> str:
+        """A stable hash of the values, recorded in dataset versions and bundles."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Settings:
+        """A copy with dotted-path overrides applied (``{"labeling.backend": "local"}``), validated."""
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            _set_dotted(data, dotted, value)
+        return parse_settings(data)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SettingsError(f"settings.{dotted}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        lines.append(f"settings.{loc}: {e['msg']}{got}")
+    return "; ".join(lines)
+
+
+def parse_settings(data: dict[str, Any] | str | bytes | None) -> Settings:
+    """Validate a mapping or JSON text; a bad value raises :class:`SettingsError` naming the field."""
+    if data is None:
+        data = {}
+    if isinstance(data, str | bytes):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"settings: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings: expected a JSON object, got {type(data).__name__}")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_format_errors(exc)) from None
+
+
+def settings_from_context(context: dict[str, Any]) -> Settings:
+    """Settings from CDK context: the ``alp`` object plus any ``alp:<dotted.path>`` keys (``cdk -c``).
+
+    ``cdk deploy -c alp:labeling.workteam_arn=arn:...`` overrides one value without editing ``cdk.json``.
+    Values given on the command line arrive as strings; JSON literals among them (numbers, booleans) are
+    decoded so that ``-c alp:judgement.audit_fraction=0.1`` works.
+    """
+    base = context.get(CONTEXT_KEY) or {}
+    if isinstance(base, str):
+        base = json.loads(base)
+    settings = parse_settings(base)
+    overrides: dict[str, Any] = {}
+    for key, value in context.items():
+        if key.startswith(CONTEXT_KEY + ":"):
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+            overrides[key.split(":", 1)[1]] = value
+    return settings.with_overrides(overrides) if overrides else settings
+
+
+def settings_from_cdk_json(path: str | Path = "cdk.json") -> Settings:
+    context = json.loads(Path(path).read_text()).get("context", {})
+    return settings_from_context(context)
+
+
+def load_settings(uri: str | None = None) -> Settings:
+    """Settings for a runtime step: from ``uri`` (a path or s3:// URI), else ``$ALP_SETTINGS_URI``,
+    else ``cdk.json`` in the working directory, else the defaults."""
+    uri = uri or os.environ.get(SETTINGS_ENV)
+    if uri:
+        from alp import storage
+
+        return parse_settings(storage.read_text(uri))
+    if Path("cdk.json").is_file():
+        return settings_from_cdk_json("cdk.json")
+    return Settings()

@@ -1,0 +1,212 @@
+"""Storage adapter: every manifest, image and output location may be an ``s3://`` URI or a local path.
+
+Users try the pipeline on a folder; the tests and the demo use S3 on moto; the cloud uses S3. Callers
+never branch on the scheme themselves. Keys are validated before use: ``..`` segments, a leading ``/``,
+backslashes and control characters are refused with a clear error, so an uploaded object's name cannot
+steer a write outside its prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from alp import aws
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+MAX_KEY_BYTES = 1024
+
+
+class StorageError(ValueError):
+    """A location is malformed or unsafe, or an object is missing."""
+
+
+class ObjectNotFound(StorageError, FileNotFoundError):
+    """The object or file does not exist."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def validate_key(key: str, *, allow_empty: bool = False) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise :class:`StorageError`."""
+    if not key:
+        if allow_empty:
+            return key
+        raise StorageError("empty object key")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise StorageError(f"object key longer than {MAX_KEY_BYTES} bytes")
+    if key.startswith("/"):
+        raise StorageError(f"object key {key[:80]!r} starts with '/'")
+    if "\\" in key:
+        raise StorageError(f"object key {key[:80]!r} contains a backslash")
+    if any(unicodedata.category(ch) == "Cc" for ch in key):
+        raise StorageError(f"object key {key[:80]!r} contains control characters")
+    # Percent-decoded too: S3 event notifications URL-encode keys, and a tool downstream may decode again.
+    if any(seg in ("..", ".") or unquote(seg) in ("..", ".") for seg in key.split("/")):
+        raise StorageError(f"object key {key[:80]!r} has a '.' or '..' segment")
+    return key
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def parse_s3_uri(uri: str, *, allow_empty_key: bool = False) -> S3Location:
+    """Split ``s3://bucket/key``; malformed URIs and unsafe keys raise :class:`StorageError`."""
+    if not is_s3(uri):
+        raise StorageError(f"not an s3:// URI: {uri[:120]!r}")
+    rest = uri[5:]
+    bucket, _, key = rest.partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise StorageError(f"malformed bucket name in {uri[:120]!r}")
+    validate_key(key, allow_empty=allow_empty_key)
+    return S3Location(bucket, key)
+
+
+def _local_path(uri: str) -> Path:
+    if uri.startswith("file://"):
+        uri = uri[7:]
+    if "://" in uri:
+        raise StorageError(f"unsupported location {uri[:120]!r}: use s3://bucket/key or a local path")
+    if any(unicodedata.category(ch) == "Cc" for ch in uri):
+        raise StorageError(f"path {uri[:80]!r} contains control characters")
+    return Path(uri)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join a base location and relative parts; each part is validated as a key."""
+    for part in parts:
+        validate_key(part.strip("/") if part.endswith("/") else part)
+    rel = "/".join(p.strip("/") for p in parts if p)
+    if is_s3(base):
+        return base.rstrip("/") + "/" + rel if base.rstrip("/") != "s3:/" else base + rel
+    return str(Path(_local_path(base), rel))
+
+
+def parent(uri: str) -> str:
+    """The folder that holds ``uri`` (with a trailing slash for S3)."""
+    if is_s3(uri):
+        return uri.rstrip("/").rsplit("/", 1)[0] + "/"
+    return str(_local_path(uri.rstrip("/")).parent) + "/"
+
+
+def basename(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_s3(uri):
+        loc = parse_s3_uri(uri)
+        s3 = aws.client("s3")
+        try:
+            body: bytes = s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            raise ObjectNotFound(f"no such object: {uri}") from None
+        return body
+    path = _local_path(uri)
+    if not path.is_file():
+        raise ObjectNotFound(f"no such file: {uri}")
+    return path.read_bytes()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_bytes(uri: str, data: bytes, *, content_type: str | None = None) -> str:
+    """Write ``data``; local parents are created. Returns ``uri``."""
+    if is_s3(uri):
+        loc = parse_s3_uri(uri)
+        extra = {"ContentType": content_type} if content_type else {}
+        aws.client("s3").put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
+        return uri
+    path = _local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # atomic on one filesystem: a crash never leaves half a manifest behind
+    return uri
+
+
+def write_text(uri: str, text: str, *, content_type: str | None = None) -> str:
+    return write_bytes(uri, text.encode("utf-8"), content_type=content_type)
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        loc = parse_s3_uri(uri)
+        s3 = aws.client("s3")
+        try:
+            s3.head_object(Bucket=loc.bucket, Key=loc.key)
+            return True
+        except s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+    return _local_path(uri).exists()
+
+
+def list_uris(prefix: str) -> Iterator[str]:
+    """Every object under ``prefix`` (recursively), in lexical order."""
+    if is_s3(prefix):
+        loc = parse_s3_uri(prefix, allow_empty_key=True)
+        paginator = aws.client("s3").get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=loc.bucket, Prefix=loc.key):
+            for obj in page.get("Contents", []):
+                yield f"s3://{loc.bucket}/{obj['Key']}"
+        return
+    root = _local_path(prefix)
+    if root.is_file():
+        yield str(root)
+    elif root.is_dir():
+        yield from sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+def iter_lines(uri: str) -> Iterator[str]:
+    """Stream the non-empty lines of a text object without holding the whole object for local files."""
+    if is_s3(uri):
+        loc = parse_s3_uri(uri)
+        s3 = aws.client("s3")
+        try:
+            body = s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+        except s3.exceptions.NoSuchKey:
+            raise ObjectNotFound(f"no such object: {uri}") from None
+        for raw in body.iter_lines():
+            line = raw.decode("utf-8").strip()
+            if line:
+                yield line
+        return
+    path = _local_path(uri)
+    if not path.is_file():
+        raise ObjectNotFound(f"no such file: {uri}")
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                yield line
+
+
+def local_copy(uri: str, dest_dir: str | Path) -> Path:
+    """A local file with the object's content (the file itself when ``uri`` is local)."""
+    if not is_s3(uri):
+        path = _local_path(uri)
+        if not path.is_file():
+            raise ObjectNotFound(f"no such file: {uri}")
+        return path
+    dest = Path(dest_dir) / basename(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(read_bytes(uri))
+    return dest
