@@ -102,6 +102,11 @@ class LabelingSettings(_Section):
     test_split_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     val_split_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     split_seed: str = "alp-split"
+    local_truth_uri: str | None = Field(
+        None, description="local backend only: truth manifest the simulated workforce answers from"
+    )
+    local_workers: int = Field(3, ge=1, le=9, description="local backend: simulated workers per object")
+    local_careless_share: float = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("workteam_arn")
     @classmethod
