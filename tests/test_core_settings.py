@@ -1,0 +1,93 @@
+"""Settings: defaults, validation naming the field, context overrides, file and S3 loading."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from alp import storage
+from alp.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_settings,
+    settings_from_cdk_json,
+    settings_from_context,
+)
+
+
+def test_defaults_match_the_design():
+    s = Settings()
+    assert s.inference.main_threshold == 0.6
+    assert s.inference.additional_threshold == 0.6
+    assert s.judgement.audit_fraction == 0.05
+    assert s.labeling.backend == "ground-truth"
+    assert s.schema_.num_keypoints == 17
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"judgement": {"audit_fraction": 1.5}}, "settings.judgement.audit_fraction"),
+        ({"inference": {"main_threshold": "high"}}, "settings.inference.main_threshold"),
+        ({"labeling": {"backend": "mturk"}}, "settings.labeling.backend"),
+        ({"labeling": {"workteam_arn": "not-an-arn"}}, "settings.labeling.workteam_arn"),
+        ({"labeling": {"head_label_attribute": "x-metadata"}}, "settings.labeling.head_label_attribute"),
+        ({"training": {"imgsz": 100}}, "settings.training.imgsz"),
+        ({"keypoint_schema": "coco18"}, "settings.keypoint_schema"),
+        ({"judgement": {"no_such_field": 1}}, "settings.judgement.no_such_field"),
+    ],
+)
+def test_bad_value_fails_with_one_message_naming_the_field(data, field):
+    with pytest.raises(SettingsError) as exc:
+        parse_settings(data)
+    assert str(exc.value).startswith(field)
+
+
+def test_bad_json_is_a_clear_error():
+    with pytest.raises(SettingsError, match="not valid JSON"):
+        parse_settings("{nope")
+
+
+def test_context_object_and_dotted_cli_overrides():
+    ctx = {
+        "alp": {"labeling": {"backend": "local"}},
+        "alp:judgement.audit_fraction": "0.1",
+        "alp:labeling.workteam_arn": "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/team",
+    }
+    s = settings_from_context(ctx)
+    assert s.labeling.backend == "local"
+    assert s.judgement.audit_fraction == 0.1
+    assert s.labeling.workteam_arn.endswith("/team")
+
+
+def test_cdk_json_and_file_and_s3_give_the_same_settings(tmp_path, aws_mock):
+    data = {"judgement": {"aggregation": "min"}, "training": {"epochs": 3}}
+    (tmp_path / "cdk.json").write_text(json.dumps({"app": "x", "context": {"alp": data}}))
+    from_cdk = settings_from_cdk_json(tmp_path / "cdk.json")
+    path = tmp_path / "settings.json"
+    path.write_text(from_cdk.to_json())
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="cfg-bucket")
+    storage.write_text("s3://cfg-bucket/config/settings.json", from_cdk.to_json())
+    assert load_settings(str(path)) == from_cdk
+    assert load_settings("s3://cfg-bucket/config/settings.json") == from_cdk
+    assert from_cdk.sha256() == load_settings(str(path)).sha256()
+    assert from_cdk.judgement.aggregation == "min"
+
+
+def test_repository_cdk_json_is_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "cdk.json").exists():
+        pytest.skip("cdk.json not written yet")
+    settings_from_cdk_json(root / "cdk.json")
+
+
+def test_env_variable_points_steps_at_the_deployed_settings(tmp_path, monkeypatch):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"training": {"epochs": 7}}))
+    monkeypatch.setenv("ALP_SETTINGS_URI", str(path))
+    assert load_settings().training.epochs == 7
