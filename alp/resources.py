@@ -30,6 +30,8 @@ class ResourceNames:
     training_pipeline: str
     model_package_group: str
     sagemaker_role: str
+    # Exactly-once ledger of the upload batcher (DynamoDB); defaulted so direct constructions keep working.
+    batch_ledger_table: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings, account: str, region: str | None = None) -> ResourceNames:
@@ -54,6 +56,7 @@ class ResourceNames:
             training_pipeline=f"{p}-training",
             model_package_group=f"{p}-model-bundles",
             sagemaker_role=f"{p}-sagemaker-execution",
+            batch_ledger_table=f"{p}-batch-ledger",
         )
 
     @property

@@ -74,6 +74,11 @@ class InferenceSettings(_Section):
     intra_op_threads: int = Field(0, ge=0, description="0 = one per core")
     batch_size: int = Field(4, ge=1, le=256)
     processing_threshold_images: int = Field(20_000, ge=1, description="above: SageMaker Processing")
+    processing_image_uri: str | None = Field(
+        None, description="container image with the alp package for SageMaker Processing inference"
+    )
+    processing_volume_gb: int = Field(30, ge=1, le=16384)
+    processing_max_runtime_seconds: int = Field(86400, ge=60, le=432000)
 
 
 class JudgementSettings(_Section):
@@ -99,6 +104,9 @@ class LabelingSettings(_Section):
     head_label_attribute: str = "head-boxes"
     keypoint_label_attribute: str = "keypoints"
     gold_agreement_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    gold_items_per_job: int = Field(
+        5, ge=0, le=100, description="gold items (known labels) mixed into each labeling job to score workers"
+    )
     test_split_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     val_split_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     split_seed: str = "alp-split"

@@ -145,6 +145,23 @@ def write_text(uri: str, text: str, *, content_type: str | None = None) -> str:
     return write_bytes(uri, text.encode("utf-8"), content_type=content_type)
 
 
+def write_file(uri: str, local_path: str | Path, *, content_type: str | None = None) -> str:
+    """Copy a local file to ``uri`` without reading it into memory (multipart upload for big files)."""
+    if is_s3(uri):
+        loc = parse_s3_uri(uri)
+        extra = {"ExtraArgs": {"ContentType": content_type}} if content_type else {}
+        aws.client("s3").upload_file(str(local_path), loc.bucket, loc.key, **extra)
+        return uri
+    path = _local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    import shutil
+
+    shutil.copyfile(local_path, tmp)
+    tmp.replace(path)
+    return uri
+
+
 def exists(uri: str) -> bool:
     if is_s3(uri):
         loc = parse_s3_uri(uri)

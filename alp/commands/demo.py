@@ -1,20 +1,49 @@
-"""``alp demo``: the whole active-learning loop on one machine (placeholder until the demo lands)."""
+"""``alp demo``: the whole active-learning loop on one machine (moto as AWS, a simulated workforce)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
-    print(
-        "alp demo will: start moto on 127.0.0.1 as the embedded AWS; create the stack's buckets, queue, rule\n"
-        "and model package groups; generate a synthetic in-cabin pool; label a seed set with the local\n"
-        "workforce; train, evaluate and register; then run upload -> batch -> infer -> judge -> label ->\n"
-        "merge -> train -> gate rounds and write a report. Not implemented yet (see the Demo issue)."
-    )
-    return 0
+    from alp.demo.runner import DemoOptions, run_demo_cli
+    from alp.demo.state import DemoConfig
+
+    overrides = {k: v for k, v in {
+        "rounds": args.rounds, "pool": args.pool, "imgsz": args.imgsz, "epochs": args.epochs,
+        "test_images": args.test_images, "seed_images": args.seed_images, "batch_images": args.batch_images,
+        "width": args.width, "height": args.height, "seed": args.seed, "batch": args.batch,
+    }.items() if v is not None}
+    config = DemoConfig(**overrides)
+    options = DemoOptions(run_dir=Path(args.run_dir), fresh=args.fresh, config=config,
+                          progress=not args.no_progress, threads=args.threads)
+    return run_demo_cli(options)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("demo", help="run the whole active-learning loop locally")
+    parser = subparsers.add_parser(
+        "demo", help="run the whole active-learning loop locally (moto as AWS, simulated workforce)",
+        description=(
+            "Start moto on 127.0.0.1 as the embedded AWS with the stack's resources, generate a synthetic "
+            "in-cabin pool and a frozen test set, label a random seed set, train/evaluate/register, then run "
+            "upload -> EventBridge -> SQS -> batcher -> labeling pipeline -> training pipeline rounds and "
+            "write a report. Re-running resumes; --fresh starts over. Everything goes under --run-dir."
+        ),
+    )
+    parser.add_argument("--run-dir", default="demo-run", help="run folder (default ./demo-run)")
+    parser.add_argument("--fresh", action="store_true", help="delete the run folder first and start over")
+    parser.add_argument("--rounds", type=int, help="rounds after the cold start (default 4)")
+    parser.add_argument("--pool", type=int, help="synthetic pool size (default 400)")
+    parser.add_argument("--imgsz", type=int, help="training/inference size, a multiple of 32 (default 224)")
+    parser.add_argument("--epochs", type=int, help="epochs per model per round (default 20)")
+    parser.add_argument("--test-images", type=int, help="frozen test set size (default 80)")
+    parser.add_argument("--seed-images", type=int, help="round 0: random images labeled by people (default 40)")
+    parser.add_argument("--batch-images", type=int, help="images uploaded per round (default: pool split evenly)")
+    parser.add_argument("--width", type=int, help="synthetic image width (default 320)")
+    parser.add_argument("--height", type=int, help="synthetic image height (default 240)")
+    parser.add_argument("--batch", type=int, help="training batch size (default 16)")
+    parser.add_argument("--seed", type=int, help="random seed of the pool and the seed set (default 0)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_demo)

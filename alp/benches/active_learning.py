@@ -1,0 +1,218 @@
+"""``alp bench active-learning``: human labels saved by the judgement function, against random selection.
+
+Same pool, same frozen test set, same per-round human budget, same training settings; two strategies:
+
+* ``judgement``: the pipeline as deployed (the judgement function routes each image);
+* ``random``: each round, as many images as the judgement run sent to people that round are drawn at
+  random for people; the same model's predictions auto-label the rest.
+
+Both run the whole demo loop (embedded AWS, batcher, the labeling and training pipelines' steps, the local
+workforce) - the random run only swaps the router's output after the Infer step. Per seed and round it
+records the human labels used so far and the candidate's metrics on the frozen test set, then reports
+the labels needed to reach ``cost.target_kpt_oks_map50`` under each strategy (linear interpolation between
+rounds; null with a note when a strategy never reaches it), ``label_ratio`` = judgement / random,
+``auto_label_precision`` of the judgement run (auto-labeled images whose boxes pair at IoU >= 0.5 and persons
+at OKS >= 0.5 with the truth) and the cost per 100,000 images against labeling everything by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+QUICK = {"rounds": 2, "pool": 48, "test_images": 16, "seed_images": 12, "width": 128, "height": 96,
+         "imgsz": 96, "epochs": 2, "batch": 8}
+FULL = {"rounds": 4, "pool": 360, "test_images": 80, "seed_images": 40, "width": 320, "height": 240,
+        "imgsz": 224, "epochs": 20, "batch": 16}
+
+
+def labels_to_target(curve: list[tuple[int, float | None]], target: float) -> float | None:
+    """Human labels at which the metric first reaches ``target`` (linear between rounds); None if never."""
+    prev: tuple[int, float] | None = None
+    for labels, value in curve:
+        if value is None:
+            continue
+        if value >= target:
+            if prev is None or prev[1] >= target:
+                return float(labels)
+            x0, y0 = prev
+            return x0 + (target - y0) * (labels - x0) / (value - y0)
+        prev = (labels, value)
+    return None
+
+
+def cost_per_100k(human_share: float, compute_seconds_per_image: float, price_task: float,
+                  price_hour: float) -> dict[str, float]:
+    """Estimated cost of 100,000 images: the pipeline (people for its human share + compute) vs all by hand."""
+    n = 100_000
+    human = human_share * n * price_task
+    compute = compute_seconds_per_image * n / 3600.0 * price_hour
+    all_human = n * price_task
+    return {"pipeline_usd": round(human + compute, 2), "pipeline_human_usd": round(human, 2),
+            "pipeline_compute_usd": round(compute, 2), "all_human_usd": round(all_human, 2),
+            "saving_ratio": round((human + compute) / all_human, 4) if all_human else 0.0}
+
+
+def _auto_precision(rows: list[Any], truth_by_name: dict[str, Any], settings: Any) -> tuple[int, int]:
+    from alp import storage
+    from alp.demo.strategies import auto_label_matches
+    from alp.manifest import read_manifest
+
+    matched = total = 0
+    for row in rows:
+        if not row.batch_dir or row.round == 0:
+            continue
+        uri = storage.join(row.batch_dir, "inference/", "auto.jsonl")
+        if not storage.exists(uri):
+            continue
+        for line in read_manifest(uri):
+            truth = truth_by_name.get(storage.basename(line.source_ref))
+            if truth is None:
+                continue
+            total += 1
+            matched += auto_label_matches(line, truth, settings)
+    return matched, total
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from alp import storage
+    from alp.demo.runner import DemoOptions, run_demo
+    from alp.demo.state import DemoConfig
+    from alp.demo.strategies import reroute_batch_randomly
+    from alp.manifest import ManifestLine
+    from alp.settings import Settings
+
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in ("rounds", "pool", "epochs", "imgsz"):
+        if getattr(args, key, None) is not None:
+            sizes[key] = getattr(args, key)
+    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
+    root = Path(args.run_dir).resolve() if args.run_dir else Path(tempfile.mkdtemp(prefix="alp-bench-al-"))
+    settings = Settings()
+    target = settings.cost.target_kpt_oks_map50
+    log = sys.stderr if args.json else sys.stdout
+    per_seed: list[dict[str, Any]] = []
+    matched = total = 0
+    judged_seen = judged_people = 0
+    compute_s = 0.0
+    started = time.monotonic()
+    try:
+        for seed in seeds:
+            config = DemoConfig(seed=seed, **sizes)
+            data_dir = root / f"seed{seed}-data"
+            print(f"[bench] seed {seed}: judgement strategy", file=log, flush=True)
+            with contextlib.redirect_stdout(log):
+                judged = run_demo(DemoOptions(run_dir=root / f"seed{seed}-judgement", fresh=True, config=config,
+                                              progress=False, data_dir=data_dir, resource_prefix="alpj",
+                                              report=False))
+            budget = {r.round: r.human + r.audit for r in judged.rows}
+
+            def random_router(batch_dir: str, rnd: int, run_settings: Settings,
+                              _budget: dict[int, int] = budget, _seed: int = seed) -> dict[str, int]:
+                return reroute_batch_randomly(storage.join(batch_dir, "inference/"), _budget.get(rnd, 0),
+                                              _seed * 1000 + rnd, run_settings)
+
+            print(f"[bench] seed {seed}: random strategy (same budget per round)", file=log, flush=True)
+            with contextlib.redirect_stdout(log):
+                randomised = run_demo(DemoOptions(run_dir=root / f"seed{seed}-random", fresh=True, config=config,
+                                                  progress=False, data_dir=data_dir, resource_prefix="alpr",
+                                                  report=False, reroute=random_router))
+            truth = {storage.basename(line.source_ref): line for line in
+                     (ManifestLine.parse(t) for t in storage.iter_lines(str(judged.state.pool_manifest)))}
+            m, t = _auto_precision(judged.rows, truth, settings)
+            matched += m
+            total += t
+            for r in judged.rows[1:]:
+                judged_seen += r.images_seen
+                judged_people += r.human + r.audit
+                compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("labeling/Infer"))
+                compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("training/"))
+            curves = {}
+            for name, result in (("judgement", judged), ("random", randomised)):
+                curves[name] = [{"round": r.round, "human_labels": r.human_labels_total,
+                                 "box_map50": r.box_map50, "kpt_oks_map50": r.kpt_oks_map50,
+                                 "visibility_accuracy": r.visibility_accuracy, "approved": r.approved}
+                                for r in result.rows]
+            per_seed.append({
+                "seed": seed, "rounds": curves,
+                "labels_to_target_judgement": labels_to_target(
+                    [(r.human_labels_total, r.kpt_oks_map50) for r in judged.rows], target),
+                "labels_to_target_random": labels_to_target(
+                    [(r.human_labels_total, r.kpt_oks_map50) for r in randomised.rows], target),
+            })
+    finally:
+        if not args.run_dir and not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    notes: list[str] = []
+    lj = [s["labels_to_target_judgement"] for s in per_seed]
+    lr = [s["labels_to_target_random"] for s in per_seed]
+    mean_j = statistics.fmean(lj) if lj and all(v is not None for v in lj) else None
+    mean_r = statistics.fmean(lr) if lr and all(v is not None for v in lr) else None
+    if mean_j is None:
+        notes.append(f"the judgement strategy did not reach kpt_oks_map50 >= {target} in every seed within the "
+                     "budget: labels_to_target_judgement is null")
+    if mean_r is None:
+        notes.append(f"the random strategy did not reach kpt_oks_map50 >= {target} in every seed within the "
+                     "budget: labels_to_target_random is null")
+    ratio = round(mean_j / mean_r, 4) if mean_j is not None and mean_r else None
+    if ratio is None:
+        notes.append("label_ratio is null because a strategy never reached the target; use larger sizes "
+                     "(drop --quick, more --rounds/--epochs)")
+    share = judged_people / judged_seen if judged_seen else 1.0
+    per_image_s = compute_s / judged_seen if judged_seen else 0.0
+    return {
+        "bench": "active-learning",
+        "quick": bool(args.quick),
+        "seeds": seeds,
+        "sizes": sizes,
+        "target_kpt_oks_map50": target,
+        "label_ratio": ratio,
+        "label_ratio_goal": 0.5,
+        "labels_to_target_judgement": mean_j,
+        "labels_to_target_random": mean_r,
+        "auto_label_precision": round(matched / total, 4) if total else None,
+        "auto_labeled_images_checked": total,
+        "human_share_after_cold_start": round(share, 4),
+        "cost_per_100k_images": cost_per_100k(share, per_image_s, settings.cost.human_price_per_task,
+                                              settings.cost.compute_price_per_hour),
+        "compute_seconds_per_image": round(per_image_s, 4),
+        "per_seed": per_seed,
+        "notes": notes,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _main(args: argparse.Namespace) -> int:
+    result = run_bench(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"label_ratio={result['label_ratio']} (judgement {result['labels_to_target_judgement']} vs random "
+              f"{result['labels_to_target_random']} labels to kpt_oks_map50>={result['target_kpt_oks_map50']}); "
+              f"auto_label_precision={result['auto_label_precision']}; "
+              f"cost/100k={result['cost_per_100k_images']}")
+        for note in result["notes"]:
+            print(f"note: {note}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("active-learning", help="label savings: judgement vs random selection")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument("--quick", action="store_true", help="a small version (1 seed, tiny images)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; --quick 1)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--pool", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--imgsz", type=int, default=None)
+    parser.add_argument("--run-dir", default=None, help="keep the runs here (default: a temp folder, deleted)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    parser.set_defaults(func=_main)

@@ -1,0 +1,104 @@
+"""``alp infer-batch``: run the approved bundle over a batch manifest and route every image.
+
+In CodeBuild (the labeling pipeline's Infer step) small batches run in place; batches above
+``inference.processing_threshold_images`` become a SageMaker Processing job whose instances each take a
+shard, after which this command merges the shards. Inside the Processing container the same command
+runs with ``--shard-index auto``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _shard(args: argparse.Namespace) -> tuple[int, int]:
+    if args.shard_index == "auto":
+        from inference.processing import shard_from_resource_config
+
+        return shard_from_resource_config()
+    return int(args.shard_index), int(args.shard_count)
+
+
+def _role_arn(settings: object) -> str:
+    from alp import aws
+    from alp.resources import ResourceNames
+    from alp.settings import Settings
+
+    assert isinstance(settings, Settings)
+    account = aws.client("sts").get_caller_identity()["Account"]
+    names = ResourceNames.from_settings(settings, account)
+    return f"arn:aws:iam::{account}:role/{names.sagemaker_role}"
+
+
+def _infer_batch(args: argparse.Namespace) -> int:
+    from alp.observability import emit_metrics
+    from alp.settings import SETTINGS_ENV, load_settings
+    from inference import processing
+    from inference.runner import resolve_bundle_uri, run_batch
+
+    settings = load_settings()
+    if args.merge_shards:
+        summary = processing.merge_shards(args.manifest, args.out, args.merge_shards)
+        print(json.dumps(summary.model_dump(mode="json"), sort_keys=True) if args.json
+              else f"infer-batch: merged {args.merge_shards} shards: {summary.invariant}")
+        return 0
+    bundle_uri = None if args.no_model else resolve_bundle_uri(settings, args.bundle)
+    shard_index, shard_count = _shard(args)
+    executor = args.executor
+    if executor == "auto":
+        executor = "local" if shard_count > 1 else {
+            "codebuild": "local", "processing": "processing"
+        }[processing.choose_executor(processing.count_manifest_lines(args.manifest), settings)]
+    if executor == "processing":
+        name = processing.processing_job_name(settings, args.manifest)
+        request = processing.build_processing_request(
+            settings, job_name=name, manifest_uri=args.manifest, out_uri=args.out, bundle_uri=bundle_uri,
+            role_arn=_role_arn(settings), settings_uri=os.environ.get(SETTINGS_ENV),
+        )
+        arn = processing.submit_processing_job(request)
+        print(f"infer-batch: started processing job {arn}", file=sys.stderr)
+        processing.wait_processing_job(name)
+        summary = processing.merge_shards(args.manifest, args.out, settings.compute.processing_instance_count)
+    else:
+        engine = None
+        if bundle_uri is not None:
+            from inference.engine import InferenceEngine
+
+            cache = Path(args.cache_dir or Path(tempfile.gettempdir()) / "alp-bundles")
+            engine = InferenceEngine.from_bundle(bundle_uri, settings, cache)
+        summary = run_batch(args.manifest, args.out, settings, engine=engine, shard_index=shard_index,
+                            shard_count=shard_count, progress=args.progress)
+    emit_metrics("infer", {
+        "images": summary.inputs, **{f"route_{k}": v for k, v in summary.routes.items()},
+        "quarantine_share": summary.routes.get("quarantine", 0) / summary.inputs if summary.inputs else 0.0,
+        **({"total_s": summary.timings["total_s"]} if "total_s" in summary.timings else {}),
+    }, namespace=settings.observability.metrics_namespace)
+    if args.json:  # one line, last on stdout (the metrics record may precede it in the cloud)
+        print(json.dumps(summary.model_dump(mode="json"), sort_keys=True))
+    else:
+        print(f"infer-batch: {summary.invariant} (bundle {summary.bundle_id or 'none: cold start'})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("infer-batch", help="infer, judge and route a batch manifest")
+    p.add_argument("--manifest", required=True, help="batch manifest (one source-ref per line): path or s3:// URI")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--bundle", help="model bundle (folder or s3:// prefix); default: the registry's latest "
+                                        "approved bundle")
+    group.add_argument("--no-model", action="store_true", help="cold start: send every readable image to people")
+    p.add_argument("--shard-index", default="0", help="this worker's shard, or 'auto' inside SageMaker Processing")
+    p.add_argument("--shard-count", type=int, default=1)
+    p.add_argument("--executor", choices=("auto", "local", "processing"), default="auto",
+                   help="auto: SageMaker Processing above inference.processing_threshold_images images")
+    p.add_argument("--merge-shards", type=int, metavar="N", help="only merge N shard outputs under --out")
+    p.add_argument("--cache-dir", help="where s3:// bundles are cached (default: temp dir)")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print summary.json")
+    p.set_defaults(func=_infer_batch)

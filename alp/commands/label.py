@@ -1,0 +1,60 @@
+"""``alp label --batch <batch_dir>``: label the batch's human and audit items (the pipeline's Label step)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _label(args: argparse.Namespace) -> int:
+    from alp.datasets import data_root_for, latest_version, read_version
+    from alp.labeling.backend import JobStatus, JobTimeout, LabelingBackend, get_backend
+    from alp.labeling.workflow import run_label_step
+    from alp.manifest import ManifestLine
+    from alp.observability import emit_metrics
+    from alp.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    settings = load_settings()
+    backend = get_backend(settings)
+    batch_dir = args.batch.rstrip("/") + "/"
+
+    def wait(b: LabelingBackend, name: str) -> JobStatus:
+        def report(status: JobStatus) -> None:
+            done = f" {status.labeled}/{status.total} labeled" if status.total else ""
+            print(f"label: job {name} {status.state}{done}", file=sys.stderr, flush=True)
+
+        return b.wait(name, poll_seconds=args.poll_seconds, timeout_seconds=args.timeout_minutes * 60,
+                      on_poll=report)
+
+    def gold() -> list[ManifestLine]:
+        lines = backend.gold_candidates()
+        if lines:
+            return lines
+        # Gold for real workforces: the people's labels in the latest dataset version.
+        latest = latest_version(args.data_root or data_root_for(batch_dir), settings)
+        if latest is None:
+            return []
+        return [line for line in read_version(latest)
+                if (line.data.get("alp-source") or {}).get("kind") in ("human", "seed", "audit")]
+    try:
+        summary = run_label_step(batch_dir, settings, backend, gold_candidates=gold, wait=wait)
+    except JobTimeout as exc:
+        print(f"alp label: {exc}", file=sys.stderr)
+        return 3
+    emit_metrics("label", {"images": summary.items, "labeled": summary.labeled, "unlabeled": summary.unlabeled,
+                           "audit_items": summary.audit_items},
+                 namespace=settings.observability.metrics_namespace)
+    print(summary.model_dump_json(indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("label", help="label a batch's human and audit items (Ground Truth or local)")
+    parser.add_argument("--batch", required=True, help="batch folder (s3://.../batches/<id>/ or a local path)")
+    parser.add_argument("--poll-seconds", type=float, default=60.0, help="job status poll interval")
+    parser.add_argument("--timeout-minutes", type=float, default=470.0,
+                        help="stop waiting after this long (the job keeps running; a re-run finds it)")
+    parser.add_argument("--data-root", help="where datasets/ lives (default $ALP_DATA_ROOT or two levels up)")
+    parser.set_defaults(func=_label)

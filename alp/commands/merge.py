@@ -1,0 +1,44 @@
+"""``alp merge --batch <batch_dir>``: the batch's labels -> the next immutable dataset version (Merge step)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from alp import aws, storage
+    from alp.datasets import data_root_for, merge_batch_result
+    from alp.observability import emit_metrics
+    from alp.resources import ResourceNames
+    from alp.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    settings = load_settings()
+    batch_dir = args.batch.rstrip("/") + "/"
+    data_root = args.data_root or data_root_for(batch_dir)
+    result = merge_batch_result(batch_dir, settings, data_root)
+    if not result.created:
+        print(f"alp merge: batch already in {result.uri}; no new version", file=sys.stderr)
+    else:
+        info = result.version
+        emit_metrics("merge", {"records": info.records, **{f"records_{k}": v for k, v in info.counts_by_source.items()},
+                               **{f"changes_{k}": v for k, v in info.changes.items()}},
+                     namespace=settings.observability.metrics_namespace)
+        if storage.is_s3(data_root) and not args.no_training:
+            account = aws.client("sts").get_caller_identity()["Account"]
+            pipeline = ResourceNames.from_settings(settings, account).training_pipeline
+            resp = aws.client("codepipeline").start_pipeline_execution(
+                name=pipeline, variables=[{"name": "DatasetUri", "value": result.uri}])
+            print(f"alp merge: started {pipeline} execution {resp.get('pipelineExecutionId')}", file=sys.stderr)
+    print(result.uri)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("merge", help="merge a labeled batch into the next dataset version")
+    parser.add_argument("--batch", required=True, help="batch folder (s3://.../batches/<id>/ or a local path)")
+    parser.add_argument("--data-root", help="where datasets/ lives (default $ALP_DATA_ROOT or two levels up)")
+    parser.add_argument("--no-training", action="store_true", help="do not start the training pipeline")
+    parser.set_defaults(func=_merge)

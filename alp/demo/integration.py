@@ -1,0 +1,134 @@
+"""The demo's seams to the other parts of the project (synthetic data, inference, metrics, outputs).
+
+Each function is a thin call into the part that owns the logic; keeping them here keeps the round
+orchestration readable and shows in one place which files of the pipeline the demo reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from alp import storage
+from alp.manifest import ROUTES, ManifestLine, read_manifest
+from alp.settings import Settings
+
+INFERENCE_DIR = "inference/"
+ROUTE_FILES = {"auto": "auto.jsonl", "human": "human.jsonl", "quarantine": "quarantine.jsonl"}
+
+
+def generate(out_dir: Path, n: int, seed: int, hard_share: float, size: tuple[int, int], progress: bool) -> str:
+    """A synthetic in-cabin set with truth labels; returns its manifest path."""
+    from alp.synth import generate_dataset
+
+    return str(generate_dataset(str(out_dir), n, seed, hard_share=hard_share, size=size, progress=progress))
+
+
+def _read_optional(uri: str) -> list[ManifestLine]:
+    return read_manifest(uri) if storage.exists(uri) else []
+
+
+def route_counts(batch_dir: str) -> dict[str, int]:
+    """Images per route from the inference step's outputs (``summary.json``, else the route files).
+
+    The batcher's own quarantine file (unsafe keys, never inferred) is counted as quarantine too.
+    """
+    base = storage.join(batch_dir, INFERENCE_DIR)
+    counts: dict[str, int] = dict.fromkeys(ROUTES, 0)
+    summary_uri = storage.join(base, "summary.json")
+    summary: dict[str, Any] = json.loads(storage.read_text(summary_uri)) if storage.exists(summary_uri) else {}
+    routes: dict[str, Any] = summary["routes"] if isinstance(summary.get("routes"), dict) else summary
+    if all(isinstance(routes.get(r), int) for r in ROUTES):
+        counts = {r: int(routes[r]) for r in ROUTES}
+    else:
+        counts["auto"] = len(_read_optional(storage.join(base, ROUTE_FILES["auto"])))
+        for line in _read_optional(storage.join(base, ROUTE_FILES["human"])):
+            route = line.route()
+            counts["audit" if route is not None and route.route == "audit" else "human"] += 1
+        counts["quarantine"] = len(_read_optional(storage.join(base, ROUTE_FILES["quarantine"])))
+    counts["quarantine"] += len(_read_optional(storage.join(batch_dir, "quarantine.jsonl")))
+    return counts
+
+
+def latest_dataset(data_root: str) -> str:
+    from alp.datasets import latest_version
+
+    uri = latest_version(data_root)
+    if not uri:
+        raise RuntimeError(f"the merge step wrote no dataset version under {data_root}")
+    return str(uri)
+
+
+def audit_agreement(version_uri: str) -> float | None:
+    """Share of audited images where the model's would-be labels fully agree with the people's."""
+    from alp.datasets import read_automation_quality
+
+    quality = read_automation_quality(version_uri)
+    if quality is None or not quality.compared_items:
+        return None
+    return quality.images_fully_agree.share
+
+
+def gate_passed(report: dict[str, Any]) -> bool | None:
+    """The gate decision recorded in the evaluation report (``approved`` at the top or under ``gate``)."""
+    for node in (report, report.get("gate") or {}, report.get("decision") or {}):
+        if isinstance(node, dict) and isinstance(node.get("approved"), bool):
+            return bool(node["approved"])
+    return None
+
+
+def bundle_id(bundle_uri: str) -> str:
+    from alp.bundle import DESCRIPTOR_NAME, parse_descriptor
+
+    return parse_descriptor(storage.read_text(storage.join(bundle_uri.rstrip("/"), DESCRIPTOR_NAME))).bundle_id
+
+
+def score_bundle(bundle_uri: str, truth_lines: Sequence[ManifestLine], settings: Settings,
+                 cache_dir: Path) -> dict[str, float]:
+    """The bundle's predictions on ``truth_lines``' images, scored against their labels."""
+    from alp.metrics import evaluate_manifests
+    from inference.engine import InferenceEngine
+    from inference.runner import predict_manifest
+
+    with InferenceEngine.from_bundle(bundle_uri, settings, cache_dir) as engine:
+        preds = list(predict_manifest([line.without(*_label_keys(settings)) for line in truth_lines], engine,
+                                      settings))
+    result = evaluate_manifests(list(truth_lines), preds, settings.schema_, settings.labeling.head_label_attribute,
+                                settings.labeling.keypoint_label_attribute)
+    return {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
+
+
+def _label_keys(settings: Settings) -> tuple[str, ...]:
+    head, kp = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
+    return head, f"{head}-metadata", kp, f"{kp}-metadata"
+
+
+def overlay_lines(batch_dir: str) -> tuple[list[tuple[ManifestLine, str]], list[tuple[ManifestLine, str]]]:
+    """Auto-labeled and human-routed lines of a batch, each with a caption naming its route and reason."""
+    base = storage.join(batch_dir, INFERENCE_DIR)
+    auto: list[tuple[ManifestLine, str]] = []
+    human: list[tuple[ManifestLine, str]] = []
+    for line in _read_optional(storage.join(base, ROUTE_FILES["auto"])):
+        auto.append((line, _caption(line, "auto")))
+    for line in _read_optional(storage.join(base, ROUTE_FILES["human"])):
+        human.append((line, _caption(line, "human")))
+    return auto, human
+
+
+def _caption(line: ManifestLine, default_route: str) -> str:
+    route = line.route()
+    pre = line.preannotation()
+    name = storage.basename(line.source_ref)
+    kind: str
+    if route is not None:
+        score = f" score {route.score:.2f}" if route.score is not None else ""
+        reason = route.reason
+        kind = route.route
+    elif pre is not None:
+        score, reason, kind = "", pre.reason, pre.route
+    else:
+        score, reason, kind = "", "", default_route
+    reason = reason.split(";")[0][:70]
+    return f"{name}: {kind}{score}\n{reason}"

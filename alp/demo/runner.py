@@ -1,0 +1,394 @@
+"""``alp demo``: rounds of the active-learning loop against the embedded AWS, then the report.
+
+Every round uploads a batch of pool images under the trigger's prefix; round 0 (cold start) is a random
+seed set, which the labeling pipeline sends to the local workforce whole because no approved model exists
+yet. Then S3 -> EventBridge -> SQS delivers the events; the batcher
+(the Lambda's own function) writes the batch manifest and starts the labeling pipeline; the demo then runs
+the labeling pipeline's steps and the training pipeline's steps from :mod:`alp.steps` - the declaration the
+CDK pipelines are built from - through the same CLI the CodeBuild actions call.
+
+Every round's candidate bundle is also scored on a frozen synthetic test set (another seed, never
+uploaded, never trained on), so the table compares rounds on the same images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alp import storage
+from alp.demo import embedded, integration
+from alp.demo.report import Overlay, format_table, write_report
+from alp.demo.state import DemoConfig, DemoState, RoundRecord, RunFolder, RunFolderError
+from alp.manifest import ManifestLine
+from alp.observability import METRICS_LOG_ENV
+from alp.resources import ResourceNames
+from alp.settings import SETTINGS_ENV, Settings
+from alp.steps import DATA_ROOT_ENV, PIPELINES, Step, run_step
+
+_QUEUE_WAIT_SECONDS = 60
+
+
+@dataclass
+class DemoOptions:
+    run_dir: Path
+    fresh: bool
+    config: DemoConfig
+    progress: bool = True
+    threads: int | None = None
+    # The bench's hooks: a shared pool/test folder, and a router swapped in after the Infer step
+    # (returns the route counts it produced).
+    data_dir: Path | None = None
+    reroute: Callable[[str, int, Settings], dict[str, int]] | None = None
+    resource_prefix: str | None = None
+    report: bool = True
+
+
+@dataclass
+class DemoResult:
+    rows: list[RoundRecord]
+    report_path: Path
+    state: DemoState
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def demo_settings(config: DemoConfig, truth_uri: str) -> Settings:
+    """The defaults with the local labeling and training backends and the demo's sizes."""
+    return Settings().with_overrides({
+        "labeling.backend": "local",
+        "labeling.local_truth_uri": truth_uri,
+        "training.backend": "local",
+        "training.imgsz": config.imgsz,
+        "training.epochs": config.epochs,
+        "training.batch": config.batch,
+        "training.seed": config.seed,
+        "trigger.batching_window_seconds": 0,
+    })
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def run_environment(folder: RunFolder) -> Iterator[None]:
+    """Keep every write of the run inside its folder: cwd, temp files, ultralytics, matplotlib, metrics."""
+    tmp = folder.root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    values = {
+        "YOLO_CONFIG_DIR": str(folder.config_dir),
+        "MPLCONFIGDIR": str(folder.mpl_dir),
+        METRICS_LOG_ENV: str(folder.metrics_log),
+        "TMPDIR": str(tmp),
+        "MPLBACKEND": "Agg",
+    }
+    saved = {k: os.environ.get(k) for k in (*values, SETTINGS_ENV, DATA_ROOT_ENV)}
+    saved_cwd = Path.cwd()
+    saved_tempdir = tempfile.tempdir
+    os.environ.update(values)
+    tempfile.tempdir = str(tmp)
+    os.chdir(folder.root)  # tools that write relative to the cwd (ultralytics' runs/) write here
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        tempfile.tempdir = saved_tempdir
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+# --- the run -------------------------------------------------------------------------------------------
+class StepFailed(RuntimeError):
+    """A pipeline step exited non-zero; the message names its log file."""
+
+
+class DemoRun:
+    """One demo run: embedded AWS up, data generated; call :meth:`run_round` per round."""
+
+    def __init__(self, folder: RunFolder, state: DemoState, options: DemoOptions, names: ResourceNames,
+                 settings: Settings, queue_url: str):
+        self.folder = folder
+        self.state = state
+        self.options = options
+        self.config = options.config
+        self.names = names
+        self.settings = settings
+        self.queue_url = queue_url
+        self.data_root = names.data_root
+        pool_lines = [ManifestLine.parse(t) for t in storage.iter_lines(str(state.pool_manifest))]
+        self.pool_by_name = {storage.basename(line.source_ref): line for line in pool_lines}
+        order = sorted(self.pool_by_name)
+        random.Random(self.config.seed).shuffle(order)
+        self.order = order
+        self._round = 0
+        self.test_lines = [ManifestLine.parse(t) for t in storage.iter_lines(str(state.test_manifest))]
+
+    # round plan: seed set first, then equal slices of the shuffled pool
+    def round_images(self, rnd: int) -> list[str]:
+        seed_n = min(self.config.seed_images, len(self.order))
+        if rnd == 0:
+            return self.order[:seed_n]
+        size = self.config.round_batch_size()
+        start = seed_n + (rnd - 1) * size
+        return self.order[start:start + size]
+
+    def _upload(self, names: list[str], prefix: str, desc: str) -> list[str]:
+        from alp import aws
+
+        s3 = aws.client("s3")
+        uris = []
+        with _bar(len(names), desc, self.options.progress) as bar:
+            for name in names:
+                local = Path(self.pool_by_name[name].source_ref)
+                key = f"{prefix}{name}"
+                s3.put_object(Bucket=self.names.unlabeled_bucket, Key=key, Body=local.read_bytes(),
+                              ContentType="image/jpeg")
+                uris.append(f"s3://{self.names.unlabeled_bucket}/{key}")
+                bar.update(1)
+        return uris
+
+    def _run_pipeline(self, spec_name: str, variables: dict[str, str], timings: dict[str, float],
+                      after_step: Callable[[Step], None] | None = None) -> None:
+        """Every step of the declared pipeline, in order, through the CLI (what :func:`run_pipeline` does),
+        timing each; ``after_step`` lets the label-savings bench swap the router between Infer and Label."""
+        spec = PIPELINES[spec_name]
+        self.folder.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.folder.logs_dir / f"round-{self._round}.log"
+        for step in spec.steps:
+            _say(f"  [{spec.name}] {step.name}: {step.description}")
+            t0 = time.monotonic()
+            # A step's own output (JSON, logs) goes to the round's log; the console gets one line per step.
+            with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+                    contextlib.redirect_stderr(log):
+                print(f"===== {spec.name}/{step.name} {variables}", flush=True)
+                try:
+                    rc = run_step(spec_name, step.name, variables)
+                except Exception:
+                    traceback.print_exc()
+                    rc = 1
+            seconds = round(time.monotonic() - t0, 2)
+            timings[f"{spec.name}/{step.name}"] = seconds
+            if rc != 0:
+                tail = "\n".join(log_path.read_text(encoding="utf-8").splitlines()[-15:])
+                raise StepFailed(f"step {spec.name}/{step.name} failed (exit code {rc}); its output is in "
+                                 f"{log_path}; last lines:\n{tail}")
+            _say(f"      done in {seconds:.1f}s")
+            if after_step is not None:
+                after_step(step)
+
+    def _train_and_score(self, dataset_uri: str, record: RoundRecord) -> None:
+        """The training pipeline's steps, then the candidate on the frozen test set."""
+        self._run_pipeline("training", {"dataset": dataset_uri, "data_root": self.data_root}, record.step_seconds)
+        candidate = storage.join(self.data_root, self.settings.storage.models_prefix, "candidates",
+                                 storage.basename(dataset_uri)) + "/"
+        record.dataset_version = storage.basename(dataset_uri)
+        record.bundle_uri = candidate + "bundle/"
+        gate_report = json.loads(storage.read_text(candidate + "report.json"))
+        record.approved = integration.gate_passed(gate_report)
+        record.bundle_id = integration.bundle_id(record.bundle_uri)
+        t0 = time.monotonic()
+        scores = integration.score_bundle(record.bundle_uri, self.test_lines, self.settings,
+                                          self.folder.work_dir / "bundles")
+        record.step_seconds["frozen-test"] = round(time.monotonic() - t0, 2)
+        record.box_map50 = scores.get("box_map50")
+        record.kpt_oks_map50 = scores.get("kpt_oks_map50")
+        record.visibility_accuracy = scores.get("visibility_accuracy")
+
+    def run_round(self, rnd: int) -> RoundRecord:
+        started = time.monotonic()
+        self._round = rnd
+        names = self.round_images(rnd)
+        prev_labels = self.state.rounds[-1].human_labels_total if self.state.rounds else 0
+        record = RoundRecord(round=rnd, images_seen=len(names))
+        if rnd == 0:
+            _say(f"round 0 (cold start): {len(names)} random images; with no approved model yet the labeling "
+                 "pipeline sends every one to the local workforce")
+        else:
+            _say(f"round {rnd}: {len(names)} new images")
+        self._upload(names, self.settings.storage.unlabeled_prefix, f"upload round {rnd}")
+        manifest_uri = self._batch(len(names))
+        _say(f"  batch manifest {manifest_uri}")
+        batch_dir = storage.parent(manifest_uri)
+        record.batch_dir = batch_dir
+        rerouted: dict[str, int] = {}
+
+        def after_step(step: Step) -> None:
+            if step.name == "Infer" and self.options.reroute is not None:
+                rerouted.update(self.options.reroute(batch_dir, rnd, self.settings))
+
+        self._run_pipeline("labeling", {"batch_manifest": manifest_uri}, record.step_seconds, after_step)
+        counts = rerouted or integration.route_counts(batch_dir)
+        record.auto, record.human = counts["auto"], counts["human"]
+        record.audit, record.quarantine = counts["audit"], counts["quarantine"]
+        dataset_uri = integration.latest_dataset(self.data_root)
+        record.human_labels_total = prev_labels + record.human + record.audit
+        self._train_and_score(dataset_uri, record)
+        record.audit_agreement = integration.audit_agreement(dataset_uri)
+        record.seconds = round(time.monotonic() - started, 1)
+        return record
+
+    def _batch(self, expected: int) -> str:
+        """Collect the upload events from SQS and hand them to the batcher as one Lambda window."""
+        from alp.batching import process_sqs_records
+
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + _QUEUE_WAIT_SECONDS
+        while len(records) < expected and time.monotonic() < deadline:
+            got = embedded.receive_upload_records(self.queue_url, wait_seconds=1)
+            records.extend(got)
+        if len(records) < expected:
+            raise RuntimeError(f"only {len(records)} of {expected} upload events reached the queue in "
+                               f"{_QUEUE_WAIT_SECONDS}s")
+        result = process_sqs_records(records, self.settings, self.names)
+        embedded.delete_records(self.queue_url, records, set(result.failed_message_ids))
+        if result.failed_message_ids or not result.manifest_uri:
+            raise RuntimeError(f"the batcher failed: {result.failure_reasons or result.summary()}")
+        _say(f"  batcher: {len(result.batched)} objects -> batch {result.batch_id}, labeling execution "
+             f"{result.execution_id}")
+        return result.manifest_uri
+
+    # --- report -------------------------------------------------------------------------------------
+    def overlays(self) -> tuple[list[Overlay], list[Overlay]]:
+        auto: list[Overlay] = []
+        human: list[Overlay] = []
+        for row in reversed(self.state.rounds):
+            if not row.batch_dir:
+                continue
+            a, h = integration.overlay_lines(row.batch_dir)
+            for line, caption in a:
+                if len(auto) < 6:
+                    auto.append(Overlay(self._local_image(line), line, f"r{row.round} {caption}"))
+            for line, caption in h:
+                if len(human) < 6:
+                    human.append(Overlay(self._local_image(line), line, f"r{row.round} {caption}"))
+            if len(auto) >= 6 and len(human) >= 6:
+                break
+        return auto, human
+
+    def _local_image(self, line: ManifestLine) -> Path:
+        return Path(self.pool_by_name[storage.basename(line.source_ref)].source_ref)
+
+
+TEST_SEED_OFFSET = 10_000  # the frozen test set's seed: never the pool's
+
+
+def ensure_data(data_root: Path, state: DemoState, progress: bool) -> None:
+    """The pool and the frozen test set under ``data_root`` (generated once; deterministic per seed)."""
+    config = state.config
+    if state.pool_manifest is None or not Path(state.pool_manifest).is_file():
+        _say(f"generating the synthetic pool: {config.pool} images {config.width}x{config.height}")
+        state.pool_manifest = integration.generate(data_root / "pool", config.pool, config.seed,
+                                                   config.hard_share, (config.width, config.height), progress)
+    if state.test_manifest is None or not Path(state.test_manifest).is_file():
+        _say(f"generating the frozen test set: {config.test_images} images (another seed)")
+        state.test_manifest = integration.generate(data_root / "test", config.test_images,
+                                                   config.seed + TEST_SEED_OFFSET, config.hard_share,
+                                                   (config.width, config.height), progress)
+
+
+def run_demo(options: DemoOptions) -> DemoResult:
+    """Run (or resume) the demo; returns the table rows and the report path."""
+    started = time.monotonic()
+    folder = RunFolder(options.run_dir.resolve())
+    folder.prepare(fresh=options.fresh)
+    state = folder.load_state(options.config)
+    folder.save_state(state)
+    if state.rounds:
+        _say(f"resuming {folder.root}: {state.completed_rounds} round(s) done")
+    with run_environment(folder):
+        ensure_data(options.data_dir or folder.root, state, options.progress)
+        folder.save_state(state)
+        settings = demo_settings(options.config, str(state.pool_manifest))
+        if options.resource_prefix:
+            settings = settings.with_overrides({"storage.resource_prefix": options.resource_prefix})
+        settings_path = folder.root / "settings.json"
+        settings_path.write_text(settings.to_json())
+        os.environ[SETTINGS_ENV] = str(settings_path)
+        server = embedded.EmbeddedAws.start()
+        _say(f"embedded AWS (moto) on {server.endpoint}")
+        try:
+            with embedded.aws_environment(server.endpoint, settings.region):
+                names = ResourceNames.from_settings(settings, embedded.account_id())
+                os.environ[DATA_ROOT_ENV] = names.data_root
+                queue_url = embedded.create_stack_resources(
+                    settings, names, mirror=folder.mirror_dir if state.rounds else None)
+                storage.write_text(storage.join(names.data_root, settings.storage.config_key), settings.to_json())
+                from alp.torch_compat import prepare_ultralytics
+
+                prepare_ultralytics(folder.config_dir, threads=options.threads or os.cpu_count() or 1)
+                run = DemoRun(folder, state, options, names, settings, queue_url)
+                from tqdm import tqdm
+
+                total = options.config.rounds + 1
+                with tqdm(total=total, initial=state.completed_rounds, desc="rounds", unit="round",
+                          disable=not options.progress, file=sys.stderr) as bar:
+                    for rnd in range(state.completed_rounds, total):
+                        if not run.round_images(rnd):
+                            _say(f"round {rnd}: the pool is used up; stopping")
+                            break
+                        record = run.run_round(rnd)
+                        state.rounds.append(record)
+                        embedded.snapshot_state(settings, names, folder.mirror_dir)
+                        folder.save_state(state)
+                        bar.update(1)
+                        _say(f"round {rnd} done in {record.seconds:.0f}s: box_map50={record.box_map50} "
+                             f"kpt_oks_map50={record.kpt_oks_map50} approved={record.approved}")
+                auto, human = run.overlays() if options.report else ([], [])
+        finally:
+            server.stop()
+        notes = [
+            f"Run folder `{folder.root}`; pool {options.config.pool} images, frozen test set "
+            f"{options.config.test_images} images (separate seed, never uploaded or trained on).",
+            "Metrics are those of each round's candidate bundle on the frozen test set, computed with "
+            "alp.metrics on the inference engine's predictions; `labels` counts images labeled by people "
+            "(human + audit) so far.",
+        ]
+        report = folder.report_dir / "report.md"
+        if options.report:
+            report = write_report(state.rounds, folder.report_dir, title="Active-learning demo", notes=notes,
+                                  auto_overlays=auto, human_overlays=human, schema=settings.schema_,
+                                  head_attr=settings.labeling.head_label_attribute,
+                                  kp_attr=settings.labeling.keypoint_label_attribute)
+    return DemoResult(rows=list(state.rounds), report_path=report, state=state,
+                      seconds=time.monotonic() - started, notes=notes)
+
+
+def run_demo_cli(options: DemoOptions) -> int:
+    """The ``alp demo`` entry: prints the table and the report path; Ctrl-C exits 130 keeping state."""
+    try:
+        result = run_demo(options)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: completed rounds are kept in {options.run_dir}; run the same command again to "
+              "resume, or add --fresh to start over", file=sys.stderr)
+        return 130
+    except RunFolderError as exc:
+        print(f"alp demo: {exc}", file=sys.stderr)
+        return 2
+    except StepFailed as exc:
+        print(f"alp demo: {exc}\ncompleted rounds are kept; fix the cause and run the same command to resume",
+              file=sys.stderr)
+        return 1
+    print()
+    print(format_table(result.rows))
+    print(f"\ntotal {result.seconds:.0f}s; report: {result.report_path}")
+    return 0

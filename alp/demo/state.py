@@ -1,0 +1,161 @@
+"""The demo's run folder: its layout, its configuration and ``state.json`` (what a re-run resumes from).
+
+Everything the demo writes lives under one folder (default ``./demo-run``). ``state.json`` is rewritten
+atomically after every completed round, together with the mirror of the embedded AWS state, so an
+interrupted run resumes at the first round that did not complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STATE_VERSION = 1
+
+
+class DemoConfig(BaseModel):
+    """The flags that shape a run; a resumed run must use the same ones."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rounds: int = Field(4, ge=1, le=50, description="rounds after the cold start")
+    pool: int = Field(400, ge=8)
+    test_images: int = Field(80, ge=4)
+    seed_images: int = Field(40, ge=4, description="round 0: random images labeled by people")
+    batch_images: int | None = Field(None, ge=1, description="images uploaded per round; default: pool split evenly")
+    width: int = Field(320, ge=32)
+    height: int = Field(240, ge=32)
+    imgsz: int = Field(224, ge=32, multiple_of=32)
+    epochs: int = Field(20, ge=1)
+    batch: int = Field(16, ge=1)
+    seed: int = 0
+    hard_share: float = Field(0.3, ge=0.0, le=1.0)
+
+    def round_batch_size(self) -> int:
+        if self.batch_images is not None:
+            return self.batch_images
+        return max(1, (self.pool - self.seed_images) // self.rounds)
+
+
+class RoundRecord(BaseModel):
+    """One row of the round table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: int
+    images_seen: int = 0
+    auto: int = 0
+    human: int = 0
+    audit: int = 0
+    quarantine: int = 0
+    human_labels_total: int = Field(0, description="images labeled by people so far, this round included")
+    audit_agreement: float | None = None
+    box_map50: float | None = None
+    kpt_oks_map50: float | None = None
+    visibility_accuracy: float | None = None
+    seconds: float = 0.0
+    dataset_version: str | None = None
+    bundle_id: str | None = None
+    bundle_uri: str | None = None
+    approved: bool | None = None
+    batch_dir: str | None = None
+    step_seconds: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def routed(self) -> int:
+        return self.auto + self.human + self.audit + self.quarantine
+
+
+class DemoState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state_version: int = STATE_VERSION
+    config: DemoConfig
+    pool_manifest: str | None = None
+    test_manifest: str | None = None
+    uploaded: list[str] = Field(default_factory=list, description="pool image names already uploaded")
+    rounds: list[RoundRecord] = Field(default_factory=list)
+
+    @property
+    def completed_rounds(self) -> int:
+        return len(self.rounds)
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used as asked (other flags, unreadable state)."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths of a run folder."""
+
+    root: Path
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def mirror_dir(self) -> Path:
+        return self.root / "aws-mirror"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def config_dir(self) -> Path:
+        """ultralytics' config, fonts and runs."""
+        return self.root / "ultralytics"
+
+    @property
+    def mpl_dir(self) -> Path:
+        return self.root / "matplotlib"
+
+    @property
+    def metrics_log(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def prepare(self, *, fresh: bool) -> None:
+        if fresh and self.root.exists():
+            if self.root.is_dir() and not (self.state_path.exists() or not any(self.root.iterdir())):
+                # Refuse to wipe a folder that the demo did not create (a typo in --run-dir).
+                raise RunFolderError(f"{self.root} exists but has no state.json: not deleting a folder the demo "
+                                     "did not create; choose another --run-dir")
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def load_state(self, config: DemoConfig) -> DemoState:
+        """The saved state, or a new one; a saved state made with other flags is refused."""
+        if not self.state_path.is_file():
+            return DemoState(config=config)
+        try:
+            state = DemoState.model_validate_json(self.state_path.read_text())
+        except ValueError as exc:
+            raise RunFolderError(f"{self.state_path} is unreadable ({exc}); re-run with --fresh") from None
+        if state.config != config:
+            diff = {k: (v, getattr(config, k)) for k, v in state.config.model_dump().items()
+                    if getattr(config, k) != v}
+            raise RunFolderError(
+                f"{self.root} holds a run made with other settings {diff} (saved, asked); "
+                "re-run with the same flags to resume, or add --fresh to start over"
+            )
+        return state
+
+    def save_state(self, state: DemoState) -> None:
+        tmp = self.state_path.with_name(f".state.json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(state.model_dump(mode="json"), indent=1))
+        tmp.replace(self.state_path)

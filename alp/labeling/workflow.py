@@ -1,0 +1,480 @@
+"""The label step: human and audit items of a batch -> labeling jobs -> consolidated labels.
+
+Two jobs per batch, one after the other: ``head-boxes`` (one task per image) and then ``keypoints`` (one
+task per consolidated head box, so each task is one person). Job names derive from the items, so a re-run
+finds the jobs it created instead of making new ones. Gold items (known labels) are mixed into both jobs to
+score workers. Every item ends in ``labeled.jsonl`` or, with a reason, in ``unlabeled.jsonl`` (back to the
+queue): failed, stopped or partial jobs and objects without a usable answer.
+
+Outputs under ``<batch_dir>labeling/``: ``labeled.jsonl``, ``unlabeled.jsonl``, ``worker-reports.json``,
+``labeling.json`` and one folder per job under ``jobs/`` (input manifest, label categories, job context,
+and what Ground Truth or the local workforce wrote).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from alp import storage
+from alp.labeling.backend import TASK_ID_KEY, ItemOutcome, JobSpec, JobStatus, LabelingBackend
+from alp.labeling.consolidation import Box, WorkerReport, match_boxes, merge_reports
+from alp.labeling.tasks import (
+    AUDIT_MODEL_KEY,
+    GOLD_MARK_KEY,
+    HEAD_LABEL,
+    JOB_CONTEXT_NAME,
+    PERSON_KEY,
+    WORKER_REPORTS_DIR,
+    GoldItem,
+    JobContext,
+    JobKind,
+    PersonTask,
+    job_name,
+)
+from alp.manifest import (
+    PREANNOTATION_KEY,
+    BoundingBoxLabel,
+    BoxMetadata,
+    KeypointLabel,
+    KeypointMetadata,
+    ManifestError,
+    ManifestLine,
+    ObjectConfidence,
+    PersonKeypoints,
+    read_manifest,
+    utc_now_iso,
+    write_manifest,
+)
+from alp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UNLABELED_KEY = "alp-unlabeled"
+LABELING_KEY = "alp-labeling"
+AUDIT_MODEL_FILE = "audit_model.jsonl"
+
+_TITLES: dict[str, tuple[str, str]] = {
+    "head-boxes": ("Box every head in a car-cabin image",
+                   "Correct the model's head boxes, delete wrong ones and add the heads it missed."),
+    "keypoints": ("Mark the body points of one person, with visibility",
+                  "Place the 17 body points of the outlined person and mark each visible, occluded or outside."),
+}
+
+
+class JobRecord(BaseModel):
+    name: str
+    kind: str
+    state: str
+    failure_reason: str | None = None
+    items: int = 0
+    gold: int = 0
+    labeled: int = 0
+    unlabeled: int = 0
+    folder: str
+
+
+class LabelingSummary(BaseModel):
+    """``labeling.json``: what the label step did for one batch."""
+
+    batch_dir: str
+    backend: str
+    items: int = 0
+    audit_items: int = 0
+    labeled: int = 0
+    unlabeled: int = 0
+    unlabeled_reasons: dict[str, int] = Field(default_factory=dict)
+    jobs: list[JobRecord] = Field(default_factory=list)
+    excluded_workers: list[str] = Field(default_factory=list)
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass
+class _Item:
+    task_id: str
+    original: dict[str, Any]
+    job_line: dict[str, Any]
+    is_audit: bool
+    unlabeled: tuple[str, str, str] | None = None  # (stage, job, reason)
+    head: ItemOutcome | None = None
+    persons: dict[int, ItemOutcome] = field(default_factory=dict)
+
+
+def folder_uri(base: str, *parts: str) -> str:
+    """``base`` joined with ``parts``, as a folder (trailing slash) for S3 and local paths alike."""
+    return storage.join(base, *parts).rstrip("/") + "/" if parts else base.rstrip("/") + "/"
+
+
+def labeling_dir(batch_dir: str) -> str:
+    return folder_uri(batch_dir, "labeling")
+
+
+def _route_of(line: ManifestLine) -> str:
+    try:
+        pre = line.preannotation()
+        if pre is not None:
+            return pre.route
+        route = line.route()
+        return route.route if route is not None else "human"
+    except ManifestError:
+        return "human"
+
+
+def _hash_order(task_id: str) -> str:
+    return hashlib.sha256(task_id.encode()).hexdigest()
+
+
+def prepare_items(lines: list[ManifestLine], audit_model: dict[str, dict[str, Any]], settings: Settings
+                  ) -> tuple[list[_Item], list[tuple[dict[str, Any], str]]]:
+    """Job input lines for the batch's human and audit items.
+
+    The model's would-be labels of audit items move from the label attributes (or ``audit_model.jsonl``)
+    to ``alp-audit-model``: the job writes the people's labels under those attributes.
+    """
+    head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
+    label_keys = (head_attr, f"{head_attr}-metadata", kp_attr, f"{kp_attr}-metadata")
+    items: list[_Item] = []
+    rejected: list[tuple[dict[str, Any], str]] = []
+    seen: set[str] = set()
+    for line in lines:
+        ref = line.data.get("source-ref")
+        if not isinstance(ref, str):
+            rejected.append((line.data, "inline 'source' lines cannot be labeled as images"))
+            continue
+        if ref in seen:
+            log.warning("label: %s listed twice in human.jsonl; labeling it once", ref)
+            continue
+        seen.add(ref)
+        is_audit = _route_of(line) == "audit"
+        job_line = {k: v for k, v in line.data.items() if k not in label_keys}
+        job_line[TASK_ID_KEY] = ref
+        if is_audit:
+            model = {k: line.data[k] for k in label_keys if k in line.data} or audit_model.get(ref, {})
+            if model:
+                job_line[AUDIT_MODEL_KEY] = model
+        items.append(_Item(task_id=ref, original=line.data, job_line=job_line, is_audit=is_audit))
+    return items, rejected
+
+
+def read_audit_model(inference_dir: str, settings: Settings) -> dict[str, dict[str, Any]]:
+    """The model's would-be labels of audit items from ``audit_model.jsonl``, when inference wrote one."""
+    uri = inference_dir + AUDIT_MODEL_FILE
+    if not storage.exists(uri):
+        return {}
+    head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
+    out = {}
+    for line in read_manifest(uri):
+        ref = line.data.get("source-ref")
+        if isinstance(ref, str):
+            out[ref] = {k: v for k, v in line.data.items()
+                        if k in (head_attr, f"{head_attr}-metadata", kp_attr, f"{kp_attr}-metadata")}
+    return out
+
+
+# --- gold ------------------------------------------------------------------------------------------------
+
+def select_gold(candidates: list[ManifestLine], exclude: set[str], count: int, salt: str,
+                settings: Settings) -> list[tuple[ManifestLine, BoundingBoxLabel, KeypointLabel | None]]:
+    """``count`` gold images with known head boxes, chosen by a hash (deterministic for a batch)."""
+    if count <= 0:
+        return []
+    head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
+    ranked = []
+    for line in candidates:
+        ref = line.data.get("source-ref")
+        if not isinstance(ref, str) or storage.basename(ref) in exclude:
+            continue
+        try:
+            boxes = line.boxes(head_attr)
+            kps = line.keypoints(kp_attr)
+        except ManifestError:
+            continue
+        if boxes is None:
+            continue
+        ranked.append((hashlib.sha256(f"{salt}|{ref}".encode()).hexdigest(), line, boxes[0],
+                       kps[0] if kps is not None else None))
+    ranked.sort(key=lambda r: r[0])
+    return [(line, boxes, kps) for _, line, boxes, kps in ranked[:count]]
+
+
+# --- jobs ------------------------------------------------------------------------------------------------
+
+@dataclass
+class _JobRun:
+    spec: JobSpec
+    status: JobStatus
+    outcomes: list[ItemOutcome]
+    gold: int
+
+
+def _run_job(kind: JobKind, item_lines: list[dict[str, Any]], gold_lines: list[dict[str, Any]],
+             gold_items: list[GoldItem], batch_dir: str, settings: Settings, backend: LabelingBackend,
+             wait: Callable[[LabelingBackend, str], JobStatus]) -> _JobRun:
+    attr = (settings.labeling.head_label_attribute if kind == "head-boxes"
+            else settings.labeling.keypoint_label_attribute)
+    item_text = "\n".join(json.dumps(d, sort_keys=True) for d in sorted(item_lines, key=lambda d: d[TASK_ID_KEY]))
+    name = job_name(settings.storage.resource_prefix, kind, item_text)
+    jobs_dir = folder_uri(labeling_dir(batch_dir), "jobs")
+    folder = jobs_dir + name + "/"
+    input_uri = folder + "input.manifest"
+    categories_uri = folder + "categories.json"
+    schema = settings.schema_
+    if not storage.exists(input_uri):
+        # Gold items are spread through the job by a hash, so they sit among the real work.
+        lines = sorted(item_lines + gold_lines, key=lambda d: _hash_order(d[TASK_ID_KEY]))
+        index = {d[TASK_ID_KEY]: i for i, d in enumerate(lines)}
+        gold = [g.model_copy(update={"dataset_object_id": str(index[g.dataset_object_id])}) for g in gold_items]
+        context = JobContext(
+            job_name=name, kind=kind, label_attribute=attr, keypoint_schema=schema.name,
+            keypoint_names=list(schema.names), sigmas=list(schema.sigmas),
+            gold_agreement_threshold=settings.labeling.gold_agreement_threshold, gold=gold,
+        )
+        labels = [HEAD_LABEL] if kind == "head-boxes" else list(schema.names)
+        storage.write_text(categories_uri, json.dumps(
+            {"document-version": "2018-11-28", "labels": [{"label": label} for label in labels]}, indent=2),
+            content_type="application/json")
+        storage.write_text(folder + JOB_CONTEXT_NAME, context.model_dump_json(indent=2),
+                           content_type="application/json")
+        write_manifest(input_uri, [ManifestLine(d) for d in lines])  # last: its presence means "job files ready"
+    title, description = _TITLES[kind]
+    spec = JobSpec(
+        name=name, kind=kind, label_attribute=attr, input_manifest_uri=input_uri, output_path=jobs_dir,
+        label_category_uri=categories_uri, template_uri=backend.template_uri(kind), title=title,
+        description=description, objects=len(item_lines) + len(gold_lines),
+    )
+    status = backend.create_job(spec)
+    log.info("label: %s job %s is %s", kind, name, status.state)
+    if not status.done:
+        status = wait(backend, name)
+    outcomes = backend.read_output(spec, status)
+    return _JobRun(spec=spec, status=status, outcomes=outcomes, gold=len(gold_lines))
+
+
+def _gold_head_lines(gold: list[tuple[ManifestLine, BoundingBoxLabel, KeypointLabel | None]]
+                     ) -> tuple[list[dict[str, Any]], list[GoldItem]]:
+    lines, items = [], []
+    for line, boxes, _ in gold:
+        task_id = f"gold:{line.source_ref}"
+        lines.append({"source-ref": line.source_ref, TASK_ID_KEY: task_id, GOLD_MARK_KEY: True})
+        items.append(GoldItem(dataset_object_id=task_id, source_ref=line.source_ref, image_size=boxes.size,
+                              boxes=boxes.annotations))
+    return lines, items
+
+
+def _gold_person_lines(gold: list[tuple[ManifestLine, BoundingBoxLabel, KeypointLabel | None]], limit: int,
+                       schema_name: str) -> tuple[list[dict[str, Any]], list[GoldItem]]:
+    lines: list[dict[str, Any]] = []
+    items: list[GoldItem] = []
+    for line, boxes, kps in gold:
+        if kps is None:
+            continue
+        for person in kps.persons:
+            idx = person.head_box_index
+            if idx is None or idx >= len(boxes.annotations) or len(lines) >= limit:
+                continue
+            a = boxes.annotations[idx]
+            task = PersonTask(image_key=line.source_ref, head_index=idx, head_box=[a.left, a.top, a.width, a.height],
+                              image_size=boxes.size, persons_in_image=len(boxes.annotations),
+                              keypoint_schema=schema_name)
+            task_id = f"gold:{line.source_ref}#{idx}"
+            lines.append({"source-ref": line.source_ref, TASK_ID_KEY: task_id, GOLD_MARK_KEY: True,
+                          PERSON_KEY: task.dump()})
+            items.append(GoldItem(dataset_object_id=task_id, source_ref=line.source_ref, image_size=boxes.size,
+                                  person=person))
+    return lines, items
+
+
+def _model_person_for(item: _Item, head_boxes: list[Box]) -> dict[int, PersonKeypoints]:
+    """The model's person for each consolidated head box, matched through the model's own head boxes."""
+    try:
+        pre = ManifestLine(item.original).preannotation()
+    except ManifestError:
+        return {}
+    if pre is None or not pre.persons or not pre.boxes:
+        return {}
+    model_boxes = [Box(b.left, b.top, b.width, b.height) for b in pre.boxes]
+    by_model_box = {p.head_box_index: p for p in pre.persons if p.head_box_index is not None}
+    out = {}
+    for i, j, _ in match_boxes(head_boxes, model_boxes, 0.5):
+        if j in by_model_box:
+            out[i] = by_model_box[j]
+    return out
+
+
+def _person_lines(items: list[_Item], settings: Settings) -> list[dict[str, Any]]:
+    lines = []
+    schema_name = settings.schema_.name
+    for item in items:
+        if item.unlabeled is not None or item.head is None or item.head.label is None:
+            continue
+        label = BoundingBoxLabel.model_validate(item.head.label)
+        boxes = [Box(a.left, a.top, a.width, a.height) for a in label.annotations]
+        prefill = _model_person_for(item, boxes)
+        for idx, a in enumerate(label.annotations):
+            task = PersonTask(image_key=item.task_id, head_index=idx, head_box=[a.left, a.top, a.width, a.height],
+                              image_size=label.size, persons_in_image=len(boxes), keypoint_schema=schema_name,
+                              prefill=prefill.get(idx))
+            line = {k: v for k, v in item.job_line.items() if k != PREANNOTATION_KEY}
+            line[PERSON_KEY] = task.dump()
+            line[TASK_ID_KEY] = f"{item.task_id}#{idx}"
+            lines.append(line)
+    return lines
+
+
+# --- assembly --------------------------------------------------------------------------------------------
+
+def _person_bbox(points: list[tuple[float, float, int]], head: Box) -> list[float]:
+    xs = [p[0] for p in points if p[2] > 0] + [head.left, head.right]
+    ys = [p[1] for p in points if p[2] > 0] + [head.top, head.bottom]
+    return [round(min(xs), 2), round(min(ys), 2), round(max(xs) - min(xs), 2), round(max(ys) - min(ys), 2)]
+
+
+def assemble_label(item: _Item, head_job: str, kp_job: str | None, settings: Settings) -> ManifestLine:
+    """The labeled line of one image: its batch line, the people's head boxes and keypoints."""
+    assert item.head is not None and item.head.label is not None
+    head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
+    boxes = BoundingBoxLabel.model_validate(item.head.label)
+    info = item.head.consolidation
+    created = str(item.head.metadata.get("creation-date") or utc_now_iso())
+    box_meta = BoxMetadata(
+        objects=[ObjectConfidence(confidence=c) for c in (info.objects if info else [])] or
+        [ObjectConfidence(confidence=1.0) for _ in boxes.annotations],
+        confidence=info.confidence if info else None, job_name=f"labeling-job/{head_job}", creation_date=created,
+    )
+    persons = []
+    confidences = []
+    for idx, a in enumerate(boxes.annotations):
+        outcome = item.persons[idx]
+        assert outcome.label is not None
+        kp = KeypointLabel.model_validate(outcome.label)
+        person = kp.persons[0]
+        points = [(k.x, k.y, k.v) for k in person.keypoints]
+        persons.append(person.model_copy(update={
+            "head_box_index": idx, "bbox": _person_bbox(points, Box(a.left, a.top, a.width, a.height))}))
+        if outcome.consolidation and outcome.consolidation.confidence is not None:
+            confidences.append(outcome.consolidation.confidence)
+    kp_label = KeypointLabel(image_size=boxes.image_size, keypoint_schema=settings.schema_.name, persons=persons)
+    kp_meta = KeypointMetadata(confidence=min(confidences) if confidences else None,
+                               job_name=f"labeling-job/{kp_job}" if kp_job else "", creation_date=created)
+    keep = {k: v for k, v in item.original.items()
+            if k not in (head_attr, f"{head_attr}-metadata", kp_attr, f"{kp_attr}-metadata", PREANNOTATION_KEY)}
+    if AUDIT_MODEL_KEY in item.job_line:
+        keep[AUDIT_MODEL_KEY] = item.job_line[AUDIT_MODEL_KEY]
+    keep[LABELING_KEY] = {"head_job": head_job, "keypoint_job": kp_job, "audit": item.is_audit}
+    return ManifestLine(keep).with_boxes(head_attr, boxes, box_meta).with_keypoints(kp_attr, kp_label, kp_meta)
+
+
+# --- the step --------------------------------------------------------------------------------------------
+
+def run_label_step(batch_dir: str, settings: Settings, backend: LabelingBackend, *,
+                   gold_candidates: Callable[[], list[ManifestLine]] | None = None,
+                   wait: Callable[[LabelingBackend, str], JobStatus] | None = None) -> LabelingSummary:
+    """Label the human and audit items of ``batch_dir`` and write the results under ``labeling/``.
+
+    ``gold_candidates`` supplies lines with known labels for gold items (default: the backend's own);
+    it is only called when there is work to label.
+    """
+    batch_dir = batch_dir.rstrip("/") + "/"
+    inference_dir = folder_uri(batch_dir, "inference")
+    out_dir = labeling_dir(batch_dir)
+    human = read_manifest(inference_dir + "human.jsonl")
+    items, rejected = prepare_items(human, read_audit_model(inference_dir, settings), settings)
+    waiter = wait or (lambda b, name: b.wait(name))
+    summary = LabelingSummary(batch_dir=batch_dir, backend=backend.name, items=len(items),
+                              audit_items=sum(1 for i in items if i.is_audit))
+    runs: list[_JobRun] = []
+    if items:
+        exclude = {storage.basename(i.task_id) for i in items}
+        candidates = gold_candidates() if gold_candidates is not None else backend.gold_candidates()
+        gold = select_gold(candidates, exclude, settings.labeling.gold_items_per_job, batch_dir, settings)
+        gold_lines, gold_items = _gold_head_lines(gold)
+        head_run = _run_job("head-boxes", [i.job_line for i in items], gold_lines, gold_items, batch_dir,
+                            settings, backend, waiter)
+        runs.append(head_run)
+        by_id = {o.task_id: o for o in head_run.outcomes}
+        for item in items:
+            outcome = by_id.get(item.task_id)
+            if outcome is None or outcome.label is None:
+                reason = outcome.unlabeled_reason if outcome else "missing from the job's input"
+                item.unlabeled = ("head-boxes", head_run.spec.name, reason or "no label")
+            else:
+                item.head = outcome
+        person_lines = _person_lines(items, settings)
+        kp_run = None
+        if person_lines:
+            gold_p_lines, gold_p_items = _gold_person_lines(gold, settings.labeling.gold_items_per_job,
+                                                            settings.schema_.name)
+            kp_run = _run_job("keypoints", person_lines, gold_p_lines, gold_p_items, batch_dir, settings,
+                              backend, waiter)
+            runs.append(kp_run)
+            by_id = {o.task_id: o for o in kp_run.outcomes}
+            for item in items:
+                if item.unlabeled is not None or item.head is None:
+                    continue
+                n = len(BoundingBoxLabel.model_validate(item.head.label).annotations)
+                for idx in range(n):
+                    outcome = by_id.get(f"{item.task_id}#{idx}")
+                    if outcome is None or outcome.label is None:
+                        reason = outcome.unlabeled_reason if outcome else "missing from the job's input"
+                        item.unlabeled = ("keypoints", kp_run.spec.name, f"person {idx + 1}: {reason}")
+                        break
+                    item.persons[idx] = outcome
+    labeled_lines = []
+    unlabeled_lines = [ManifestLine({**data, UNLABELED_KEY: {"stage": "input", "reason": reason}})
+                       for data, reason in rejected if "source-ref" in data or "source" in data]
+    reasons: dict[str, int] = {}
+    for item in items:
+        if item.unlabeled is None:
+            labeled_lines.append(assemble_label(item, runs[0].spec.name,
+                                                runs[1].spec.name if len(runs) > 1 else None, settings))
+            continue
+        stage, job, reason = item.unlabeled
+        unlabeled_lines.append(ManifestLine({**item.original, UNLABELED_KEY: {"stage": stage, "job": job,
+                                                                               "reason": reason}}))
+        key = f"{stage}: {reason.split(':')[0]}"
+        reasons[key] = reasons.get(key, 0) + 1
+    outputs = {
+        "labeled": write_manifest(out_dir + "labeled.jsonl", labeled_lines),
+        "unlabeled": write_manifest(out_dir + "unlabeled.jsonl", unlabeled_lines),
+    }
+    reports = {}
+    excluded: set[str] = set()
+    for run in runs:
+        report = _job_worker_report(run.spec)
+        if report is not None:
+            reports[run.spec.name] = report.summary()
+            excluded.update(report.excluded)
+    outputs["worker_reports"] = storage.write_text(out_dir + "worker-reports.json",
+                                                   json.dumps(reports, indent=2, sort_keys=True),
+                                                   content_type="application/json")
+    summary.labeled, summary.unlabeled = len(labeled_lines), len(unlabeled_lines)
+    summary.unlabeled_reasons = dict(sorted(reasons.items()))
+    summary.excluded_workers = sorted(excluded)
+    summary.jobs = [
+        JobRecord(name=r.spec.name, kind=r.spec.kind, state=r.status.state, failure_reason=r.status.failure_reason,
+                  items=r.spec.objects - r.gold, gold=r.gold,
+                  labeled=sum(1 for o in r.outcomes if o.label is not None and GOLD_MARK_KEY not in o.line),
+                  unlabeled=sum(1 for o in r.outcomes if o.label is None and GOLD_MARK_KEY not in o.line),
+                  folder=r.spec.folder)
+        for r in runs
+    ]
+    summary.outputs = {**outputs, "summary": out_dir + "labeling.json"}
+    storage.write_text(out_dir + "labeling.json", summary.model_dump_json(indent=2), content_type="application/json")
+    return summary
+
+
+def _job_worker_report(spec: JobSpec) -> WorkerReport | None:
+    reports = []
+    for uri in storage.list_uris(spec.folder + WORKER_REPORTS_DIR + "/"):
+        try:
+            reports.append(WorkerReport.model_validate_json(storage.read_text(uri)))
+        except ValueError as exc:
+            log.warning("label: unreadable worker report %s: %s", uri, exc)
+    return merge_reports(reports)
+

@@ -1,0 +1,221 @@
+"""The inference engine: a verified bundle's three ONNX models on one shared, letterboxed tensor.
+
+Each image is decoded and letterboxed once; the same NCHW batch feeds the head detector and both pose
+models. Persons of the two pose models are matched by box IoU, each keypoint gets its three-state
+visibility, and each person is tied to a head box. No torch, no pickles: onnxruntime and numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from numpy.typing import NDArray
+
+from alp.bundle import BundleError, LoadedBundle, load_bundle
+from alp.settings import Settings
+from inference.head_backends import (
+    HeadDetector,
+    PreparedBatch,
+    RekognitionHeadDetector,
+    YoloOnnxHeadDetector,
+)
+from inference.image_io import DecodedImage
+from inference.judgement import ImageEvidence, PersonEvidence
+from inference.letterbox import input_shape, letterbox_batch
+from inference.onnx_models import Detections, OnnxYoloModel
+from inference.visibility import assign_heads, classify_visibility, match_persons
+
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class PersonPrediction:
+    """One person of the main pose model, in original pixels."""
+
+    box: tuple[float, float, float, float]  # xyxy
+    score: float
+    keypoints_xy: F64  # (K, 2), main model
+    keypoint_conf: F64  # (K,), main model
+    keypoint_conf_visible: F64 | None  # (K,), visible-only model; None when it had no matching person
+    visibility: NDArray[np.int64]  # (K,) 0 outside, 1 occluded, 2 visible
+    head_box_index: int | None
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    width: int
+    height: int
+    head_boxes: F64  # (H, 4) xyxy
+    head_scores: F64  # (H,)
+    persons: tuple[PersonPrediction, ...]
+    unmatched_visible_persons: int
+
+    def evidence(self, keypoint_names: Sequence[str] = ()) -> ImageEvidence:
+        """The confidences judgement needs, as plain data."""
+        return ImageEvidence(
+            head_confs=tuple(float(s) for s in self.head_scores),
+            persons=tuple(
+                PersonEvidence(
+                    box_conf=p.score,
+                    keypoint_conf=tuple(float(c) for c in p.keypoint_conf),
+                    keypoint_conf_visible=None if p.keypoint_conf_visible is None
+                    else tuple(float(c) for c in p.keypoint_conf_visible),
+                    head_box_index=p.head_box_index,
+                )
+                for p in self.persons
+            ),
+            unmatched_visible_persons=self.unmatched_visible_persons,
+            keypoint_names=tuple(keypoint_names),
+        )
+
+
+def combine(heads: Detections, main: Detections, visible: Detections, width: int, height: int, *,
+            keypoint_names: Sequence[str], main_threshold: float, additional_threshold: float,
+            person_match_iou: float) -> ImagePrediction:
+    """Join the three models' detections of one image into persons with visibility and head boxes."""
+    if main.keypoints is None or visible.keypoints is None:
+        raise ValueError("pose detections carry no keypoints")
+    match = match_persons(main.boxes, visible.boxes, person_match_iou)
+    head_of = assign_heads(main.boxes, main.keypoints, heads.boxes, keypoint_names, main_threshold)
+    persons = []
+    for i in range(len(main)):
+        conf = main.keypoints[i, :, 2]
+        j = match[i]
+        conf_vis = visible.keypoints[j, :, 2] if j is not None else None
+        v = classify_visibility(conf, conf_vis if conf_vis is not None else np.zeros_like(conf),
+                                main_threshold, additional_threshold)
+        box = main.boxes[i]
+        persons.append(PersonPrediction(
+            box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])), score=float(main.scores[i]),
+            keypoints_xy=main.keypoints[i, :, :2].copy(), keypoint_conf=conf.copy(),
+            keypoint_conf_visible=None if conf_vis is None else conf_vis.copy(), visibility=v,
+            head_box_index=head_of[i],
+        ))
+    matched = {j for j in match if j is not None}
+    return ImagePrediction(width=width, height=height, head_boxes=heads.boxes, head_scores=heads.scores,
+                           persons=tuple(persons), unmatched_visible_persons=len(visible) - len(matched))
+
+
+class InferenceEngine:
+    """Runs a verified bundle. Use as a context manager so a Custom Labels model is stopped after use."""
+
+    def __init__(self, bundle: LoadedBundle, settings: Settings, head_detector: HeadDetector | None = None):
+        desc = bundle.descriptor
+        schema = settings.schema_
+        if tuple(desc.keypoint_names) != tuple(schema.names):
+            raise BundleError(
+                f"bundle {desc.bundle_id} was trained on keypoints {list(desc.keypoint_names)[:4]}... "
+                f"({desc.keypoint_schema}), the settings use schema {schema.name}; refusing to mix them"
+            )
+        inf = settings.inference
+        self.bundle = bundle
+        self.settings = settings
+        self.keypoint_names: tuple[str, ...] = tuple(desc.keypoint_names)
+        self.imgsz = desc.imgsz
+        k = len(self.keypoint_names)
+        threads = inf.intra_op_threads
+        self.pose_main = OnnxYoloModel(bundle.paths["pose_main"], task="pose", num_keypoints=k,
+                                       intra_op_threads=threads)
+        self.pose_visible = OnnxYoloModel(bundle.paths["pose_visible"], task="pose", num_keypoints=k,
+                                          intra_op_threads=threads)
+        if head_detector is None:
+            if inf.head_detector_backend == "rekognition-custom-labels":
+                if not inf.rekognition_project_version_arn:
+                    raise ValueError("settings.inference.rekognition_project_version_arn is required for the "
+                                     "rekognition-custom-labels head backend")
+                head_detector = RekognitionHeadDetector(
+                    inf.rekognition_project_version_arn, min_confidence=inf.box_conf_threshold,
+                    keep_running=inf.keep_rekognition_model_running,
+                    label_name=desc.models["head"].class_names[0],
+                )
+            else:
+                head_model = OnnxYoloModel(bundle.paths["head"], task="detect", num_keypoints=None,
+                                           intra_op_threads=threads)
+                head_detector = YoloOnnxHeadDetector(head_model, inf.box_conf_threshold)
+        self.head_detector = head_detector
+        fixed = {m.fixed_hw for m in (self.pose_main, self.pose_visible) if m.fixed_hw is not None}
+        if isinstance(head_detector, YoloOnnxHeadDetector) and head_detector.model.fixed_hw is not None:
+            fixed.add(head_detector.model.fixed_hw)
+        if len(fixed) > 1:
+            raise BundleError(f"bundle {desc.bundle_id}: models expect different input sizes {sorted(fixed)}")
+        self.canvas_shape: tuple[int, int] | None = fixed.pop() if fixed else None
+        self._opened = False
+
+    @classmethod
+    def from_bundle(cls, uri: str, settings: Settings, cache_dir: str | Path) -> InferenceEngine:
+        """Fetch and verify a bundle (path or s3:// prefix), then open its models."""
+        return cls(load_bundle(uri, cache_dir), settings)
+
+    @property
+    def bundle_id(self) -> str:
+        return self.bundle.descriptor.bundle_id
+
+    def open(self) -> InferenceEngine:
+        if not self._opened:
+            self.head_detector.open()
+            self._opened = True
+        return self
+
+    def close(self) -> None:
+        if self._opened:
+            self.head_detector.close()
+            self._opened = False
+
+    def __enter__(self) -> InferenceEngine:
+        return self.open()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def prepare(self, images: Sequence[DecodedImage], source_refs: Sequence[str | None] | None = None) -> PreparedBatch:
+        tensor, placements = letterbox_batch([im.pixels for im in images], self.imgsz,
+                                             canvas_shape=self.canvas_shape)
+        refs: list[str | None] = list(source_refs) if source_refs is not None else [None] * len(images)
+        return PreparedBatch(tensor=tensor, placements=placements, images=list(images), source_refs=refs)
+
+    def predict_prepared(self, batch: PreparedBatch) -> list[ImagePrediction]:
+        self.open()
+        inf = self.settings.inference
+        heads = self.head_detector.detect(batch)
+        mains = self.pose_main.predict(batch.tensor, batch.placements, conf_threshold=inf.box_conf_threshold)
+        visibles = self.pose_visible.predict(batch.tensor, batch.placements, conf_threshold=inf.box_conf_threshold)
+        return [
+            combine(h, m, v, p.width, p.height, keypoint_names=self.keypoint_names,
+                    main_threshold=inf.main_threshold, additional_threshold=inf.additional_threshold,
+                    person_match_iou=inf.person_match_iou)
+            for h, m, v, p in zip(heads, mains, visibles, batch.placements, strict=True)
+        ]
+
+    def predict_decoded(self, images: Sequence[DecodedImage],
+                        source_refs: Sequence[str | None] | None = None) -> list[ImagePrediction]:
+        if not images:
+            return []
+        refs = list(source_refs) if source_refs is not None else [None] * len(images)
+        if self.canvas_shape is not None:
+            return self.predict_prepared(self.prepare(images, refs))
+        # One model call per input shape: a portrait frame padded into a landscape batch would cost
+        # the area of both.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(input_shape(im.height, im.width, self.imgsz), []).append(i)
+        out: list[ImagePrediction | None] = [None] * len(images)
+        for members in groups.values():
+            preds = self.predict_prepared(self.prepare([images[i] for i in members], [refs[i] for i in members]))
+            for i, pred in zip(members, preds, strict=True):
+                out[i] = pred
+        return [p for p in out if p is not None]
+
+    def predict(self, images: Sequence[NDArray[np.uint8]]) -> list[ImagePrediction]:
+        """Predict upright RGB uint8 arrays (H, W, 3)."""
+        decoded = []
+        for im in images:
+            arr = np.asarray(im)
+            if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+                raise ValueError(f"expected RGB uint8 (H, W, 3) arrays, got {arr.dtype} {arr.shape}")
+            decoded.append(DecodedImage(pixels=arr, format="array", original_mode="RGB", exif_transposed=False))
+        return self.predict_decoded(decoded)

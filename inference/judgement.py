@@ -1,0 +1,167 @@
+"""Judgement: one pure, deterministic function sends each image to exactly one route.
+
+* ``auto``: every check passed; the model's labels are accepted;
+* ``human``: a check failed (the reason names the person, box or keypoint score and the threshold),
+  the model failed on the image, or there is no approved model yet (cold start: ``no_model``);
+* ``audit``: a confident image drawn for people anyway, by a hash of its key and a seed, so the same
+  images are drawn on every re-run (the shadow mode that measures automation quality);
+* ``quarantine``: the input itself is bad (the decoder's reason).
+
+Checks on a confident image, each a threshold on one confidence or on an aggregate that never falls
+when a confidence rises (so lowering any confidence can never turn ``human`` into ``auto``):
+
+* every head box and every person box: confidence >= ``box_threshold``;
+* every person: the aggregate (``min``, ``mean`` or a low ``quantile``) of its keypoint confidences from
+  *both* models >= ``keypoint_threshold``;
+* structure: each person has a head box, each head box a person, each person was found by both pose
+  models, and at least one head or person was found (an empty frame is rare in a cabin and cheap to
+  confirm).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alp.manifest import Route
+from alp.settings import JudgementSettings
+
+NO_MODEL = "no_model"
+CONFIDENT = "confident"
+
+
+@dataclass(frozen=True)
+class PersonEvidence:
+    """What the models said about one person (main-model order)."""
+
+    box_conf: float
+    keypoint_conf: tuple[float, ...]
+    keypoint_conf_visible: tuple[float, ...] | None  # None: the visible-only model had no such person
+    head_box_index: int | None
+
+
+@dataclass(frozen=True)
+class ImageEvidence:
+    """Confidences of one successfully predicted image."""
+
+    head_confs: tuple[float, ...]
+    persons: tuple[PersonEvidence, ...]
+    unmatched_visible_persons: int = 0
+    keypoint_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InputRejected:
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ModelFailed:
+    detail: str
+
+
+@dataclass(frozen=True)
+class NoModel:
+    pass
+
+
+Evidence = ImageEvidence | InputRejected | ModelFailed | NoModel
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    route: Route
+    reason: str
+    score: float | None = None
+    failures: tuple[str, ...] = field(default=())
+
+
+def aggregate(values: Sequence[float], method: str, quantile: float) -> float:
+    """Combine confidences; never decreases when any value increases."""
+    if not values:
+        raise ValueError("nothing to aggregate")
+    arr = np.asarray(values, dtype=np.float64)
+    if method == "min":
+        return float(arr.min())
+    if method == "mean":
+        return float(arr.mean())
+    if method == "quantile":
+        return float(np.quantile(arr, quantile))
+    raise ValueError(f"unknown aggregation {method!r}")
+
+
+def audit_draw(image_key: str, seed: str) -> float:
+    """A number in [0, 1) fixed by the key and seed: the same images are audited on every re-run."""
+    digest = hashlib.sha256(f"{seed}\x00{image_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _name(names: tuple[str, ...], k: int) -> str:
+    return names[k] if k < len(names) else f"keypoint {k}"
+
+
+def _failures(ev: ImageEvidence, s: JudgementSettings) -> tuple[list[str], float | None]:
+    failures: list[str] = []
+    scores: list[float] = []
+    if not ev.head_confs and not ev.persons:
+        return ["no_detections: no head box and no person found"], None
+    for i, conf in enumerate(ev.head_confs):
+        scores.append(conf)
+        if conf < s.box_threshold:
+            failures.append(f"low_box: head box {i} confidence {conf:.3f} < box_threshold {s.box_threshold}")
+    tied_heads = {p.head_box_index for p in ev.persons if p.head_box_index is not None}
+    for i in range(len(ev.head_confs)):
+        if i not in tied_heads:
+            failures.append(f"unassigned_head: head box {i} belongs to no person")
+    for i, person in enumerate(ev.persons):
+        scores.append(person.box_conf)
+        if person.box_conf < s.box_threshold:
+            failures.append(
+                f"low_box: person {i} box confidence {person.box_conf:.3f} < box_threshold {s.box_threshold}"
+            )
+        if person.head_box_index is None:
+            failures.append(f"no_head: person {i} has no head box")
+        visible = person.keypoint_conf_visible
+        if visible is None:
+            failures.append(f"unmatched_person: person {i} was not found by the visible-only model")
+            visible = tuple(0.0 for _ in person.keypoint_conf)
+        values = [*person.keypoint_conf, *visible]
+        if not values:
+            continue
+        kpt_score = aggregate(values, s.aggregation, s.quantile)
+        scores.append(kpt_score)
+        if kpt_score < s.keypoint_threshold:
+            k = int(np.argmin(np.minimum(person.keypoint_conf, visible))) if person.keypoint_conf else 0
+            failures.append(
+                f"low_keypoints: person {i} keypoint score {kpt_score:.3f} ({s.aggregation}) < keypoint_threshold "
+                f"{s.keypoint_threshold}; lowest {_name(ev.keypoint_names, k)} main "
+                f"{person.keypoint_conf[k]:.3f} visible {visible[k]:.3f}"
+            )
+    if ev.unmatched_visible_persons:
+        failures.append(
+            f"unmatched_person: the visible-only model found {ev.unmatched_visible_persons} person(s) "
+            "the main model did not"
+        )
+    return failures, (min(scores) if scores else None)
+
+
+def route_image(image_key: str, evidence: Evidence, settings: JudgementSettings) -> RouteDecision:
+    """The route of one image. Pure: same key, evidence and settings -> same decision."""
+    if isinstance(evidence, InputRejected):
+        detail = f": {evidence.detail}" if evidence.detail else ""
+        return RouteDecision("quarantine", f"{evidence.reason}{detail}")
+    if isinstance(evidence, NoModel):
+        return RouteDecision("human", NO_MODEL)
+    if isinstance(evidence, ModelFailed):
+        return RouteDecision("human", f"model_error: {evidence.detail}")
+    failures, score = _failures(evidence, settings)
+    if failures:
+        return RouteDecision("human", "; ".join(failures), score, tuple(failures))
+    if audit_draw(image_key, settings.audit_seed) < settings.audit_fraction:
+        return RouteDecision("audit", f"audit: confident image drawn for review ({settings.audit_fraction:.1%} "
+                                      "shadow sample)", score)
+    return RouteDecision("auto", CONFIDENT, score)

@@ -1,0 +1,229 @@
+"""Scale-out: the same ``alp infer-batch`` as a SageMaker Processing job over manifest shards.
+
+A batch above ``inference.processing_threshold_images`` images runs as a Processing job with
+``compute.processing_instance_count`` instances instead of inside the CodeBuild container. Every instance
+runs the identical command; each takes its share of the manifest by a stable hash of the image key (its
+index comes from SageMaker's ``/opt/ml/config/resourceconfig.json``), writes its outputs under
+``shard-IIIII-of-NNNNN/``, and SageMaker uploads them to ``--out``. The step then merges the shards into
+the top-level files in the manifest's order, with one summary and the invariant checked across shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from alp import aws, storage
+from alp.manifest import ROUTES, ManifestLine
+from alp.settings import Settings
+from inference.runner import (
+    OUTPUT_FILES,
+    SUMMARY_FILE,
+    BatchSummary,
+    SpooledOutputs,
+    line_key,
+    parse_batch_lines,
+)
+
+PROCESSING_INPUT_DIR = "/opt/ml/processing/input/manifest"
+PROCESSING_OUTPUT_DIR = "/opt/ml/processing/output"
+RESOURCE_CONFIG = "/opt/ml/config/resourceconfig.json"
+Executor = Literal["codebuild", "processing"]
+
+
+class ProcessingJobFailed(RuntimeError):
+    """The Processing job ended Failed or Stopped, or did not finish in time."""
+
+
+def shard_of(key: str, shard_count: int) -> int:
+    """The shard that owns ``key``: a stable hash (the same on every instance, run and Python version)."""
+    if shard_count < 1:
+        raise ValueError("shard_count must be >= 1")
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % shard_count
+
+
+def shard_dir(out_uri: str, shard_index: int, shard_count: int) -> str:
+    return storage.join(out_uri, f"shard-{shard_index:05d}-of-{shard_count:05d}")
+
+
+def shard_from_resource_config(path: str | Path = RESOURCE_CONFIG) -> tuple[int, int]:
+    """(index, count) of this Processing instance from SageMaker's resource config."""
+    config = json.loads(Path(path).read_text())
+    hosts = sorted(config["hosts"])
+    return hosts.index(config["current_host"]), len(hosts)
+
+
+def choose_executor(image_count: int, settings: Settings) -> Executor:
+    """CodeBuild for batches up to the threshold, SageMaker Processing above it."""
+    return "processing" if image_count > settings.inference.processing_threshold_images else "codebuild"
+
+
+def count_manifest_lines(manifest_uri: str) -> int:
+    return sum(1 for _ in storage.iter_lines(manifest_uri))
+
+
+def processing_job_name(settings: Settings, manifest_uri: str, now: float | None = None) -> str:
+    digest = hashlib.sha256(manifest_uri.encode()).hexdigest()[:10]
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() if now is None else now))
+    return f"{settings.storage.resource_prefix}-infer-{digest}-{stamp}"[:63]
+
+
+def build_processing_request(settings: Settings, *, job_name: str, manifest_uri: str, out_uri: str,
+                             bundle_uri: str | None, role_arn: str, settings_uri: str | None = None,
+                             image_uri: str | None = None, instance_count: int | None = None) -> dict[str, Any]:
+    """The ``CreateProcessingJob`` request for one batch (``bundle_uri`` None = cold start)."""
+    if not storage.is_s3(manifest_uri) or not storage.is_s3(out_uri):
+        raise ValueError("a Processing job reads and writes S3: --manifest and --out must be s3:// URIs")
+    image = image_uri or settings.inference.processing_image_uri
+    if not image:
+        raise ValueError("settings.inference.processing_image_uri is not set: the Processing job needs a "
+                         "container image with the alp package installed")
+    count = instance_count or settings.compute.processing_instance_count
+    local_manifest = f"{PROCESSING_INPUT_DIR}/{storage.basename(manifest_uri)}"
+    args = ["--manifest", local_manifest, "--out", PROCESSING_OUTPUT_DIR, "--shard-index", "auto",
+            "--shard-count", str(count), "--executor", "local"]
+    args += ["--bundle", bundle_uri] if bundle_uri else ["--no-model"]
+    request: dict[str, Any] = {
+        "ProcessingJobName": job_name,
+        "RoleArn": role_arn,
+        "AppSpecification": {
+            "ImageUri": image,
+            "ContainerEntrypoint": ["alp", "infer-batch"],
+            "ContainerArguments": args,
+        },
+        "ProcessingInputs": [{
+            "InputName": "manifest",
+            "S3Input": {
+                "S3Uri": manifest_uri, "LocalPath": PROCESSING_INPUT_DIR, "S3DataType": "S3Prefix",
+                "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated",
+            },
+        }],
+        "ProcessingOutputConfig": {"Outputs": [{
+            "OutputName": "inference",
+            "S3Output": {"S3Uri": out_uri.rstrip("/"), "LocalPath": PROCESSING_OUTPUT_DIR,
+                         "S3UploadMode": "EndOfJob"},
+        }]},
+        "ProcessingResources": {"ClusterConfig": {
+            "InstanceCount": count,
+            "InstanceType": settings.compute.processing_instance_type,
+            "VolumeSizeInGB": settings.inference.processing_volume_gb,
+        }},
+        "StoppingCondition": {"MaxRuntimeInSeconds": settings.inference.processing_max_runtime_seconds},
+        "Tags": [{"Key": "alp:step", "Value": "infer-batch"}],
+    }
+    if settings_uri:
+        request["Environment"] = {"ALP_SETTINGS_URI": settings_uri}
+    return request
+
+
+def submit_processing_job(request: dict[str, Any]) -> str:
+    response = aws.client("sagemaker").create_processing_job(**request)
+    return str(response["ProcessingJobArn"])
+
+
+def wait_processing_job(job_name: str, *, poll_seconds: float = 30.0, timeout_seconds: float = 86400.0,
+                        sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Poll until the job ends; raise :class:`ProcessingJobFailed` unless it completed."""
+    sm = aws.client("sagemaker")
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        job: dict[str, Any] = sm.describe_processing_job(ProcessingJobName=job_name)
+        status = job.get("ProcessingJobStatus")
+        if status == "Completed":
+            return job
+        if status in ("Failed", "Stopped"):
+            raise ProcessingJobFailed(f"processing job {job_name} {status}: {job.get('FailureReason', '')}")
+        if time.monotonic() > deadline:
+            raise ProcessingJobFailed(f"processing job {job_name} still {status} after {timeout_seconds:.0f} s")
+        sleep(poll_seconds)
+
+
+class _ShardReader:
+    """The output files of one shard, read line by line."""
+
+    def __init__(self, out_uri: str, shard_index: int, shard_count: int):
+        base = shard_dir(out_uri, shard_index, shard_count)
+        self.iters: dict[str, Iterator[str]] = {}
+        self.heads: dict[str, ManifestLine | None] = {}
+        for kind, name in OUTPUT_FILES.items():
+            uri = storage.join(base, name)
+            self.iters[kind] = storage.iter_lines(uri) if storage.exists(uri) else iter(())
+            self.heads[kind] = self._next(kind)
+        self.summary = BatchSummary.model_validate_json(storage.read_text(storage.join(base, SUMMARY_FILE)))
+
+    def _next(self, kind: str) -> ManifestLine | None:
+        text = next(self.iters[kind], None)
+        return None if text is None else ManifestLine.parse(text)
+
+    def take(self, kind: str) -> ManifestLine:
+        line = self.heads[kind]
+        if line is None:
+            raise ValueError(f"shard output {kind} ended early")
+        self.heads[kind] = self._next(kind)
+        return line
+
+    def take_for(self, key: str) -> tuple[str, ManifestLine]:
+        for kind in ("auto", "human", "quarantine"):
+            head = self.heads[kind]
+            if head is not None and line_key(head) == key:
+                return kind, self.take(kind)
+        raise ValueError(f"no shard output line for {key[:120]!r}: the shard outputs do not match the manifest")
+
+
+def merge_shards(manifest_uri: str, out_uri: str, shard_count: int) -> BatchSummary:
+    """Merge ``shard-*`` outputs into the top-level files in manifest order; checks the invariant."""
+    readers = [_ShardReader(out_uri, i, shard_count) for i in range(shard_count)]
+    bundle_ids = {r.summary.bundle_id for r in readers}
+    if len(bundle_ids) > 1:
+        raise ValueError(f"shards ran different bundles: {sorted(map(str, bundle_ids))}")
+    outputs = SpooledOutputs(out_uri)
+    counts: Counter[str] = Counter()
+    inputs = 0
+    try:
+        for line, _ in parse_batch_lines(storage.iter_lines(manifest_uri)):
+            key = line_key(line)
+            reader = readers[shard_of(key, shard_count)]
+            kind, out = reader.take_for(key)
+            outputs.write(kind, out)
+            route = out.route()
+            counts[route.route if route else kind] += 1
+            if route is not None and route.route == "audit" and reader.heads["audit_model"] is not None \
+                    and line_key(reader.heads["audit_model"]) == key:
+                outputs.write("audit_model", reader.take("audit_model"))
+            inputs += 1
+        leftovers = [(i, k) for i, r in enumerate(readers) for k, h in r.heads.items() if h is not None]
+        if leftovers:
+            raise ValueError(f"shard outputs hold lines the manifest does not: {leftovers[:5]}")
+    except BaseException:
+        outputs.discard()
+        raise
+
+    def total(field: str) -> dict[str, int]:
+        merged: Counter[str] = Counter()
+        for r in readers:
+            merged.update(getattr(r.summary, field))
+        return dict(sorted(merged.items()))
+
+    first = readers[0].summary
+    summary = BatchSummary(
+        manifest=manifest_uri, bundle_id=first.bundle_id, cold_start=first.cold_start,
+        head_backend=first.head_backend, shard_index=0, shard_count=shard_count, inputs=inputs,
+        routes={r: counts.get(r, 0) for r in ROUTES}, human_reasons=total("human_reasons"),
+        quarantine_reasons=total("quarantine_reasons"), invariant="", files=dict(OUTPUT_FILES),
+        timings={"shard_total_s_max": max(r.summary.timings.get("total_s", 0.0) for r in readers),
+                 "shard_total_s_sum": round(sum(r.summary.timings.get("total_s", 0.0) for r in readers), 3)},
+    )
+    shard_inputs = sum(r.summary.inputs for r in readers)
+    summary.check_invariant()
+    if shard_inputs != inputs:
+        outputs.discard()
+        raise ValueError(f"shards report {shard_inputs} inputs, the manifest has {inputs}")
+    summary.invariant = f"inputs {inputs} = " + " + ".join(f"{r} {counts.get(r, 0)}" for r in ROUTES)
+    outputs.commit()
+    storage.write_text(storage.join(out_uri, SUMMARY_FILE), summary.to_json(), content_type="application/json")
+    return summary

@@ -1,0 +1,31 @@
+"""Batcher Lambda: one SQS window of S3 upload events -> one batch manifest and one labeling execution.
+
+Thin handler: settings come from ``ALP_SETTINGS_URI`` (the stack deploys them next to the data), resource
+names from the settings and this function's own ARN; everything else is :mod:`alp.batching`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from alp.batching import names_from_function_arn, process_sqs_records
+from alp.settings import Settings, load_settings
+
+logging.getLogger().setLevel(logging.INFO)
+_settings: Settings | None = None
+
+
+def _cached_settings() -> Settings:
+    global _settings  # noqa: PLW0603 - loaded once per execution environment, not per invocation
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
+    """SQS event source handler with ``ReportBatchItemFailures``."""
+    settings = _cached_settings()
+    names = names_from_function_arn(settings, context.invoked_function_arn)
+    result = process_sqs_records(event.get("Records", []), settings, names)
+    return result.lambda_response()

@@ -1,0 +1,171 @@
+"""The one stack of the pipeline: composes the constructs and applies the grants between them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aws_cdk import Aws, CfnOutput, Stack, Token
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from alp.resources import ResourceNames
+from alp.settings import Settings
+from alp.steps import LABELING_PIPELINE, TRAINING_PIPELINE
+from stacks.functions import GroundTruthFunctions
+from stacks.iam import ScopedPolicy, pass_role, sagemaker_arn
+from stacks.monitoring import Monitoring
+from stacks.nag import acknowledge_cdk_singletons
+from stacks.sagemaker import SageMakerAccess
+from stacks.step_pipeline import SourceBundle, StepPipeline
+from stacks.storage import Storage
+from stacks.upload_trigger import UploadTrigger
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cdk_json_context(cdk_json: Path) -> dict[str, object]:
+    """cdk.json's context (feature flags and the ``alp`` settings) as App defaults.
+
+    ``python app.py`` without the CLI does not read cdk.json; under the CLI the same values, plus ``-c``
+    overrides, arrive through the environment and take precedence over these defaults.
+    """
+    return dict(json.loads(cdk_json.read_text()).get("context", {})) if cdk_json.is_file() else {}
+
+
+class ActiveLabelingStack(Stack):
+    """Buckets, upload trigger, Ground Truth functions, SageMaker role and registry, both pipelines, alarms.
+
+    ``lambda_code_dir`` is the folder built by :func:`alp.lambda_asset.build_lambda_asset`; ``repo_root``
+    is the project folder the pipelines' source bundle is made from.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, lambda_code_dir: Path,
+                 repo_root: Path = REPO_ROOT, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        region = self.region if not Token.is_unresolved(self.region) else Aws.REGION
+        names = ResourceNames.from_settings(settings, account=Aws.ACCOUNT_ID, region=region)
+        self.names = names
+        storage = settings.storage
+        code = lambda_.Code.from_asset(str(lambda_code_dir))
+
+        self.storage = Storage(self, "Storage", settings=settings, names=names,
+                               templates_dir=repo_root / "gt_templates")
+        settings_uri = self.storage.settings_uri
+        data_root = names.data_root
+        data = self.storage.data
+        unlabeled = self.storage.unlabeled
+
+        self.ground_truth = GroundTruthFunctions(self, "GroundTruth", settings=settings, names=names, code=code,
+                                                 data_bucket=data, settings_uri=settings_uri)
+        self.sagemaker = SageMakerAccess(self, "SageMaker", settings=settings, names=names,
+                                         unlabeled_bucket=unlabeled, data_bucket=data,
+                                         ground_truth_functions=self.ground_truth.functions)
+
+        self.labeling = StepPipeline(
+            self, "LabelingPipeline", spec=LABELING_PIPELINE, pipeline_name=names.labeling_pipeline,
+            settings=settings, artifact_bucket=self.storage.labeling_artifacts, settings_uri=settings_uri,
+            data_root=data_root,
+            source=SourceBundle(self, "LabelingSource", repo_root=repo_root, bucket=self.storage.labeling_artifacts))
+        self.training = StepPipeline(
+            self, "TrainingPipeline", spec=TRAINING_PIPELINE, pipeline_name=names.training_pipeline,
+            settings=settings, artifact_bucket=self.storage.training_artifacts, settings_uri=settings_uri,
+            data_root=data_root,
+            source=SourceBundle(self, "TrainingSource", repo_root=repo_root, bucket=self.storage.training_artifacts))
+
+        self.upload = UploadTrigger(self, "UploadTrigger", settings=settings, names=names, code=code,
+                                    unlabeled_bucket=unlabeled, data_bucket=data,
+                                    labeling_pipeline_arn=self.labeling.pipeline.pipeline_arn,
+                                    settings_uri=settings_uri)
+
+        self._grant_labeling_steps(self.labeling.build_policy, settings, names)
+        self._grant_training_steps(self.training.build_policy, settings, names)
+
+        self.monitoring = Monitoring(
+            self, "Monitoring", settings=settings, dashboard_name=f"{storage.resource_prefix}-pipeline",
+            dead_letter_queue=self.upload.dead_letter_queue, upload_queue=self.upload.queue,
+            batcher=self.upload.batcher.function, pipeline_names=[names.labeling_pipeline, names.training_pipeline])
+
+        acknowledge_cdk_singletons(self, deployment_buckets=[data, self.storage.labeling_artifacts,
+                                                            self.storage.training_artifacts])
+
+        outputs = {
+            "UnlabeledBucketName": unlabeled.bucket_name,
+            "DataBucketName": data.bucket_name,
+            "LabelingArtifactBucketName": self.storage.labeling_artifacts.bucket_name,
+            "TrainingArtifactBucketName": self.storage.training_artifacts.bucket_name,
+            "AccessLogBucketName": self.storage.access_logs.bucket_name,
+            "LabelingPipelineName": self.labeling.pipeline.pipeline_name,
+            "TrainingPipelineName": self.training.pipeline.pipeline_name,
+            "UploadQueueUrl": self.upload.queue.queue_url,
+            "DeadLetterQueueUrl": self.upload.dead_letter_queue.queue_url,
+            "BatchLedgerTableName": self.upload.ledger.table_name,
+            "ModelPackageGroupName": names.model_package_group,
+            "SageMakerRoleArn": self.sagemaker.role.role_arn,
+            "PreAnnotationFunctionArn": self.ground_truth.pre.function.function_arn,
+            "PostAnnotationFunctionArn": self.ground_truth.post.function.function_arn,
+            "SettingsUri": settings_uri,
+            "AlertsTopicArn": self.monitoring.topic.topic_arn,
+        }
+        for key, value in outputs.items():
+            CfnOutput(self, key, value=value)
+
+    # --- grants of the CodeBuild steps: exactly what each pipeline's steps touch ------------------------
+    def _model_registry_read(self, policy: ScopedPolicy, names: ResourceNames) -> None:
+        group = names.model_package_group
+        policy.allow(["sagemaker:DescribeModelPackageGroup"], [sagemaker_arn(f"model-package-group/{group}")])
+        policy.allow(["sagemaker:DescribeModelPackage"], [sagemaker_arn(f"model-package/{group}/*")],
+                     reason="Versions of the project's own model package group; version numbers are assigned "
+                            "by SageMaker at registration.")
+        policy.allow(["sagemaker:ListModelPackages"], ["*"],
+                     reason="sagemaker:ListModelPackages supports no resource-level permissions; the steps list "
+                            "only the project's own group (ModelPackageGroupName filter).")
+
+    def _grant_labeling_steps(self, policy: ScopedPolicy, settings: Settings, names: ResourceNames) -> None:
+        s = settings.storage
+        prefix = s.resource_prefix
+        policy.read_objects(self.storage.unlabeled, [s.unlabeled_prefix], "the uploaded images to infer and label")
+        policy.list_bucket(self.storage.unlabeled, [s.unlabeled_prefix])
+        policy.read_objects(self.storage.data, [s.config_key, s.templates_prefix, s.models_prefix],
+                            "settings, worker templates and the approved model bundle")
+        policy.read_write_objects(self.storage.data, [s.batches_prefix, s.labeling_prefix, s.datasets_prefix,
+                                                      s.manifests_prefix],
+                                  "batch outputs, labeling-job inputs and outputs, new dataset versions")
+        policy.list_bucket(self.storage.data, [s.batches_prefix, s.labeling_prefix, s.datasets_prefix,
+                                               s.manifests_prefix, s.models_prefix, s.templates_prefix])
+        own_jobs = "Jobs are named <resource prefix>-...; the wildcard covers only the project's own jobs."
+        policy.allow(["sagemaker:CreateLabelingJob", "sagemaker:DescribeLabelingJob", "sagemaker:StopLabelingJob",
+                      "sagemaker:AddTags"], [sagemaker_arn(f"labeling-job/{prefix}-*")], reason=own_jobs)
+        policy.allow(["sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
+                      "sagemaker:StopProcessingJob", "sagemaker:AddTags"],
+                     [sagemaker_arn(f"processing-job/{prefix}-*")], reason=own_jobs)
+        pass_role(policy, self.sagemaker.role)
+        self._model_registry_read(policy, names)
+        version_arn = settings.inference.rekognition_project_version_arn
+        if settings.inference.head_detector_backend == "rekognition-custom-labels" and version_arn:
+            project_arn = version_arn.split("/version/")[0]
+            policy.allow(["rekognition:DetectCustomLabels", "rekognition:StartProjectVersion",
+                          "rekognition:StopProjectVersion"], [version_arn])
+            policy.allow(["rekognition:DescribeProjectVersions"], [project_arn])
+
+    def _grant_training_steps(self, policy: ScopedPolicy, settings: Settings, names: ResourceNames) -> None:
+        s = settings.storage
+        prefix = s.resource_prefix
+        group = names.model_package_group
+        policy.read_objects(self.storage.data, [s.config_key, s.datasets_prefix],
+                            "settings and the dataset version to train on")
+        policy.read_write_objects(self.storage.data, [s.models_prefix], "candidate bundles and evaluation reports")
+        policy.list_bucket(self.storage.data, [s.datasets_prefix, s.models_prefix])
+        policy.allow(["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
+                      "sagemaker:AddTags"], [sagemaker_arn(f"training-job/{prefix}-*")],
+                     reason="Training jobs are named <resource prefix>-train-...; only the project's own jobs.")
+        policy.allow(["logs:GetLogEvents", "logs:DescribeLogStreams"],
+                     [f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/TrainingJobs:*"],
+                     reason="Streams of the training jobs' fixed log group, to show the job log in the build log.")
+        pass_role(policy, self.sagemaker.role)
+        policy.allow(["sagemaker:CreateModelPackage"], [sagemaker_arn(f"model-package-group/{group}"),
+                                                        sagemaker_arn(f"model-package/{group}/*")],
+                     reason="Registers new versions into the project's own model package group.")
+        policy.allow(["sagemaker:UpdateModelPackage"], [sagemaker_arn(f"model-package/{group}/*")],
+                     reason="Sets the approval status of the project's own model package versions.")
+        self._model_registry_read(policy, names)

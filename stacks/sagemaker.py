@@ -1,0 +1,72 @@
+"""The SageMaker execution role (training, processing and labeling jobs) and the model package group."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Aws
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from alp.resources import ResourceNames
+from alp.settings import Settings
+from stacks.iam import ScopedPolicy, sagemaker_arn
+
+
+def _ecr_repository_arn(image_uri: str) -> str | None:
+    """``<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`` -> the repository ARN (None if not ECR)."""
+    host, _, rest = image_uri.partition("/")
+    parts = host.split(".")
+    if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"] or not rest:
+        return None
+    repo = rest.split("@")[0].rsplit(":", 1)[0]
+    return f"arn:{Aws.PARTITION}:ecr:{parts[3]}:{parts[0]}:repository/{repo}"
+
+
+class SageMakerAccess(Construct):
+    """One role SageMaker assumes for every job of the pipeline, plus the model registry group.
+
+    The role may invoke exactly the two Ground Truth functions, read the uploaded images, read and write
+    its own prefixes of the data bucket, pull the training image, and write its job logs.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, names: ResourceNames,
+                 unlabeled_bucket: s3.IBucket, data_bucket: s3.IBucket,
+                 ground_truth_functions: Sequence[lambda_.IFunction]) -> None:
+        super().__init__(scope, construct_id)
+        storage = settings.storage
+        self.role = iam.Role(self, "Role", role_name=names.sagemaker_role,
+                             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+                             description="SageMaker training, processing and Ground Truth labeling jobs of the pipeline")
+        policy = ScopedPolicy(self.role)
+        policy.allow(["lambda:InvokeFunction"], [fn.function_arn for fn in ground_truth_functions],
+                     sid="InvokeGroundTruthFunctions")
+        policy.read_objects(unlabeled_bucket, [storage.unlabeled_prefix], "the uploaded images (labeling input)")
+        policy.list_bucket(unlabeled_bucket, [storage.unlabeled_prefix])
+        policy.read_objects(data_bucket, [storage.templates_prefix, storage.config_key],
+                            "worker templates and the deployed settings")
+        policy.read_write_objects(
+            data_bucket, [storage.batches_prefix, storage.labeling_prefix, storage.datasets_prefix, storage.models_prefix],
+            "labeling-job manifests and outputs, dataset versions, training inputs and model artifacts")
+        policy.list_bucket(data_bucket, [storage.batches_prefix, storage.labeling_prefix, storage.datasets_prefix,
+                                         storage.models_prefix, storage.templates_prefix])
+        log_groups = [f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/{kind}:*"
+                      for kind in ("TrainingJobs", "ProcessingJobs", "LabelingJobs")]
+        policy.allow(["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                     log_groups, reason="SageMaker names one log stream per job inside these fixed log groups.")
+        repository = _ecr_repository_arn(settings.training.training_image_uri)
+        if repository is not None:
+            policy.allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                         [repository])
+        policy.allow(["ecr:GetAuthorizationToken"], ["*"], sid="EcrLogin",
+                     reason="ecr:GetAuthorizationToken has no resource-level permissions; the image pull itself "
+                            "is scoped to the training image's repository.")
+        self.model_package_group = sagemaker.CfnModelPackageGroup(
+            self, "ModelPackageGroup",
+            model_package_group_name=names.model_package_group,
+            model_package_group_description="Model bundles (head detector + two pose models) of the pipeline",
+        )
+        self.model_package_group_arn = sagemaker_arn(f"model-package-group/{names.model_package_group}")

@@ -1,0 +1,115 @@
+"""The label-savings bench: its baseline router, its scoring and its headline arithmetic (fast, pure)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from alp.benches.active_learning import cost_per_100k, labels_to_target
+from alp.demo.strategies import auto_label_matches, auto_to_human, human_to_auto, route_randomly
+from alp.manifest import (
+    BoundingBoxLabel,
+    BoxAnnotation,
+    BoxMetadata,
+    ImageSize,
+    Keypoint,
+    KeypointLabel,
+    KeypointMetadata,
+    ManifestLine,
+    ObjectConfidence,
+    PersonKeypoints,
+    PreAnnotation,
+    RouteInfo,
+    ScoredBox,
+)
+from alp.schema import INCABIN17
+from alp.settings import Settings
+
+SETTINGS = Settings()
+HEAD = SETTINGS.labeling.head_label_attribute
+KP = SETTINGS.labeling.keypoint_label_attribute
+SIZE = ImageSize(width=128, height=96)
+
+
+def _person(dx: float = 0.0) -> PersonKeypoints:
+    pts = [Keypoint(name=n, x=30 + 3 * i + dx, y=20 + 2 * i, v=2) for i, n in enumerate(INCABIN17.names)]
+    return PersonKeypoints(keypoints=pts, head_box_index=0, bbox=[25, 15, 60, 50])
+
+
+def _auto_line(name: str, dx: float = 0.0, box_dx: float = 0.0) -> ManifestLine:
+    line = ManifestLine.for_image(f"s3://b/incoming/{name}")
+    line = line.with_boxes(HEAD, BoundingBoxLabel(image_size=[SIZE], annotations=[
+        BoxAnnotation(left=30 + box_dx, top=10, width=20, height=20)]),
+        BoxMetadata(objects=[ObjectConfidence(confidence=0.9)], human_annotated="no"))
+    line = line.with_keypoints(KP, KeypointLabel(image_size=[SIZE], persons=[_person(dx)]),
+                               KeypointMetadata(human_annotated="no"))
+    return line.with_model("alp-route", RouteInfo(route="auto", reason="confident", score=0.9, bundle_id="b1"))
+
+
+def _human_line(name: str, with_proposal: bool = True) -> ManifestLine:
+    pre = PreAnnotation(route="human", reason="low_box", image_size=SIZE if with_proposal else None,
+                        boxes=[ScoredBox(left=30, top=10, width=20, height=20, score=0.3)] if with_proposal else [],
+                        persons=[_person()] if with_proposal else [], bundle_id="b1")
+    line = ManifestLine.for_image(f"s3://b/incoming/{name}").with_model("alp-preannotation", pre)
+    return line.with_model("alp-route", RouteInfo(route="human", reason="low_box", score=0.3, bundle_id="b1"))
+
+
+def test_given_labels_reached_between_rounds_then_target_is_interpolated():
+    curve = [(10, 0.1), (20, 0.3), (30, 0.7)]
+    assert labels_to_target(curve, 0.5) == pytest.approx(25.0)
+    assert labels_to_target(curve, 0.05) == 10.0
+    assert labels_to_target(curve, 0.9) is None  # never reached: reported as null, not faked
+    assert labels_to_target([(10, None), (20, 0.6)], 0.5) == 20.0
+
+
+def test_cost_compares_pipeline_with_all_human():
+    cost = cost_per_100k(human_share=0.25, compute_seconds_per_image=0.036, price_task=0.36, price_hour=0.526)
+    assert cost["all_human_usd"] == 36000.0
+    assert cost["pipeline_human_usd"] == 9000.0
+    assert cost["pipeline_compute_usd"] == pytest.approx(0.526, abs=0.01)
+    assert cost["saving_ratio"] == pytest.approx(0.25, abs=0.001)
+
+
+def test_auto_and_human_lines_convert_both_ways_keeping_the_proposal():
+    human = auto_to_human(_auto_line("a.jpg"), SETTINGS)
+    assert HEAD not in human.data and KP not in human.data
+    pre = human.preannotation()
+    assert pre is not None and pre.route == "human" and pre.boxes[0].score == 0.9
+    assert human.route().route == "human"
+    back = human_to_auto(human, SETTINGS)
+    assert back.preannotation() is None and back.route().route == "auto"
+    assert back.boxes(HEAD)[0].annotations == _auto_line("a.jpg").boxes(HEAD)[0].annotations
+    assert back.keypoints(KP)[0].persons == _auto_line("a.jpg").keypoints(KP)[0].persons
+    assert back.boxes(HEAD)[1].human_annotated == "no"
+
+
+def test_given_a_budget_when_routed_randomly_then_exactly_that_many_go_to_people_and_nothing_is_lost():
+    auto = [_auto_line(f"a{i}.jpg") for i in range(8)]
+    human = [_human_line(f"h{i}.jpg") for i in range(3)]
+    routed = route_randomly(auto, human, budget=5, rng=random.Random(1), settings=SETTINGS)
+    assert len(routed.human) == 5 and len(routed.auto) == 6
+    names = sorted(line.source_ref for line in [*routed.auto, *routed.human])
+    assert names == sorted(line.source_ref for line in [*auto, *human])
+    assert all(line.route().route == "auto" and HEAD in line.data for line in routed.auto)
+    assert all(line.route().route == "human" and line.preannotation() is not None for line in routed.human)
+    again = route_randomly(auto, human, budget=5, rng=random.Random(1), settings=SETTINGS)
+    assert [x.source_ref for x in again.human] == [x.source_ref for x in routed.human]  # seeded: repeatable
+
+
+def test_lines_without_a_model_proposal_stay_with_people_and_use_the_budget():
+    auto = [_auto_line(f"a{i}.jpg") for i in range(4)]
+    human = [_human_line("cold.jpg", with_proposal=False)]
+    routed = route_randomly(auto, human, budget=2, rng=random.Random(0), settings=SETTINGS)
+    assert "s3://b/incoming/cold.jpg" in {x.source_ref for x in routed.human}
+    assert len(routed.human) == 2 and len(routed.auto) == 3
+
+
+def test_auto_label_match_needs_box_iou_and_oks():
+    truth = _auto_line("t.jpg")
+    assert auto_label_matches(_auto_line("t.jpg", dx=0.5), truth, SETTINGS)
+    assert not auto_label_matches(_auto_line("t.jpg", dx=25.0), truth, SETTINGS)  # keypoints far off
+    assert not auto_label_matches(_auto_line("t.jpg", box_dx=15.0), truth, SETTINGS)  # box IoU < 0.5
+    empty = ManifestLine.for_image("s3://b/incoming/t.jpg").with_boxes(
+        HEAD, BoundingBoxLabel(image_size=[SIZE]), BoxMetadata(human_annotated="no"))
+    assert not auto_label_matches(empty, truth, SETTINGS)  # a missed head is not a match

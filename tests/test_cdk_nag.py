@@ -1,0 +1,92 @@
+"""cdk-nag (AwsSolutions, v3 validation plugin): the real app synthesizes with 0 unacknowledged findings,
+and every acknowledgement names exactly one real finding on the construct that holds it, with a reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("cdk_nag")
+
+import aws_cdk as cdk  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
+
+from alp.lambda_asset import build_lambda_asset  # noqa: E402
+from alp.settings import settings_from_context  # noqa: E402
+from stacks.pipeline_stack import ActiveLabelingStack, cdk_json_context  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+_ONE_FINDING = re.compile(r"^AwsSolutions-[A-Z]+\d+(\[(Action|Resource|Policy)::[^\]]+\])?$")
+
+
+def _violations(report_path: Path) -> list[tuple[str, str]]:
+    report = json.loads(report_path.read_text())
+    return [(v["ruleName"], c["constructPath"])
+            for plugin in report["pluginReports"] for v in plugin["violations"] for c in v["violatingConstructs"]]
+
+
+def test_given_the_real_app_when_synthesized_with_the_nag_pack_then_nothing_is_unacknowledged(tmp_path: Path) -> None:
+    """Runs app.py exactly as `make synth` does (offline, no credentials)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(CDK_OUTDIR=str(tmp_path / "cdk.out"), JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20")
+    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = tmp_path / "cdk.out" / "validation-report.json"
+    if report.exists():
+        assert [v for v in _violations(report) if v[0].startswith("AwsSolutions")] == []
+    assert (tmp_path / "cdk.out" / "AlpActiveLabelingPipeline.template.json").is_file()
+
+
+class _RecordingValidations:
+    """Stands in for ``Validations.of(scope)``: records acknowledgements instead of applying them."""
+
+    def __init__(self, real: Any, scope: Any, sink: list[tuple[str, str, str]]) -> None:
+        self._real, self._scope, self._sink = real, scope, sink
+
+    def acknowledge(self, *rules: Any) -> None:
+        for rule in rules:
+            self._sink.append((self._scope.node.path, rule.id, rule.reason))
+
+    def add_plugins(self, *plugins: Any) -> None:
+        self._real.add_plugins(*plugins)
+
+
+def test_given_no_acknowledgements_then_each_one_we_make_matches_a_real_finding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synthesize with acknowledgements switched off: the plugin must fail (so it is really active), and
+    the findings it reports must be exactly those our acknowledgements name, each on or under its construct."""
+    acknowledgements: list[tuple[str, str, str]] = []
+    real_of = cdk.Validations.of
+    monkeypatch.setattr(cdk.Validations, "of",
+                        staticmethod(lambda scope: _RecordingValidations(real_of(scope), scope, acknowledgements)))
+    outdir = tmp_path / "cdk.out"
+    app = cdk.App(context=cdk_json_context(ROOT / "cdk.json"), outdir=str(outdir))
+    settings = settings_from_context(app.node.get_all_context())
+    ActiveLabelingStack(app, "AlpActiveLabelingPipeline", settings=settings,
+                        lambda_code_dir=build_lambda_asset(ROOT, tmp_path / "asset"),
+                        env=cdk.Environment(region=settings.region))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    findings = _violations(outdir / "validation-report.json")
+    assert findings, "the nag pack reported nothing: it is not running"
+
+    stale = []
+    for path, finding, reason in acknowledgements:
+        assert _ONE_FINDING.match(finding), f"{path}: {finding!r} does not name exactly one finding"
+        assert len(reason.strip()) >= 30, f"{path}: {finding} has no real reason: {reason!r}"
+        if not any(rule == finding and (p == path or p.startswith(path + "/")) for rule, p in findings):
+            stale.append(f"{finding} on {path}")
+    assert stale == [], "acknowledgements that match no finding"
+    keys = [(path, finding) for path, finding, _ in acknowledgements]
+    assert len(keys) == len(set(keys)), "an acknowledgement is repeated"
+    for rule, path in findings:
+        assert any(rule == f and (path == p or path.startswith(p + "/")) for p, f, _ in acknowledgements), (
+            f"{rule} on {path} is not acknowledged")

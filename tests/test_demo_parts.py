@@ -1,0 +1,164 @@
+"""The demo's building blocks: embedded AWS, run folder/state, report. Fast; no training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from alp import aws, storage
+from alp.bundle import BundleDescriptor, ModelFile, sha256_file, write_bundle
+from alp.demo import embedded
+from alp.demo.report import Overlay, format_table, markdown_table, write_report
+from alp.demo.state import DemoConfig, RoundRecord, RunFolder, RunFolderError
+from alp.manifest import BoundingBoxLabel, BoxAnnotation, BoxMetadata, ImageSize, ManifestLine
+from alp.resources import ResourceNames
+from alp.schema import INCABIN17
+from alp.settings import Settings
+
+
+@pytest.fixture
+def stack():
+    """Given a fresh embedded AWS with the stack's resources."""
+    settings = Settings()
+    server = embedded.EmbeddedAws.start()
+    try:
+        with embedded.aws_environment(server.endpoint, settings.region):
+            names = ResourceNames.from_settings(settings, embedded.account_id())
+            queue_url = embedded.create_stack_resources(settings, names)
+            yield settings, names, queue_url, server
+    finally:
+        server.stop()
+
+
+def _fake_bundle(tmp: Path, bundle_uri: str, bundle_id: str) -> None:
+    models = {}
+    files = {}
+    for role, task in (("head", "detect"), ("pose_main", "pose"), ("pose_visible", "pose")):
+        path = tmp / f"{bundle_id}-{role}.onnx"
+        path.write_bytes(f"{bundle_id} {role}".encode())
+        files[role] = path
+        models[role] = ModelFile(file=path.name, sha256=sha256_file(path), task=task, input_size=(96, 96))
+    desc = BundleDescriptor(bundle_id=bundle_id, created_at="2026-01-01T00:00:00Z", imgsz=96,
+                            keypoint_schema="incabin17", keypoint_names=INCABIN17.names, models=models)
+    write_bundle(bundle_uri, desc, files)  # type: ignore[arg-type]
+
+
+def test_given_stack_when_an_image_is_uploaded_then_one_lambda_shaped_record_arrives(stack):
+    settings, names, queue_url, _ = stack
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=names.unlabeled_bucket, Key=f"{settings.storage.unlabeled_prefix}cab-1.jpg", Body=b"x")
+    s3.put_object(Bucket=names.unlabeled_bucket, Key="elsewhere/cab-2.jpg", Body=b"x")  # outside the prefix
+    records = embedded.receive_upload_records(queue_url)
+    assert len(records) == 1
+    rec = records[0]
+    assert {"messageId", "receiptHandle", "body", "eventSourceARN"} <= set(rec)
+    body = json.loads(rec["body"])
+    assert body["detail-type"] == "Object Created"
+    assert body["detail"]["object"]["key"] == "incoming/cab-1.jpg"
+    embedded.delete_records(queue_url, records, failed_ids=set())
+    assert embedded.receive_upload_records(queue_url) == []
+    pipelines = {p["name"] for p in aws.client("codepipeline").list_pipelines()["pipelines"]}
+    assert pipelines == {names.labeling_pipeline, names.training_pipeline}
+
+
+def test_given_a_mirror_when_restored_in_a_new_server_then_objects_and_registry_return_without_events(
+        stack, tmp_path):
+    from alp.registry import list_bundles, register_bundle
+
+    settings, names, queue_url, server = stack
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=names.unlabeled_bucket, Key="incoming/cab-1.jpg", Body=b"img")
+    embedded.delete_records(queue_url, embedded.receive_upload_records(queue_url), set())
+    storage.write_text(f"s3://{names.data_bucket}/datasets/v0001/manifest.jsonl", "{}\n")
+    for i, approved in ((1, True), (2, False)):
+        uri = f"s3://{names.data_bucket}/models/b-{i}/"
+        _fake_bundle(tmp_path, uri, f"b-{i}")
+        register_bundle(settings, uri, approved=approved, metrics={"box_map50": 0.1 * i})
+    mirror = tmp_path / "mirror"
+    assert embedded.snapshot_state(settings, names, mirror) >= 8
+    assert embedded.snapshot_state(settings, names, mirror) == 0  # unchanged objects are not copied again
+
+    server.reset()  # moto forgets everything, as a new process would
+    aws.reset_clients()
+    queue_url = embedded.create_stack_resources(settings, names, mirror=mirror)
+    assert storage.read_text(f"s3://{names.data_bucket}/datasets/v0001/manifest.jsonl") == "{}\n"
+    assert storage.read_bytes(f"s3://{names.unlabeled_bucket}/incoming/cab-1.jpg") == b"img"
+    assert embedded.receive_upload_records(queue_url) == []  # restoring did not re-announce uploads
+    restored = sorted(list_bundles(settings), key=lambda b: b.version)
+    assert [(b.bundle_id, b.status) for b in restored] == [("b-1", "Approved"), ("b-2", "Rejected")]
+
+
+def test_aws_environment_restores_the_previous_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    with embedded.aws_environment("http://127.0.0.1:2", "eu-west-1"):
+        import os
+
+        assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:2"
+        assert os.environ["AWS_REGION"] == "eu-west-1"
+    import os
+
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
+
+
+def test_state_round_trips_and_other_flags_are_refused(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.prepare(fresh=False)
+    config = DemoConfig(rounds=2, pool=40)
+    state = folder.load_state(config)
+    state.rounds.append(RoundRecord(round=0, images_seen=10, human=10, human_labels_total=10))
+    folder.save_state(state)
+    again = folder.load_state(config)
+    assert again.completed_rounds == 1 and again.rounds[0].human == 10
+    with pytest.raises(RunFolderError, match="--fresh"):
+        folder.load_state(DemoConfig(rounds=3, pool=40))
+    folder.prepare(fresh=True)
+    assert not folder.state_path.exists()
+
+
+def test_fresh_refuses_to_wipe_a_folder_the_demo_did_not_make(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(RunFolderError, match="not deleting"):
+        RunFolder(tmp_path).prepare(fresh=True)
+    assert (tmp_path / "precious.txt").exists()
+
+
+def _rows() -> list[RoundRecord]:
+    return [
+        RoundRecord(round=0, images_seen=12, human=12, human_labels_total=12, box_map50=0.1, kpt_oks_map50=0.05,
+                    visibility_accuracy=0.4, seconds=30.5),
+        RoundRecord(round=1, images_seen=20, auto=12, human=5, audit=2, quarantine=1, human_labels_total=19,
+                    audit_agreement=1.0, box_map50=0.5, kpt_oks_map50=0.3, visibility_accuracy=0.6, seconds=41.0),
+    ]
+
+
+def test_table_lists_every_round_and_column():
+    text = format_table(_rows())
+    lines = text.splitlines()
+    assert len(lines) == 4 and "kpt_oks_map50" in lines[0]
+    assert lines[3].split()[:7] == ["1", "20", "12", "5", "2", "1", "19"]
+    assert markdown_table(_rows()).count("\n") == 3
+
+
+def test_report_writes_markdown_and_real_pngs(tmp_path):
+    img = tmp_path / "cab.jpg"
+    Image.new("RGB", (64, 48), (90, 90, 90)).save(img)
+    line = ManifestLine.for_image(str(img)).with_boxes(
+        "head-boxes",
+        BoundingBoxLabel(image_size=[ImageSize(width=64, height=48)],
+                         annotations=[BoxAnnotation(left=10, top=8, width=12, height=14)]),
+        BoxMetadata(human_annotated="no"),
+    )
+    overlay = Overlay(image_path=img, line=line, caption="auto: score 0.91")
+    path = write_report(_rows(), tmp_path / "report", title="demo", notes=["note"], auto_overlays=[overlay],
+                        human_overlays=[], schema=INCABIN17, head_attr="head-boxes", kp_attr="keypoints")
+    text = path.read_text()
+    assert "learning_curves.png" in text and "overlays_auto.png" in text and "overlays_human.png" not in text
+    for name in ("learning_curves.png", "labels_per_round.png", "overlays_auto.png"):
+        with Image.open(tmp_path / "report" / name) as png:
+            assert png.format == "PNG" and png.width > 100
+    with Image.open(tmp_path / "report" / "overlays_auto.png") as png:
+        # the red head box was drawn (scaled x2) onto the grey image
+        assert png.convert("RGB").getpixel((20, 16 + 10))[0] > 200

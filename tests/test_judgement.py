@@ -1,0 +1,178 @@
+"""Judgement: routes, reasons, cold start, the audit draw, and its properties (hypothesis)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alp.settings import JudgementSettings
+from inference.judgement import (
+    ImageEvidence,
+    InputRejected,
+    ModelFailed,
+    NoModel,
+    PersonEvidence,
+    aggregate,
+    audit_draw,
+    route_image,
+)
+
+NO_AUDIT = JudgementSettings(audit_fraction=0.0)
+K = 5
+
+
+def _person(conf=0.9, vis=0.9, head=0, box=0.9):
+    return PersonEvidence(box_conf=box, keypoint_conf=(conf,) * K, keypoint_conf_visible=(vis,) * K,
+                          head_box_index=head)
+
+
+def _image(*persons, heads=None):
+    heads = heads if heads is not None else tuple(0.9 for _ in persons)
+    return ImageEvidence(head_confs=heads, persons=persons, keypoint_names=tuple(f"k{i}" for i in range(K)))
+
+
+def test_confident_image_goes_auto():
+    d = route_image("s3://b/a.jpg", _image(_person()), NO_AUDIT)
+    assert (d.route, d.reason) == ("auto", "confident")
+    assert d.score == pytest.approx(0.9)
+
+
+def test_low_head_box_names_box_and_threshold():
+    d = route_image("k", _image(_person(), heads=(0.3,)), NO_AUDIT)
+    assert d.route == "human"
+    assert "head box 0 confidence 0.300 < box_threshold 0.5" in d.reason
+
+
+def test_low_keypoints_name_person_keypoint_and_threshold():
+    p = dataclasses.replace(_person(), keypoint_conf=(0.9, 0.9, 0.1, 0.1, 0.1))
+    d = route_image("k", _image(_person(), p, heads=(0.9, 0.9)), JudgementSettings(audit_fraction=0, aggregation="min"))
+    assert d.route == "human"
+    assert "person 1 keypoint score 0.100 (min) < keypoint_threshold 0.5" in d.reason
+    assert "lowest k2 main 0.100" in d.reason
+
+
+def test_structural_doubts_go_to_people():
+    unmatched = dataclasses.replace(_person(), keypoint_conf_visible=None)
+    assert "not found by the visible-only model" in route_image("k", _image(unmatched), NO_AUDIT).reason
+    assert "has no head box" in route_image("k", _image(_person(head=None), heads=()), NO_AUDIT).reason
+    assert "belongs to no person" in route_image("k", _image(_person(), heads=(0.9, 0.9)), NO_AUDIT).reason
+    assert route_image("k", _image(), NO_AUDIT).reason.startswith("no_detections")
+    extra = dataclasses.replace(_image(_person()), unmatched_visible_persons=1)
+    assert "the main model did not" in route_image("k", extra, NO_AUDIT).reason
+
+
+def test_cold_start_model_error_and_bad_input():
+    assert route_image("k", NoModel(), NO_AUDIT).route == "human"
+    assert route_image("k", NoModel(), NO_AUDIT).reason == "no_model"
+    failed = route_image("k", ModelFailed("onnxruntime exploded"), NO_AUDIT)
+    assert (failed.route, failed.reason) == ("human", "model_error: onnxruntime exploded")
+    q = route_image("k", InputRejected("truncated", "image file is truncated"), NO_AUDIT)
+    assert (q.route, q.reason) == ("quarantine", "truncated: image file is truncated")
+
+
+def test_audit_draw_is_stable_and_hits_the_fraction():
+    s = JudgementSettings(audit_fraction=0.05, audit_seed="seed-a")
+    keys = [f"s3://bucket/cam/{i:05d}.jpg" for i in range(4000)]
+    routes = [route_image(k, _image(_person()), s).route for k in keys]
+    again = [route_image(k, _image(_person()), s).route for k in keys]
+    assert routes == again
+    share = routes.count("audit") / len(keys)
+    assert 0.035 < share < 0.065
+    other = JudgementSettings(audit_fraction=0.05, audit_seed="seed-b")
+    other_seed = [route_image(k, _image(_person()), other).route for k in keys]
+    assert other_seed != routes
+    assert set(routes) == {"auto", "audit"}
+
+
+def test_audit_never_takes_low_confidence_images():
+    s = JudgementSettings(audit_fraction=1.0)
+    assert route_image("k", _image(_person(conf=0.1)), s).route == "human"
+    assert route_image("k", _image(_person()), s).route == "audit"
+
+
+def test_aggregations():
+    values = [0.1, 0.5, 0.9, 0.9]
+    assert aggregate(values, "min", 0.1) == pytest.approx(0.1)
+    assert aggregate(values, "mean", 0.1) == pytest.approx(0.6)
+    assert aggregate(values, "quantile", 0.5) == pytest.approx(0.7)
+    assert 0.0 <= audit_draw("x", "y") < 1.0
+
+
+conf = st.floats(0.0, 1.0, allow_nan=False)
+
+
+@st.composite
+def evidence(draw):
+    n_persons = draw(st.integers(0, 3))
+    persons = []
+    for i in range(n_persons):
+        kc = tuple(draw(st.lists(conf, min_size=K, max_size=K)))
+        kv = draw(st.one_of(st.none(), st.lists(conf, min_size=K, max_size=K).map(tuple)))
+        persons.append(PersonEvidence(draw(conf), kc, kv, draw(st.sampled_from([None, i]))))
+    heads = tuple(draw(st.lists(conf, min_size=0, max_size=n_persons + 1)))
+    return ImageEvidence(head_confs=heads, persons=tuple(persons), unmatched_visible_persons=draw(st.integers(0, 1)),
+                         keypoint_names=tuple(f"k{i}" for i in range(K)))
+
+
+judgement_settings = st.builds(
+    JudgementSettings,
+    aggregation=st.sampled_from(["min", "mean", "quantile"]), quantile=conf, box_threshold=conf,
+    keypoint_threshold=conf, audit_fraction=conf, audit_seed=st.text(max_size=5),
+)
+
+
+def _lower_one(ev: ImageEvidence, data) -> ImageEvidence:
+    """``ev`` with one confidence (head, person box, main or visible keypoint) lowered."""
+    slots = [("head", i) for i in range(len(ev.head_confs))]
+    for p, person in enumerate(ev.persons):
+        slots += [("box", p)] + [("kpt", p, k) for k in range(K)]
+        if person.keypoint_conf_visible is not None:
+            slots += [("vis", p, k) for k in range(K)]
+    if not slots:
+        return ev
+    slot = data.draw(st.sampled_from(slots))
+    factor = data.draw(st.floats(0.0, 1.0))
+    if slot[0] == "head":
+        heads = list(ev.head_confs)
+        heads[slot[1]] *= factor
+        return dataclasses.replace(ev, head_confs=tuple(heads))
+    persons = list(ev.persons)
+    person = persons[slot[1]]
+    if slot[0] == "box":
+        person = dataclasses.replace(person, box_conf=person.box_conf * factor)
+    else:
+        field = "keypoint_conf" if slot[0] == "kpt" else "keypoint_conf_visible"
+        values = list(getattr(person, field))
+        values[slot[2]] *= factor
+        person = dataclasses.replace(person, **{field: tuple(values)})
+    persons[slot[1]] = person
+    return dataclasses.replace(ev, persons=tuple(persons))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ev=evidence(), s=judgement_settings, key=st.text(max_size=20), data=st.data())
+def test_property_lowering_a_confidence_never_moves_human_to_auto(ev, s, key, data):
+    before = route_image(key, ev, s)
+    after = route_image(key, _lower_one(ev, data), s)
+    if before.route == "human":
+        assert after.route == "human"
+    if after.route in ("auto", "audit"):
+        assert before.route in ("auto", "audit")
+
+
+@settings(max_examples=100, deadline=None)
+@given(detail=st.text(max_size=50), s=judgement_settings, key=st.text(max_size=20))
+def test_property_model_error_never_yields_auto(detail, s, key):
+    assert route_image(key, ModelFailed(detail), s).route == "human"
+    assert route_image(key, NoModel(), s).route == "human"
+
+
+@settings(max_examples=100, deadline=None)
+@given(ev=evidence(), s=judgement_settings, key=st.text(max_size=20))
+def test_property_deterministic_and_exactly_one_route(ev, s, key):
+    a, b = route_image(key, ev, s), route_image(key, ev, s)
+    assert a == b
+    assert a.route in ("auto", "human", "audit")

@@ -1,0 +1,177 @@
+"""The batch runner: outputs, the invariant, re-run identity, cold start, audit, S3 (moto) and the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from bundle_factory import bright_image, scripted_bundle
+from PIL import Image
+
+from alp.cli import main as cli_main
+from alp.manifest import ManifestLine, read_manifest
+from alp.settings import Settings
+from inference.engine import InferenceEngine
+from inference.runner import predict_manifest, run_batch
+
+
+def _jpeg(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(bright_image(value)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _batch(root: Path) -> tuple[Path, list[str]]:
+    """A batch with two confident frames, one dark frame and every kind of bad input."""
+    imgs = root / "images"
+    imgs.mkdir(parents=True)
+    files = {
+        "bright1.png": _jpeg(240), "dark.png": _jpeg(100), "bright2.png": _jpeg(245),
+        "empty.jpg": b"", "text.jpg": b"hello, not a picture" * 20,
+        "cut.png": _jpeg(240)[:200],
+    }
+    for name, data in files.items():
+        (imgs / name).write_bytes(data)
+    refs = [str(imgs / n) for n in files] + [str(imgs / "missing.jpg")]
+    lines = [json.dumps({"source-ref": r, "alp-object": {"bucket": "b", "key": Path(r).name,
+                                                        "event_time": "2026-03-01T10:00:00Z"}}) for r in refs]
+    lines.insert(3, "{not json")
+    manifest = root / "batch.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest, refs
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return scripted_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+def _engine(bundle: Path, settings: Settings, tmp_path: Path) -> InferenceEngine:
+    return InferenceEngine.from_bundle(str(bundle), settings, tmp_path / "cache")
+
+
+def _read(out: Path, name: str) -> list[ManifestLine]:
+    return read_manifest(str(out / name))
+
+
+def test_outputs_routes_and_invariant_on_local_paths(bundle, tmp_path):
+    manifest, refs = _batch(tmp_path)
+    settings = Settings().with_overrides({"judgement.audit_fraction": 0.0, "inference.batch_size": 2})
+    out = tmp_path / "out"
+    summary = run_batch(str(manifest), str(out), settings, engine=_engine(bundle, settings, tmp_path))
+    assert summary.inputs == 8
+    assert summary.routes == {"auto": 2, "human": 1, "audit": 0, "quarantine": 5}
+    assert summary.quarantine_reasons == {"bad_manifest_line": 1, "empty_file": 1, "missing_object": 1,
+                                          "not_an_image": 1, "truncated": 1}
+    assert summary.invariant == "inputs 8 = auto 2 + human 1 + audit 0 + quarantine 5"
+    assert json.loads((out / "summary.json").read_text())["bundle_id"] == "scripted-v1"
+
+    auto = _read(out, "auto.jsonl")
+    assert [line.source_ref for line in auto] == [refs[0], refs[2]]  # input order kept
+    boxes, meta = auto[0].boxes("head-boxes")
+    assert meta.human_annotated == "no" and meta.job_name == "auto-scripted-v1"
+    assert meta.creation_date == "2026-03-01T10:00:00.000000"  # from the event, not the clock
+    assert meta.objects[0].confidence > 0.9 and len(boxes.annotations) == 1
+    kpts, kmeta = auto[0].keypoints("keypoints")
+    assert kmeta.human_annotated == "no" and kpts.persons[0].head_box_index == 0
+    assert auto[0].route().route == "auto"
+
+    (human,) = _read(out, "human.jsonl")
+    pre = human.preannotation()
+    assert human.source_ref == refs[1] and pre.route == "human" and pre.bundle_id == "scripted-v1"
+    assert "head box 0 confidence 0.392 < box_threshold 0.5" in pre.reason
+    assert pre.boxes[0].score == pytest.approx(0.392, abs=1e-3)
+    assert all(k.score is not None and k.score_visible is not None for k in pre.persons[0].keypoints)
+
+    quarantine = _read(out, "quarantine.jsonl")
+    assert len(quarantine) == 5
+    assert {q.quarantine().reason for q in quarantine} == set(summary.quarantine_reasons)
+    assert all(q.quarantine().stage == "infer" for q in quarantine)
+    assert _read(out, "audit_model.jsonl") == []
+
+
+def test_rerun_writes_identical_bytes(bundle, tmp_path):
+    manifest, _ = _batch(tmp_path)
+    settings = Settings().with_overrides({"judgement.audit_fraction": 0.5})
+    a, b = tmp_path / "a", tmp_path / "b"
+    sa = run_batch(str(manifest), str(a), settings, engine=_engine(bundle, settings, tmp_path))
+    sb = run_batch(str(manifest), str(b), settings, engine=_engine(bundle, settings, tmp_path))
+    for name in ("auto.jsonl", "human.jsonl", "audit_model.jsonl", "quarantine.jsonl"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert sa.model_dump(exclude={"timings"}) == sb.model_dump(exclude={"timings"})
+
+
+def test_audit_items_go_to_people_and_keep_the_model_labels(bundle, tmp_path):
+    manifest, _ = _batch(tmp_path)
+    settings = Settings().with_overrides({"judgement.audit_fraction": 1.0})
+    out = tmp_path / "out"
+    summary = run_batch(str(manifest), str(out), settings, engine=_engine(bundle, settings, tmp_path))
+    assert summary.routes["audit"] == 2 and summary.routes["auto"] == 0
+    audits = [h for h in _read(out, "human.jsonl") if h.preannotation().route == "audit"]
+    model = _read(out, "audit_model.jsonl")
+    assert [m.source_ref for m in model] == [a.source_ref for a in audits]
+    assert model[0].boxes("head-boxes")[1].human_annotated == "no"
+    assert "head-boxes" not in audits[0].data  # the labeling job's attribute stays free
+
+
+def test_cold_start_sends_readable_images_to_people(tmp_path, monkeypatch):
+    import types
+
+    manifest, _ = _batch(tmp_path)
+    fake_registry = types.ModuleType("alp.registry")
+    fake_registry.latest_approved_bundle_uri = lambda settings: None  # an empty registry
+    monkeypatch.setitem(__import__("sys").modules, "alp.registry", fake_registry)
+    out = tmp_path / "out"
+    assert cli_main(["infer-batch", "--manifest", str(manifest), "--out", str(out), "--executor", "local"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cold_start"] is True and summary["bundle_id"] is None
+    assert summary["routes"] == {"auto": 0, "human": 3, "audit": 0, "quarantine": 5}
+    assert summary["human_reasons"] == {"no_model": 3}
+    human = _read(out, "human.jsonl")
+    assert {h.preannotation().reason for h in human} == {"no_model"}
+    assert human[0].preannotation().image_size.width == 320
+
+
+def test_cli_with_explicit_bundle_prints_summary(bundle, tmp_path, capsys):
+    manifest, _ = _batch(tmp_path)
+    out = tmp_path / "out"
+    rc = cli_main(["infer-batch", "--manifest", str(manifest), "--out", str(out), "--bundle", str(bundle),
+                   "--executor", "local", "--json", "--cache-dir", str(tmp_path / "c")])
+    assert rc == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads(last)
+    assert summary["inputs"] == 8 and sum(summary["routes"].values()) == 8
+
+
+def test_runner_on_moto_s3(bundle, tmp_path, aws_mock):
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="alp-test-data")
+    s3.put_object(Bucket="alp-test-data", Key="incoming/a.png", Body=_jpeg(240))
+    s3.put_object(Bucket="alp-test-data", Key="incoming/b.jpg", Body=b"")
+    s3.put_object(Bucket="alp-test-data", Key="incoming/c.png", Body=_jpeg(90))
+    lines = [{"source-ref": f"s3://alp-test-data/incoming/{k}"} for k in ("a.png", "b.jpg", "c.png", "gone.png")]
+    s3.put_object(Bucket="alp-test-data", Key="batches/b1/manifest.jsonl",
+                  Body="\n".join(json.dumps(x) for x in lines).encode())
+    settings = Settings().with_overrides({"judgement.audit_fraction": 0.0})
+    summary = run_batch("s3://alp-test-data/batches/b1/manifest.jsonl", "s3://alp-test-data/batches/b1/inference/",
+                        settings, engine=_engine(bundle, settings, tmp_path))
+    assert summary.routes == {"auto": 1, "human": 1, "audit": 0, "quarantine": 2}
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="alp-test-data", Prefix="batches/b1/inference/")["Contents"]}
+    assert keys == {f"batches/b1/inference/{n}" for n in
+                    ("auto.jsonl", "human.jsonl", "audit_model.jsonl", "quarantine.jsonl", "summary.json")}
+    auto = read_manifest("s3://alp-test-data/batches/b1/inference/auto.jsonl")
+    assert auto[0].source_ref == "s3://alp-test-data/incoming/a.png"
+
+
+def test_predict_manifest_labels_every_readable_image(bundle, tmp_path):
+    manifest, refs = _batch(tmp_path)
+    settings = Settings()
+    lines = [ManifestLine.for_image(r) for r in refs]
+    out = list(predict_manifest(lines, _engine(bundle, settings, tmp_path), settings))
+    assert [o.source_ref for o in out] == refs
+    labeled = [o for o in out if "keypoints" in o.data]
+    assert len(labeled) == 3  # bright1, dark, bright2: labels whatever the route
+    assert sum(1 for o in out if o.quarantine() is not None) == 4

