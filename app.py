@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent
 LAMBDA_ASSET_DIR = ROOT / "build" / "lambda-asset"
 
 
-def main() -> None:
-    app = cdk.App(context=cdk_json_context(ROOT / "cdk.json"))
+def main(outdir: str | None = None) -> cdk.App:
+    """Synthesize into ``outdir`` (default: ``$CDK_OUTDIR``, set by the CLI and ``make synth``)."""
+    app = cdk.App(context=cdk_json_context(ROOT / "cdk.json"), outdir=outdir)
     settings = settings_from_context(app.node.get_all_context())
     account = os.environ.get("CDK_DEFAULT_ACCOUNT")
     ActiveLabelingStack(
@@ -34,6 +35,7 @@ def main() -> None:
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     app.synth()
+    return app
 
 
 if __name__ == "__main__":

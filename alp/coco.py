@@ -237,7 +237,8 @@ def manifest_to_coco(lines: Iterable[ManifestLine], schema: str | KeypointSchema
                      head_attr: str = "head-boxes", kp_attr: str = "keypoints") -> dict[str, Any]:
     """COCO keypoint ground truth from truth manifest lines (image ids 1..N in line order)."""
     sch = get_schema(schema) if isinstance(schema, str) else schema
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, line in enumerate(lines, 1):
         kp = line.keypoints(kp_attr)
         bx = line.boxes(head_attr)
@@ -335,7 +336,9 @@ def coco_to_manifest(gt: dict[str, Any], *, schema: str | KeypointSchema | None 
     for im in gt["images"]:
         size = ImageSize(width=int(im["width"]), height=int(im["height"]), depth=3)
         ref = storage.join(image_prefix, im["file_name"]) if image_prefix else str(im["file_name"])
-        boxes, objects, persons = [], [], []
+        boxes: list[BoxAnnotation] = []
+        objects: list[ObjectConfidence] = []
+        persons: list[PersonKeypoints] = []
         for ann in per_image[int(im["id"])]:
             flat = ann["keypoints"]
             kps = []

@@ -354,8 +354,9 @@ class Proportion(BaseModel):
 
     @classmethod
     def of(cls, agree: int, total: int) -> Proportion:
+        lo, hi = wilson_interval(agree, total)
         return cls(agree=agree, total=total, share=round(agree / total, 4) if total else None,
-                   ci95=tuple(round(x, 4) for x in wilson_interval(agree, total)))  # type: ignore[arg-type]
+                   ci95=(round(lo, 4), round(hi, 4)))
 
 
 class AutomationQuality(BaseModel):

@@ -15,6 +15,7 @@ Policy, decided once here so every consumer (inference, training, the labeling U
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -28,6 +29,19 @@ _EXIF_ORIENTATION = 0x0112
 _BACKGROUND = 114  # ultralytics' letterbox gray: transparent pixels blend into what padding looks like
 
 UInt8Image = NDArray[np.uint8]
+
+
+def _pil_open(fp: io.BytesIO) -> Image.Image:
+    """Pillow's own ``Image.open``.
+
+    Importing ultralytics (training, benchmarks, tests in the same process) replaces ``Image.open``
+    with a wrapper that, on an unidentified image, tries to install and import ``pi-heif``; a text file
+    named ``.jpg`` then raises ModuleNotFoundError instead of UnidentifiedImageError. The wrapper keeps
+    Pillow's original as ``_image_open``; use it so bad bytes are judged the same in every process.
+    """
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = getattr(patches, "_image_open", None) if patches is not None else None
+    return (opener or Image.open)(fp)
 
 
 class ImageRejected(ValueError):
@@ -101,7 +115,7 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> DecodedImage
         with warnings.catch_warnings():
             # Pillow's own bomb check warns or raises at its global limit; ours is the one that applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = _pil_open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageRejected("not_an_image", "the bytes are not an image format Pillow recognises") from None
     except Image.DecompressionBombError as exc:

@@ -219,10 +219,13 @@ def merge_shards(manifest_uri: str, out_uri: str, shard_count: int) -> BatchSumm
                  "shard_total_s_sum": round(sum(r.summary.timings.get("total_s", 0.0) for r in readers), 3)},
     )
     shard_inputs = sum(r.summary.inputs for r in readers)
-    summary.check_invariant()
-    if shard_inputs != inputs:
+    try:
+        summary.check_invariant()
+        if shard_inputs != inputs:
+            raise ValueError(f"shards report {shard_inputs} inputs, the manifest has {inputs}")
+    except BaseException:
         outputs.discard()
-        raise ValueError(f"shards report {shard_inputs} inputs, the manifest has {inputs}")
+        raise
     summary.invariant = f"inputs {inputs} = " + " + ".join(f"{r} {counts.get(r, 0)}" for r in ROUTES)
     outputs.commit()
     storage.write_text(storage.join(out_uri, SUMMARY_FILE), summary.to_json(), content_type="application/json")

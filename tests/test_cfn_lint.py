@@ -21,23 +21,29 @@ ROOT = Path(__file__).resolve().parent.parent
 CFN_LINT_ERROR_BIT = 2  # cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational
 
 
-@pytest.mark.parametrize("overrides", [{}, {"alp:trigger.batching_window_seconds": 0,
-                                            "alp:storage.unlabeled_prefix": "",
-                                            "alp:inference.head_detector_backend": "rekognition-custom-labels",
-                                            "alp:inference.rekognition_project_version_arn":
-                                                "arn:aws:rekognition:us-east-1:123456789012:project/heads/version/v1/1"}],
-                         ids=["defaults", "edge-settings"])
-def test_given_the_synthesized_templates_then_cfn_lint_reports_no_errors(tmp_path: Path, overrides: dict[str, object]) -> None:
-    outdir = tmp_path / "cdk.out"
-    context = {**cdk_json_context(ROOT / "cdk.json"), **overrides}
-    app = cdk.App(context=context, outdir=str(outdir))
+EDGE_SETTINGS = {
+    "alp:trigger.batching_window_seconds": 0,
+    "alp:storage.unlabeled_prefix": "",
+    "alp:inference.head_detector_backend": "rekognition-custom-labels",
+    "alp:inference.rekognition_project_version_arn":
+        "arn:aws:rekognition:us-east-1:123456789012:project/heads/version/v1/1",
+}
+
+
+def _synth(outdir: Path, asset: Path, overrides: dict[str, object]) -> list[str]:
+    app = cdk.App(context={**cdk_json_context(ROOT / "cdk.json"), **overrides}, outdir=str(outdir))
     settings = settings_from_context(app.node.get_all_context())
-    ActiveLabelingStack(app, "AlpActiveLabelingPipeline", settings=settings,
-                        lambda_code_dir=build_lambda_asset(ROOT, tmp_path / "asset"),
+    ActiveLabelingStack(app, "AlpActiveLabelingPipeline", settings=settings, lambda_code_dir=asset,
                         env=cdk.Environment(region=settings.region))
     app.synth()
-    templates = sorted(str(p) for p in outdir.glob("*.template.json"))
-    assert templates
+    return sorted(str(p) for p in outdir.glob("*.template.json"))
+
+
+def test_given_the_synthesized_templates_then_cfn_lint_reports_no_errors(tmp_path: Path) -> None:
+    """The default settings and edge settings (no batching window, no prefix, Rekognition grants)."""
+    asset = build_lambda_asset(ROOT, tmp_path / "asset")
+    templates = _synth(tmp_path / "defaults", asset, {}) + _synth(tmp_path / "edge", asset, EDGE_SETTINGS)
+    assert len(templates) == 2
     cfn_lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent)) or "cfn-lint"
     done = subprocess.run([cfn_lint, "--ignore-checks", "W3005", "--", *templates],
                           capture_output=True, text=True, timeout=120)

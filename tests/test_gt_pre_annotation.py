@@ -33,7 +33,8 @@ def test_given_a_human_line_with_prefill_then_the_task_carries_image_boxes_and_r
     assert out["isHumanAnnotationRequired"] is True
     assert task["taskObject"] == "s3://unlabeled/incoming/img_0001.jpg"
     assert task["kind"] == "head-boxes" and task["labels"] == ["head"]
-    assert task["reason"] == "low_keypoint_score" and "unsure" in task["reasonText"]
+    assert task["reason"].startswith("low_keypoints: person 0")
+    assert task["reasonText"] == "The model was unsure about some body points."
     assert task["prefilled"] is True
     # human_line drops the model's last head: two of three heads are prefilled, in pixels.
     assert len(task["initialBoxes"]) == 2
@@ -105,3 +106,14 @@ def test_given_a_person_line_then_the_keypoint_task_has_17_labels_prefill_and_hi
 def test_given_a_person_line_with_a_broken_person_then_a_clear_error() -> None:
     with pytest.raises(PreAnnotationError, match="alp-person"):
         handler(_event({"source-ref": "s3://b/x.jpg", PERSON_KEY: {"head_index": -1}}))
+
+
+@pytest.mark.parametrize(("reason", "text"), [
+    ("low_box: head box 0 confidence 0.2 < box_threshold 0.5; no_head: person 1 has no head box",
+     "The model was unsure about some head boxes. The model found a person without a head box."),
+    ("<script>alert(1)</script>", "The model was unsure about this image."),
+])
+def test_worker_facing_reason_text_comes_from_fixed_sentences(reason: str, text: str) -> None:
+    line = _line()
+    line["alp-preannotation"]["reason"] = reason
+    assert handler(_event(line))["taskInput"]["reasonText"] == text

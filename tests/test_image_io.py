@@ -109,3 +109,13 @@ def test_given_exif_rotated_jpeg_then_pixels_are_upright():
 def test_given_plain_jpeg_then_not_transposed_and_rgb():
     out = decode_image(_encode(_photo(), "JPEG"), **LIMITS)
     assert not out.exif_transposed and out.format == "JPEG" and out.pixels.shape == (64, 96, 3)
+
+
+def test_non_image_still_rejected_after_ultralytics_patched_pillow(tmp_path):
+    """ultralytics replaces Image.open with a pi-heif-installing wrapper; decoding must not go through it."""
+    from alp.torch_compat import prepare_ultralytics
+
+    prepare_ultralytics(tmp_path / "ul")
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch)
+
+    assert _reject(b"plain text with a .jpg name" * 5).reason == "not_an_image"

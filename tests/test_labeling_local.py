@@ -211,12 +211,17 @@ def test_the_label_command_runs_on_a_local_folder(tmp_path: Path) -> None:
     batch = str(tmp_path / "batches" / "b7") + "/"
     write_manifest(batch + "inference/human.jsonl",
                    [human_line(f"/imgs/img_{i:04d}.jpg", truths[i], settings, seed=i) for i in range(3)])
-    assert main(["--settings", str(settings_path), "label", "--batch", batch]) == 0
+    simulation = tmp_path / "sim.json"
+    simulation.write_text(LocalJobSimulation(workers=2, careless_share=0.0).model_dump_json())
+    assert main(["--settings", str(settings_path), "label", "--batch", batch,
+                 "--local-simulation", str(simulation)]) == 0
     out = Path(batch) / "labeling"
     assert {p.name for p in out.iterdir()} >= {"labeled.jsonl", "unlabeled.jsonl", "worker-reports.json",
                                                "labeling.json", "jobs"}
     summary = json.loads((out / "labeling.json").read_text())
     assert summary["labeled"] == 3 and summary["backend"] == "local"
+    reports = json.loads((out / "worker-reports.json").read_text())
+    assert all(len(r["workers"]) == 2 for r in reports.values())
 
 
 def test_the_label_command_reports_a_missing_human_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,7 +84,7 @@ def _driver_scene(grip_offset: float, size: tuple[int, int] = (640, 480)):
     light = _Light("rgb", 1.0)
     painter = Painter(size, (150, 150, 150))
     scene = _Scene(cam, light, painter)
-    scene.cabin(np.random.default_rng(0), night=False, occupied_front={FRONT_X}, driver_sign=1.0)
+    scene.cabin(np.random.default_rng(0), night=False, occupied_front={FRONT_X})
     c, e1, e2, normal = scene.steering_wheel(1.0)
     grips = tuple(c + WHEEL_RADIUS * (math.cos(a) * e1 + math.sin(a) * e2) + normal * grip_offset
                   for a in (math.radians(35.0), math.radians(145.0)))

@@ -17,7 +17,15 @@ def _label(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     settings = load_settings()
-    backend = get_backend(settings)
+    options = {}
+    if args.local_simulation:
+        if settings.labeling.backend != "local":
+            raise ValueError("--local-simulation applies to the local backend only (settings.labeling.backend)")
+        from alp import storage
+        from alp.labeling.local import LocalJobSimulation
+
+        options["simulation"] = LocalJobSimulation.model_validate_json(storage.read_text(args.local_simulation))
+    backend = get_backend(settings, **options)
     batch_dir = args.batch.rstrip("/") + "/"
 
     def wait(b: LabelingBackend, name: str) -> JobStatus:
@@ -57,4 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--timeout-minutes", type=float, default=470.0,
                         help="stop waiting after this long (the job keeps running; a re-run finds it)")
     parser.add_argument("--data-root", help="where datasets/ lives (default $ALP_DATA_ROOT or two levels up)")
+    parser.add_argument("--local-simulation",
+                        help="local backend: JSON file of the simulated job (noise model, workers, outcome)")
     parser.set_defaults(func=_label)

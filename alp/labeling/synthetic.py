@@ -98,7 +98,7 @@ def model_guess(truth: ManifestLine, settings: Settings, *, seed: int = 0, jitte
 
 
 def human_line(source_ref: str, truth: ManifestLine | None, settings: Settings, *, route: str = "human",
-               reason: str = "low_keypoint_score", seed: int = 0, key: str | None = None) -> ManifestLine:
+               reason: str = "low_keypoints: person 0 keypoint score 0.310 (quantile) < keypoint_threshold 0.5", seed: int = 0, key: str | None = None) -> ManifestLine:
     """A line of ``inference/human.jsonl``: the batch line plus the model's proposal and the route.
     ``truth=None`` is the cold start: no model, no prefill."""
     data: dict[str, Any] = {
@@ -114,7 +114,8 @@ def human_line(source_ref: str, truth: ManifestLine | None, settings: Settings, 
     boxes, persons = model_guess(truth, settings, seed=seed, drop_last_person=route == "human")
     pre = PreAnnotation(route="audit" if route == "audit" else "human", reason=reason, image_size=found[0].size,
                         boxes=boxes, persons=persons, bundle_id="bundle-test")
-    line = line.with_model(PREANNOTATION_KEY, pre).with_model(ROUTE_KEY, RouteInfo(route=route, reason=reason))  # type: ignore[arg-type]
+    route_info = RouteInfo(route="audit" if route == "audit" else "human", reason=reason)
+    line = line.with_model(PREANNOTATION_KEY, pre).with_model(ROUTE_KEY, route_info)
     if route == "audit":
         # The model's would-be labels, as the inference step writes them for audit items.
         labeling = settings.labeling

@@ -57,12 +57,17 @@ WORKER_REPORTS_DIR = "alp-worker-reports"
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _KIND_SHORT = {"head-boxes": "heads", "keypoints": "kpts"}
 
+# The judgement writes reasons as "code: detail; code: detail"; workers see a plain sentence per code.
 _REASON_TEXT = {
     "no_model": "There is no model yet: please draw every head from scratch.",
     "audit": "Quality check: please label this image from scratch, carefully.",
-    "low_box_score": "The model was unsure about the head boxes in this image.",
-    "low_keypoint_score": "The model was unsure about the body points in this image.",
-    "no_detections": "The model found no head here: please check the whole image.",
+    "no_detections": "The model found no one here: please check the whole image.",
+    "low_box": "The model was unsure about some head boxes.",
+    "unassigned_head": "The model found a head it could not tie to a person.",
+    "no_head": "The model found a person without a head box.",
+    "low_keypoints": "The model was unsure about some body points.",
+    "unmatched_person": "The model may have missed or doubled a person.",
+    "model_error": "The model could not process this image.",
 }
 
 
@@ -228,10 +233,22 @@ class ConsolidationInfo(_Model):
 
 # --- pre-annotation: manifest line -> taskInput ----------------------------------------------------------
 
+def reason_codes(reason: str) -> list[str]:
+    """The codes of a judgement reason (``"low_box: ...; no_head: ..."`` -> ``["low_box", "no_head"]``)."""
+    codes = []
+    for part in reason.split(";"):
+        code = part.split(":", 1)[0].strip()
+        if code and code not in codes:
+            codes.append(code)
+    return codes
+
+
 def reason_text(route: str, reason: str) -> str:
+    """A sentence for workers: fixed texts only, so nothing from a manifest is shown as is."""
     if route == "audit":
         return _REASON_TEXT["audit"]
-    return _REASON_TEXT.get(reason, "The model was unsure about this image.")
+    texts = [_REASON_TEXT[c] for c in reason_codes(reason) if c in _REASON_TEXT and c != "audit"]
+    return " ".join(texts) if texts else "The model was unsure about this image."
 
 
 def _round(v: float) -> float:

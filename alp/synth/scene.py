@@ -172,8 +172,7 @@ class _Scene:
         return self.painter.add(prim)
 
     # --- cabin -------------------------------------------------------------------------------------
-    def cabin(self, rng: np.random.Generator, *, night: bool, occupied_front: set[float],
-              driver_sign: float) -> None:
+    def cabin(self, rng: np.random.Generator, *, night: bool, occupied_front: set[float]) -> None:
         L = self.light
         trim = _pick(rng, ((70, 68, 66), (45, 45, 48), (110, 100, 90), (160, 150, 140)))
         seat = _pick(rng, ((45, 45, 50), (60, 55, 52), (150, 125, 95), (90, 35, 30), (30, 30, 34)))
@@ -289,7 +288,7 @@ class _Scene:
         _, d_torso = self.p2(chest)
         hull = convex_hull([(float(x), float(y)) for x, y in cxy])
         shirt = L(style.shirt, d_torso)
-        details = []
+        details: list[Detail] = []
         if torso_belt:
             sign = 1.0 if occ.joints["neck"][0] < 0 else -1.0  # the belt comes down from the door side
             a, _ = self.p2(j["neck"] * 0.45 + j["left_shoulder" if sign > 0 else "right_shoulder"] * 0.55
@@ -298,9 +297,7 @@ class _Scene:
             belt = Primitive("line", [a, b], L((35, 35, 38), d_torso), d_torso - 0.06, tag,
                              width=max(2, int(self.px(0.045, d_torso))))
             self.painter.add(belt)
-        torso = self.painter.add(Primitive("polygon", hull, shirt, d_torso, tag, outline=_shade(shirt, 0.7),
-                                           details=details))
-        _ = torso
+        self.painter.add(Primitive("polygon", hull, shirt, d_torso, tag, outline=_shade(shirt, 0.7), details=details))
 
         # Head, face features, hair, neck.
         (hx, hy), d_head_real = self.p2(occ.head_center)
@@ -308,11 +305,11 @@ class _Scene:
         axes2d = self._ellipsoid_axes(occ)
         head_outline = ellipse_points((hx, hy), axes2d, 32)
         skin = L(style.skin, d_head)
-        face_details = [Detail("ellipse", self._scaled_box((hx, hy), axes2d, 0.55, (-0.15, -0.2)),
-                               _shade(skin, 1.08))]
-        head = self.painter.add(Primitive("polygon", head_outline, skin, d_head, tag, outline=_shade(skin, 0.75),
-                                          details=face_details))
-        _ = head
+        # A soft highlight on the upper face, inside the skull's outline (colour only).
+        rx, ry = float(np.abs(axes2d[0]).max()), float(np.abs(axes2d[1]).max())
+        glow = [(hx - 0.7 * rx, hy - 0.75 * ry), (hx + 0.4 * rx, hy + 0.35 * ry)]
+        self.painter.add(Primitive("polygon", head_outline, skin, d_head, tag, outline=_shade(skin, 0.75),
+                                   details=[Detail("ellipse", glow, _shade(skin, 1.08))]))
         neck_top, _ = self.p2(occ.head_center - occ.head_rot[:, 1] * occ.head_radii[1] * 0.55)
         neck_prim = self.painter.add(Primitive("line", [proj["neck"][0], neck_top], _shade(skin, 0.92),
                                                d_head + 0.015, tag, width=max(2, int(self.px(0.1 * s, d_head)))))
@@ -344,14 +341,15 @@ class _Scene:
             fore = self._limb(elbow, wrist, 0.042 * s, 0.033 * s, fore_color, tag, bias=0.03)
             direction = wrist - elbow
             direction = direction / max(float(np.linalg.norm(direction)), 1e-9)
-            # The hand: an oval from the wrist along the forearm (a loose fist), covering the wrist point.
+            # The hand: an oval from the wrist along the forearm (a loose fist), covering the wrist point. It
+            # sits at the wrist's depth: a hand gripping the wheel from behind disappears behind the rim.
             (wx, wy), dwrist = proj[f"{side}_wrist"]
             (tx, ty), dhand = self.p2(wrist + direction * 0.085 * s)
             k = self.px(1.0, dhand)
             hand_skin = L(style.skin, dhand)
             hand = self.painter.add(Primitive("polygon", capsule_points((wx, wy), (tx, ty), 0.03 * s * k,
                                                                         0.036 * s * k), hand_skin,
-                                              min(dhand - 0.01, fore.depth - 0.002), tag,
+                                              min(dwrist - 0.005, fore.depth - 0.002), tag,
                                               outline=_shade(hand_skin, 0.75)))
             own[f"{side}_shoulder"] = [upper]
             own[f"{side}_elbow"] = [upper, fore]
@@ -380,13 +378,6 @@ class _Scene:
             m += np.outer(p, p)
         vals, vecs = np.linalg.eigh(m)
         return np.asarray(vecs * np.sqrt(np.maximum(vals, 1e-6)))
-
-    @staticmethod
-    def _scaled_box(center: Point, axes: NDArray[np.float64], k: float, offset: tuple[float, float]) -> list[Point]:
-        rx = float(np.hypot(axes[0, 0], axes[0, 1])) * 0 + float(np.abs(axes[0]).max())
-        ry = float(np.abs(axes[1]).max())
-        cx, cy = center[0] + offset[0] * rx, center[1] + offset[1] * ry
-        return [(cx - rx * k, cy - ry * k), (cx + rx * k, cy + ry * k)]
 
     def _hair(self, occ: Occupant, style: _Style, axes2d: NDArray[np.float64], c: Point, d_head: float,
               tag: str) -> None:
@@ -547,7 +538,8 @@ def render_scene(seed: int, index: int, *, size: tuple[int, int] = (640, 480), h
     light = _Light(frame_mode, gain if not night or "dark" in factors else gain * 0.55)
     driver_sign = 1.0 if rng.random() < 0.7 else -1.0  # left- or right-hand drive
 
-    # Who sits where (the driver is always there).
+    # Who sits where. The driver's seat is always taken; like anyone else, the driver is left out of the
+    # frame (not drawn, so no unlabeled person remains) only when the camera would hide their head.
     n_people = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
     seats: list[tuple[Role, Vec]] = [("driver", np.array([FRONT_X * driver_sign, 0.44, FRONT_Z]))]
     if n_people >= 2:
@@ -577,7 +569,7 @@ def render_scene(seed: int, index: int, *, size: tuple[int, int] = (640, 480), h
         painter = Painter(size, light((150, 145, 140), 2.0))
         sc = _Scene(cam, light, painter)
         occupied = {float(seats[i][1][0]) for i in active if seats[i][0] != "rear"}
-        sc.cabin(np.random.default_rng(cabin_seed), night=night, occupied_front=occupied, driver_sign=driver_sign)
+        sc.cabin(np.random.default_rng(cabin_seed), night=night, occupied_front=occupied)
         wc, e1, e2, normal = sc.steering_wheel(driver_sign)
         people: list[tuple[int, Occupant, dict[str, list[Primitive]], list[Point]]] = []
         for i in active:
@@ -587,8 +579,6 @@ def render_scene(seed: int, index: int, *, size: tuple[int, int] = (640, 480), h
                 g = grip_rng[i]
                 # Ten-to-two, give or take; the hand closes around the rim from the driver's side.
                 angles = (math.radians(35.0 + 20.0 * g[0]), math.radians(145.0 + 20.0 * g[1]))
-                if driver_sign < 0:
-                    angles = (angles[0], angles[1])
                 grips = tuple(wc + WHEEL_RADIUS * (math.cos(a) * e1 + math.sin(a) * e2) + normal * 0.035
                               for a in angles)
             occ = pose_occupant(np.random.default_rng(pose_seeds[i]), role, hip + jitter[i],
@@ -637,12 +627,9 @@ def _hidden_heads(people: list[tuple[int, Occupant, dict[str, list[Primitive]], 
             dropped.add(i)
             continue
         tag = f"p{i}"
-        head_orders = [p.order for p in painter.primitives if p.owner == tag and p.kind == "polygon"]
-        lo = min(head_orders)
         window = id_map[y0:y1, x0:x1]
         person_ids = np.zeros(len(painter.primitives) + 1, dtype=bool)
         person_ids[[p.order for p in painter.primitives if p.owner == tag]] = True
-        _ = lo
         shown = float(person_ids[window].sum())
         if shown < 0.25 * full:
             dropped.add(i)

@@ -1,0 +1,228 @@
+"""Dataset versions: merge, immutability, reproducibility, frozen split, automation quality."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from alp.datasets import (
+    DATASET_FILE,
+    MANIFEST_FILE,
+    QUALITY_FILE,
+    SPLIT_KEY,
+    SplitRule,
+    automation_quality,
+    create_version_from_lines,
+    data_root_for,
+    image_key,
+    latest_version,
+    list_versions,
+    merge_batch,
+    merge_batch_result,
+    read_automation_quality,
+    read_version,
+    read_version_info,
+)
+from alp.labeling.local import LocalWorkforceBackend
+from alp.labeling.synthetic import auto_line, human_line, truth_line
+from alp.labeling.tasks import AUDIT_MODEL_KEY
+from alp.labeling.workflow import run_label_step
+from alp.manifest import ManifestLine, read_manifest, write_manifest
+from alp.settings import Settings
+from alp.steps import DATA_ROOT_ENV
+
+BASE = Settings().with_overrides({"labeling.backend": "local", "labeling.gold_items_per_job": 3})
+
+
+@pytest.fixture(scope="module")
+def labeled_batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings, list[ManifestLine]]:
+    """A batch folder after the infer and label steps: 8 human/audit items labeled locally, 6 auto items."""
+    root = tmp_path_factory.mktemp("src")
+    truths = [truth_line(f"/pool/img_{i:04d}.jpg", BASE, persons=1 + i % 3, seed=i) for i in range(20)]
+    write_manifest(str(root / "truth.jsonl"), truths)
+    settings = BASE.with_overrides({"labeling.local_truth_uri": str(root / "truth.jsonl")})
+    batch = root / "batches" / "b0001"
+    write_manifest(str(batch / "inference" / "human.jsonl"), [
+        human_line(f"s3://unlabeled/incoming/img_{i:04d}.jpg", truths[i], settings, seed=i,
+                   route="audit" if i % 3 == 0 else "human") for i in range(8)])
+    write_manifest(str(batch / "inference" / "auto.jsonl"), [
+        auto_line(f"s3://unlabeled/incoming/img_{i:04d}.jpg", truths[i], settings, seed=i) for i in range(8, 14)])
+    run_label_step(str(batch), settings, LocalWorkforceBackend(settings))
+    return batch, settings, truths
+
+
+def _copy_batch(batch: Path, root: Path, name: str = "b0001") -> str:
+    dest = root / "batches" / name
+    shutil.copytree(batch, dest)
+    return str(dest) + "/"
+
+
+def test_merge_writes_an_immutable_version_with_every_record_once(
+        labeled_batch: tuple[Path, Settings, list[ManifestLine]], tmp_path: Path) -> None:
+    batch, settings, _ = labeled_batch
+    uri = merge_batch(_copy_batch(batch, tmp_path), settings)
+    assert uri == str(tmp_path) + "/datasets/v0001/"
+    lines = read_version(uri)
+    keys = [image_key(line) for line in lines]
+    assert len(keys) == len(set(keys)) == 14 and keys == sorted(keys)
+    info = read_version_info(uri)
+    assert info.parent is None and info.batches == ["b0001"] and info.records == 14
+    assert info.counts_by_source == {"audit": 3, "auto": 6, "human": 5}
+    assert sum(info.counts_by_split.values()) == 14
+    assert all(j.startswith(("alp-heads-", "alp-kpts-")) for j in info.labeling_jobs) and len(info.labeling_jobs) == 2
+    assert info.settings_sha256 == settings.sha256() and set(info.content_sha256) == {MANIFEST_FILE, QUALITY_FILE}
+    for line in lines:
+        assert set(line.data) <= {"source-ref", "head-boxes", "head-boxes-metadata", "keypoints", "keypoints-metadata",
+                                  "alp-object", "alp-source", "alp-split"}
+        assert line.data[SPLIT_KEY] in ("train", "val", "test")
+        source = line.data["alp-source"]
+        assert source["batch"] == "b0001" and (source["job"] is None) == (source["kind"] == "auto")
+        assert line.boxes("head-boxes") is not None and line.keypoints("keypoints") is not None
+
+
+def test_a_rerun_of_merge_returns_the_same_version(labeled_batch: tuple[Path, Settings, list[ManifestLine]],
+                                                   tmp_path: Path) -> None:
+    batch, settings, _ = labeled_batch
+    batch_dir = _copy_batch(batch, tmp_path)
+    first = merge_batch_result(batch_dir, settings)
+    again = merge_batch_result(batch_dir, settings)
+    assert first.created and not again.created and again.uri == first.uri
+    assert list_versions(str(tmp_path) + "/") == [first.uri]
+
+
+def test_the_same_inputs_reproduce_the_version_byte_for_byte(
+        labeled_batch: tuple[Path, Settings, list[ManifestLine]], tmp_path: Path) -> None:
+    batch, settings, _ = labeled_batch
+    a = Path(merge_batch(_copy_batch(batch, tmp_path / "a"), settings))
+    b = Path(merge_batch(_copy_batch(batch, tmp_path / "b"), settings))
+    for name in (MANIFEST_FILE, DATASET_FILE, QUALITY_FILE):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_a_human_label_replaces_an_auto_label_of_the_same_image_and_keeps_its_split(
+        labeled_batch: tuple[Path, Settings, list[ManifestLine]], tmp_path: Path) -> None:
+    batch, settings, truths = labeled_batch
+    batch_dir = _copy_batch(batch, tmp_path)
+    labeled = read_manifest(batch_dir + "labeling/labeled.jsonl")
+    people_ref = labeled[0].source_ref
+    # The same image also arrives as an auto line in this batch: the people's label wins.
+    auto = read_manifest(batch_dir + "inference/auto.jsonl")
+    write_manifest(batch_dir + "inference/auto.jsonl", [*auto, auto_line(people_ref, truths[0], settings)])
+    v1 = merge_batch(batch_dir, settings)
+    by_ref = {line.source_ref: line for line in read_version(v1)}
+    assert by_ref[people_ref].data["alp-source"]["kind"] in ("human", "audit")
+    # A later batch labels one of v1's auto images by hand: it replaces the auto record, split unchanged.
+    auto_ref = auto[0].source_ref
+    later = tmp_path / "batches" / "b0002"
+    relabeled = labeled[1].with_fields(**{"source-ref": auto_ref, "alp-object": auto[0].data["alp-object"]})
+    write_manifest(str(later / "labeling" / "labeled.jsonl"), [relabeled])
+    v2 = merge_batch(str(later), settings)
+    lines = read_version(v2)
+    assert len(lines) == len(read_version(v1))
+    replaced = next(line for line in lines if line.source_ref == auto_ref)
+    assert replaced.data["alp-source"]["kind"] in ("human", "audit") and replaced.data["alp-source"]["batch"] == "b0002"
+    assert replaced.data[SPLIT_KEY] == by_ref[auto_ref].data[SPLIT_KEY]
+    info = read_version_info(v2)
+    assert info.parent == "v0001" and info.batches == ["b0001", "b0002"] and info.changes["replaced"] == 1
+
+
+def test_the_split_is_frozen_even_when_the_settings_change(
+        labeled_batch: tuple[Path, Settings, list[ManifestLine]], tmp_path: Path) -> None:
+    batch, settings, truths = labeled_batch
+    v1 = merge_batch(_copy_batch(batch, tmp_path), settings)
+    changed = settings.with_overrides({"labeling.test_split_fraction": 0.5, "labeling.split_seed": "other"})
+    later = tmp_path / "batches" / "b0002"
+    write_manifest(str(later / "inference" / "auto.jsonl"),
+                   [auto_line(f"s3://unlabeled/incoming/img_{i:04d}.jpg", truths[i], changed) for i in range(14, 20)])
+    v2 = merge_batch(str(later), changed)
+    before = {image_key(line): line.data[SPLIT_KEY] for line in read_version(v1)}
+    after = {image_key(line): line.data[SPLIT_KEY] for line in read_version(v2)}
+    assert all(after[k] == v for k, v in before.items())
+    rule = read_version_info(v1).split
+    assert read_version_info(v2).split == rule
+    assert all(after[k] == rule.split_for(k) for k in after)
+
+
+def test_split_shares_follow_the_fractions() -> None:
+    rule = SplitRule(seed="s", test_fraction=0.2, val_fraction=0.1)
+    splits = [rule.split_for(f"img_{i}.jpg") for i in range(5000)]
+    assert 0.18 < splits.count("test") / 5000 < 0.22 and 0.08 < splits.count("val") / 5000 < 0.12
+
+
+def test_a_seed_version_then_a_batch_version_accumulates_everything(
+        labeled_batch: tuple[Path, Settings, list[ManifestLine]], tmp_path: Path) -> None:
+    batch, settings, truths = labeled_batch
+    root = str(tmp_path) + "/"
+    assert latest_version(root) is None
+    seed = [t for t in truths[14:20]]
+    v1 = create_version_from_lines(seed, root, settings, "seed", "round 0 seed set")
+    assert create_version_from_lines(seed, root, settings, "seed", "round 0 seed set") == v1
+    assert read_version_info(v1).counts_by_source == {"seed": 6}
+    v2 = merge_batch(_copy_batch(batch, tmp_path), settings)
+    assert latest_version(root) == v2 and read_version_info(v2).parent == "v0001"
+    assert read_version_info(v2).records == 6 + 14
+
+
+def test_lines_with_broken_labels_are_set_aside_not_merged(
+        labeled_batch: tuple[Path, Settings, list[ManifestLine]], tmp_path: Path) -> None:
+    batch, settings, _ = labeled_batch
+    batch_dir = _copy_batch(batch, tmp_path)
+    labeled = read_manifest(batch_dir + "labeling/labeled.jsonl")
+    broken = labeled[0].with_fields(**{"head-boxes": {"image_size": [], "annotations": []}})
+    write_manifest(batch_dir + "labeling/labeled.jsonl", [broken, *labeled[1:]])
+    uri = merge_batch(batch_dir, settings)
+    assert labeled[0].source_ref not in {line.source_ref for line in read_version(uri)}
+    rejected = read_manifest(batch_dir + "merge/rejected.jsonl")
+    assert len(rejected) == 1 and "head-boxes" in rejected[0].data["alp-merge-rejected"]
+
+
+def test_merge_without_any_step_output_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run the infer and label steps"):
+        merge_batch(str(tmp_path / "batches" / "empty"), BASE)
+
+
+def test_the_automation_quality_report_is_written_beside_the_version(
+        labeled_batch: tuple[Path, Settings, list[ManifestLine]], tmp_path: Path) -> None:
+    batch, settings, _ = labeled_batch
+    uri = merge_batch(_copy_batch(batch, tmp_path), settings)
+    quality = read_automation_quality(uri)
+    assert quality is not None and quality.batch == "b0001"
+    assert quality.audit_items == 3 and quality.compared_items == 3
+    for p in (quality.boxes, quality.persons_oks, quality.visibility, quality.images_fully_agree):
+        assert p.total > 0 and p.share is not None and p.ci95[0] <= p.share <= p.ci95[1]
+
+
+def _audit(truth: ManifestLine, model: ManifestLine) -> ManifestLine:
+    keys = ("head-boxes", "head-boxes-metadata", "keypoints", "keypoints-metadata")
+    return truth.with_fields(**{AUDIT_MODEL_KEY: {k: model.data[k] for k in keys}})
+
+
+def test_automation_quality_measures_agreement_with_a_confidence_interval() -> None:
+    truths = [truth_line(f"/p/{i}.jpg", BASE, persons=2, seed=i) for i in range(10)]
+    perfect = automation_quality([_audit(t, t) for t in truths], BASE)
+    assert perfect.boxes.share == 1.0 and perfect.persons_oks.share == 1.0 and perfect.visibility.share == 1.0
+    assert perfect.images_fully_agree.agree == 10 and perfect.images_fully_agree.ci95[0] > 0.65
+    # The model misses the second head of every image and shifts all points far away.
+    worse = []
+    for t in truths:
+        found = t.boxes("head-boxes")
+        kps = t.keypoints("keypoints")
+        assert found is not None and kps is not None
+        label = found[0].model_copy(update={"annotations": found[0].annotations[:1]})
+        far = kps[0].model_copy(update={"persons": [p.model_copy(update={"keypoints": [
+            k.model_copy(update={"x": k.x + 80}) for k in p.keypoints]}) for p in kps[0].persons[:1]]})
+        worse.append(_audit(t, t.with_boxes("head-boxes", label, found[1]).with_keypoints("keypoints", far, kps[1])))
+    report = automation_quality(worse, BASE)
+    assert report.boxes.share == 0.5 and report.box_precision.share == 1.0
+    assert report.images_boxes_agree.agree == 0 and report.persons_oks.agree == 0
+    assert automation_quality([truths[0]], BASE).missing_model_labels == 1
+
+
+def test_data_root_comes_from_the_environment_or_two_levels_above_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    assert data_root_for("s3://bucket/batches/b1/") == "s3://bucket/"
+    assert data_root_for("/data/batches/b1") == "/data/"
+    monkeypatch.setenv(DATA_ROOT_ENV, "s3://other")
+    assert data_root_for("s3://bucket/batches/b1/") == "s3://other/"
