@@ -503,6 +503,20 @@ def _commit_window(plan: WindowPlan, settings: Settings, names: ResourceNames, r
     quarantined = [plan.quarantined[i] for i in claimed if i in plan.quarantined]
     if not claimed:
         return
+    # The same window again (SQS redelivered it after a success, or after a crash mid-commit): its claims
+    # are already ours, so the batch record decides whether anything is left to do.
+    try:
+        existing = ledger.batch(batch_id)
+        if existing is not None and existing.status == "starting":
+            _resume_batch(ledger, batch_id, names)
+            result.resumed_batches.append(batch_id)
+        if existing is not None:
+            result.duplicates.extend(claimed)
+            return
+    except Exception as exc:  # noqa: BLE001
+        log.exception("batch %s could not be checked or resumed", batch_id)
+        fail((m for i in claimed for m in plan.messages_of[i]), f"batch {batch_id}: {exc}")
+        return
     batch_dir = batch_dir_uri(names.data_bucket, settings.storage.batches_prefix, batch_id)
     try:
         if quarantined:

@@ -8,6 +8,7 @@ Constructs, handlers and steps receive a ``Settings``; they never read context o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -272,10 +273,8 @@ def settings_from_context(context: dict[str, Any]) -> Settings:
     for key, value in context.items():
         if key.startswith(CONTEXT_KEY + ":"):
             if isinstance(value, str):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     value = json.loads(value)
-                except json.JSONDecodeError:
-                    pass
             overrides[key.split(":", 1)[1]] = value
     return settings.with_overrides(overrides) if overrides else settings
 
