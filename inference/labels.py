@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 
 from alp.manifest import (
     BoundingBoxLabel,
@@ -92,12 +93,12 @@ def with_prediction_labels(line: ManifestLine, pred: ImagePrediction, settings: 
             .with_keypoints(settings.labeling.keypoint_label_attribute, kpts, kpt_meta))
 
 
-def preannotation(pred: ImagePrediction | None, *, route: str, reason: str, keypoint_names: Sequence[str],
+def preannotation(pred: ImagePrediction | None, *, route: Literal["human", "audit"], reason: str, keypoint_names: Sequence[str],
                   bundle_id: str | None, size: ImageSize | None = None) -> PreAnnotation:
     """What people see pre-drawn (boxes; keypoints with visibility and scores) and why they see it."""
     if pred is None:
-        return PreAnnotation(route=route, reason=reason, image_size=size, bundle_id=bundle_id)  # type: ignore[arg-type]
-    return PreAnnotation(route=route, reason=reason, image_size=image_size(pred),  # type: ignore[arg-type]
+        return PreAnnotation(route=route, reason=reason, image_size=size, bundle_id=bundle_id)
+    return PreAnnotation(route=route, reason=reason, image_size=image_size(pred),
                          boxes=scored_boxes(pred),
                          persons=[person_keypoints(p, keypoint_names) for p in pred.persons],
                          bundle_id=bundle_id)

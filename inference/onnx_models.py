@@ -100,6 +100,14 @@ def decode_output(raw: NDArray[np.floating], placement: Placement, *, conf_thres
     return Detections(boxes=out_boxes, scores=cand_scores[keep].clip(0.0, 1.0), keypoints=keypoints)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's core count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def session_options(intra_op_threads: int) -> Any:
     """Options for one of several sessions sharing the cores.
 
@@ -110,7 +118,7 @@ def session_options(intra_op_threads: int) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
+    opts.intra_op_num_threads = intra_op_threads or usable_cores()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

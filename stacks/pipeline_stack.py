@@ -18,7 +18,7 @@ from stacks.monitoring import Monitoring
 from stacks.nag import acknowledge_cdk_singletons
 from stacks.sagemaker import SageMakerAccess
 from stacks.step_pipeline import SourceBundle, StepPipeline
-from stacks.storage import Storage
+from stacks.storage import TRAINING_JOB_PREFIXES, Storage
 from stacks.upload_trigger import UploadTrigger
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +60,7 @@ class ActiveLabelingStack(Stack):
                                                  data_bucket=data, settings_uri=settings_uri)
         self.sagemaker = SageMakerAccess(self, "SageMaker", settings=settings, names=names,
                                          unlabeled_bucket=unlabeled, data_bucket=data,
+                                         training_artifact_bucket=self.storage.training_artifacts,
                                          ground_truth_functions=self.ground_truth.functions)
 
         self.labeling = StepPipeline(
@@ -141,6 +142,8 @@ class ActiveLabelingStack(Stack):
                      [sagemaker_arn(f"processing-job/{prefix}-*")], reason=own_jobs)
         pass_role(policy, self.sagemaker.role)
         self._model_registry_read(policy, names)
+        # The Merge step starts the training pipeline on the new dataset version (alp/commands/merge.py).
+        policy.allow(["codepipeline:StartPipelineExecution"], [self.training.pipeline.pipeline_arn])
         version_arn = settings.inference.rekognition_project_version_arn
         if settings.inference.head_detector_backend == "rekognition-custom-labels" and version_arn:
             project_arn = version_arn.split("/version/")[0]
@@ -156,6 +159,9 @@ class ActiveLabelingStack(Stack):
                             "settings and the dataset version to train on")
         policy.read_write_objects(self.storage.data, [s.models_prefix], "candidate bundles and evaluation reports")
         policy.list_bucket(self.storage.data, [s.datasets_prefix, s.models_prefix])
+        policy.read_write_objects(self.storage.training_artifacts, TRAINING_JOB_PREFIXES,
+                                  "the training entry-point archive it uploads and the job outputs it collects")
+        policy.list_bucket(self.storage.training_artifacts, TRAINING_JOB_PREFIXES)
         policy.allow(["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
                       "sagemaker:AddTags"], [sagemaker_arn(f"training-job/{prefix}-*")],
                      reason="Training jobs are named <resource prefix>-train-...; only the project's own jobs.")

@@ -34,7 +34,7 @@ class SageMakerAccess(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, names: ResourceNames,
-                 unlabeled_bucket: s3.IBucket, data_bucket: s3.IBucket,
+                 unlabeled_bucket: s3.IBucket, data_bucket: s3.IBucket, training_artifact_bucket: s3.IBucket,
                  ground_truth_functions: Sequence[lambda_.IFunction]) -> None:
         super().__init__(scope, construct_id)
         storage = settings.storage
@@ -53,6 +53,8 @@ class SageMakerAccess(Construct):
             "labeling-job manifests and outputs, dataset versions, training inputs and model artifacts")
         policy.list_bucket(data_bucket, [storage.batches_prefix, storage.labeling_prefix, storage.datasets_prefix,
                                          storage.models_prefix, storage.templates_prefix])
+        policy.read_objects(training_artifact_bucket, ["code/"], "the training entry-point archive")
+        policy.write_objects(training_artifact_bucket, ["jobs/"], "training-job outputs (model.tar.gz)")
         log_groups = [f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/{kind}:*"
                       for kind in ("TrainingJobs", "ProcessingJobs", "LabelingJobs")]
         policy.allow(["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],

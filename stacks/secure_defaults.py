@@ -15,10 +15,10 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 
-def acknowledge(scope: Construct, finding: str, reason: str) -> None:
+def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:
     """Acknowledge one cdk-nag finding (e.g. ``AwsSolutions-IAM5[Action::s3:GetObject*]``) on ``scope``."""
     if not reason.strip():
         raise ValueError(f"acknowledgement of {finding} needs a reason")

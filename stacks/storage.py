@@ -21,11 +21,19 @@ def pipeline_artifact_prefix(pipeline_name: str) -> str:
     return pipeline_name[:_ARTIFACT_PREFIX_CHARS] + "/"
 
 
-def _artifact_rules(pipeline_name: str, retention_days: int) -> list[s3.LifecycleRule]:
+# Training-job scratch in the training artifact bucket (training/sagemaker_job.py): the entry-point archive
+# (content-addressed, re-uploaded when missing) and the jobs' raw outputs (copied into the bundle).
+TRAINING_JOB_PREFIXES = ("code/", "jobs/")
+
+
+def _artifact_rules(pipeline_name: str, retention_days: int, extra_prefixes: tuple[str, ...] = ()
+                    ) -> list[s3.LifecycleRule]:
     """Expire a pipeline's run artifacts, never the current source bundle (it lives under ``source/``)."""
     return [
         s3.LifecycleRule(id="expire-pipeline-artifacts", prefix=pipeline_artifact_prefix(pipeline_name),
                          expiration=Duration.days(retention_days)),
+        *(s3.LifecycleRule(id=f"expire-{prefix.strip('/')}", prefix=prefix, expiration=Duration.days(retention_days))
+          for prefix in extra_prefixes),
         s3.LifecycleRule(id="expire-old-versions", noncurrent_version_expiration=Duration.days(retention_days),
                          abort_incomplete_multipart_upload_after=Duration.days(7)),
     ]
@@ -67,7 +75,7 @@ class Storage(Construct):
         )
         self.training_artifacts = secure_bucket(
             self, "TrainingArtifacts", bucket_name=names.training_artifact_bucket, access_logs=self.access_logs,
-            versioned=True, lifecycle_rules=_artifact_rules(names.training_pipeline, retention),
+            versioned=True, lifecycle_rules=_artifact_rules(names.training_pipeline, retention, TRAINING_JOB_PREFIXES),
         )
 
         self.settings_uri = f"s3://{names.data_bucket}/{settings.storage.config_key}"

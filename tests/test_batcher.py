@@ -248,11 +248,11 @@ def test_given_a_failure_in_the_middle_then_only_the_failed_records_are_reported
 
     ddb = aws.client("dynamodb")
     hook = _fail_calls("PutItem", lambda p: "incoming/m2.jpg" in p["Item"]["pk"]["S"])
-    ddb.meta.events.register("before-call.dynamodb.PutItem", hook)
+    ddb.meta.events.register("before-parameter-build.dynamodb.PutItem", hook)
     try:
         result = process_sqs_records(messages, env.settings, env.names)
     finally:
-        ddb.meta.events.unregister("before-call.dynamodb.PutItem", hook)
+        ddb.meta.events.unregister("before-parameter-build.dynamodb.PutItem", hook)
 
     assert sorted(result.failed_message_ids) == sorted([by_key["incoming/m2.jpg"], malformed])
     assert "ledger" in result.failure_reasons[by_key["incoming/m2.jpg"]]
@@ -275,11 +275,11 @@ def test_given_the_pipeline_start_fails_then_the_batch_is_resumed_once_after_the
     window = env.receive_all()
     cp = aws.client("codepipeline")
     hook = _fail_calls("StartPipelineExecution", lambda p: True)
-    cp.meta.events.register("before-call.codepipeline.StartPipelineExecution", hook)
+    cp.meta.events.register("before-parameter-build.codepipeline.StartPipelineExecution", hook)
     try:
         failed = process_sqs_records(window, env.settings, env.names, clock=lambda: 1_000.0)
     finally:
-        cp.meta.events.unregister("before-call.codepipeline.StartPipelineExecution", hook)
+        cp.meta.events.unregister("before-parameter-build.codepipeline.StartPipelineExecution", hook)
     assert sorted(failed.failed_message_ids) == sorted(m["MessageId"] for m in window)
     ledger = BatchLedger(env.names.batch_ledger_table, lease_seconds=90)
     record = ledger.batch(batch_id_for(

@@ -113,3 +113,30 @@ def test_auto_label_match_needs_box_iou_and_oks():
     empty = ManifestLine.for_image("s3://b/incoming/t.jpg").with_boxes(
         HEAD, BoundingBoxLabel(image_size=[SIZE]), BoxMetadata(human_annotated="no"))
     assert not auto_label_matches(empty, truth, SETTINGS)  # a missed head is not a match
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_both_strategies_with_the_same_budget_and_prints_the_headline(tmp_path, capsys):
+    """End to end at the smallest size: the numbers are meaningless, the bookkeeping is not."""
+    import json
+
+    from alp.cli import main
+
+    rc = main(["bench", "active-learning", "--json", "--quick", "--seeds", "1", "--rounds", "1", "--pool", "16",
+               "--seed-images", "6", "--test-images", "6", "--width", "96", "--height", "64", "--imgsz", "64",
+               "--epochs", "1", "--run-dir", str(tmp_path / "bench")])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)  # stdout holds only the JSON
+    for key in ("label_ratio", "labels_to_target_judgement", "labels_to_target_random", "auto_label_precision",
+                "cost_per_100k_images", "per_seed", "notes"):
+        assert key in result
+    assert result["label_ratio"] is None or result["label_ratio"] > 0
+    if result["label_ratio"] is None:
+        assert result["notes"]  # a missing headline is explained, never faked
+    seed = result["per_seed"][0]
+    judged, randomised = seed["rounds"]["judgement"], seed["rounds"]["random"]
+    assert [r["round"] for r in judged] == [r["round"] for r in randomised] == [0, 1]
+    # the same human budget per round under both strategies
+    assert [r["human_labels"] for r in judged] == [r["human_labels"] for r in randomised]
+    cost = result["cost_per_100k_images"]
+    assert cost["all_human_usd"] == pytest.approx(100_000 * 0.36)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from alp.cli import build_parser, main
-from alp.steps import LABELING_PIPELINE, PIPELINES, TRAINING_PIPELINE, render_argv, run_step, variables_from_env
+from alp.steps import (
+    LABELING_PIPELINE,
+    PIPELINES,
+    TRAINING_PIPELINE,
+    render_argv,
+    run_step,
+    variables_from_env,
+)
 
 
 def test_labeling_steps_in_order():

@@ -162,3 +162,35 @@ def test_report_writes_markdown_and_real_pngs(tmp_path):
     with Image.open(tmp_path / "report" / "overlays_auto.png") as png:
         # the red head box was drawn (scaled x2) onto the grey image
         assert png.convert("RGB").getpixel((20, 16 + 10))[0] > 200
+
+
+def test_given_ctrl_c_during_a_round_then_moto_stops_state_is_kept_and_exit_code_is_130(tmp_path, monkeypatch,
+                                                                                       capsys):
+    from alp.cli import main
+    from alp.demo import runner
+
+    started: list[embedded.EmbeddedAws] = []
+    real_start = embedded.EmbeddedAws.start
+
+    def recording_start(host: str = "127.0.0.1") -> embedded.EmbeddedAws:
+        server = real_start(host)
+        started.append(server)
+        return server
+
+    def interrupted(self, rnd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedded.EmbeddedAws, "start", staticmethod(recording_start))
+    monkeypatch.setattr(runner.DemoRun, "run_round", interrupted)
+    run_dir = tmp_path / "run"
+    rc = main(["demo", "--run-dir", str(run_dir), "--rounds", "1", "--pool", "8", "--seed-images", "4",
+               "--test-images", "4", "--width", "64", "--height", "48", "--imgsz", "64", "--no-progress"])
+    assert rc == 130
+    assert "resume" in capsys.readouterr().err
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["rounds"] == [] and state["pool_manifest"]
+    import socket
+
+    port = int(started[0].endpoint.rsplit(":", 1)[1])
+    with socket.socket() as sock:  # the server is down: its port refuses connections
+        assert sock.connect_ex(("127.0.0.1", port)) != 0

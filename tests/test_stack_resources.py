@@ -111,8 +111,9 @@ def test_given_the_artifact_buckets_then_lifecycle_rules_expire_runs_but_not_the
     for bucket, pipeline in ((storage.labeling_artifacts, "alp-labeling"), (storage.training_artifacts, "alp-training")):
         rules = built["json"]["Resources"][_logical_id(built, bucket)]["Properties"]["LifecycleConfiguration"]["Rules"]
         expiring = [r for r in rules if "ExpirationInDays" in r]
-        assert expiring == [{"Id": "expire-pipeline-artifacts", "Prefix": f"{pipeline}/", "ExpirationInDays": days,
-                             "Status": "Enabled"}]
+        assert expiring[0] == {"Id": "expire-pipeline-artifacts", "Prefix": f"{pipeline}/", "ExpirationInDays": days,
+                               "Status": "Enabled"}
+        assert {r["Prefix"] for r in expiring[1:]} == ({"code/", "jobs/"} if pipeline == "alp-training" else set())
         assert any(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == days for r in rules)
         assert not any(r.get("Prefix", "").startswith("source") for r in expiring)
 
@@ -313,6 +314,9 @@ def test_given_the_training_pipeline_then_its_role_may_run_training_and_register
                 for a in _as_list(s["Action"])}
     assert {"sagemaker:CreateLabelingJob", "sagemaker:DescribeLabelingJob"} <= labeling
     assert "sagemaker:CreateTrainingJob" not in labeling
+    starts = [s for s in _statements_of_role(built, _logical_id(built, stack.labeling.build_role))
+              if "codepipeline:StartPipelineExecution" in _as_list(s["Action"])]
+    assert [json.dumps(s["Resource"]).count(_logical_id(built, stack.training.pipeline)) for s in starts] == [1]
     built["template"].has_resource_properties("AWS::SageMaker::ModelPackageGroup",
                                               {"ModelPackageGroupName": "alp-model-bundles"})
 

@@ -55,6 +55,7 @@ class TrainParams(BaseModel):
     keypoint_schema: str = "incabin17"
     models: tuple[str, ...] = MODEL_NAMES
     patience: int = 100
+    val_every_epoch: bool = Field(True, description="False: validate only after the last epoch (faster)")
 
 
 class ModelOutcome(BaseModel):
@@ -95,6 +96,7 @@ def _train_one(model_name: str, data_yaml: Path, start: StartPoint, params: Trai
         exist_ok=True,
         pretrained=start.kind != "cold",
         patience=params.patience,
+        val=params.val_every_epoch,
         amp=params.device != "cpu",
         verbose=False,
     )

@@ -91,7 +91,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from alp.settings import Settings
 
     sizes = dict(QUICK if args.quick else FULL)
-    for key in ("rounds", "pool", "epochs", "imgsz"):
+    for key in ("rounds", "pool", "epochs", "imgsz", "seed_images", "test_images", "width", "height"):
         if getattr(args, key, None) is not None:
             sizes[key] = getattr(args, key)
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
@@ -213,6 +213,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--pool", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--imgsz", type=int, default=None)
+    parser.add_argument("--seed-images", type=int, default=None, help="round 0's random seed set")
+    parser.add_argument("--test-images", type=int, default=None, help="frozen test set size")
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--run-dir", default=None, help="keep the runs here (default: a temp folder, deleted)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.set_defaults(func=_main)

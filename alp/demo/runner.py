@@ -17,8 +17,10 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -375,6 +377,11 @@ def run_demo(options: DemoOptions) -> DemoResult:
 
 def run_demo_cli(options: DemoOptions) -> int:
     """The ``alp demo`` entry: prints the table and the report path; Ctrl-C exits 130 keeping state."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C: moto down, completed rounds kept
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     try:
         result = run_demo(options)
     except KeyboardInterrupt:
@@ -388,6 +395,9 @@ def run_demo_cli(options: DemoOptions) -> int:
         print(f"alp demo: {exc}\ncompleted rounds are kept; fix the cause and run the same command to resume",
               file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print()
     print(format_table(result.rows))
     print(f"\ntotal {result.seconds:.0f}s; report: {result.report_path}")
