@@ -263,8 +263,13 @@ class ManifestLine:
         if len(text) > MAX_LINE_CHARS:
             raise ManifestError(f"manifest line longer than {MAX_LINE_CHARS} characters")
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # NaN/Infinity are not JSON (json.loads accepts them; writing the line back would then fail), and
+            # deep nesting must not exhaust the parser's recursion.
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ManifestError(f"manifest line is not JSON: {reason}") from None
+        except ValueError as exc:  # _refuse_constant
             raise ManifestError(f"manifest line is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ManifestError(f"manifest line is a JSON {type(data).__name__}, not an object")
@@ -347,6 +352,10 @@ class ManifestLine:
 
     def without(self, *keys: str) -> ManifestLine:
         return ManifestLine({k: v for k, v in self.data.items() if k not in keys})
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _first_error(exc: ValidationError) -> str:

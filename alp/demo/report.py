@@ -20,13 +20,15 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("round", "round"), ("images_seen", "seen"), ("auto", "auto"), ("human", "human"), ("audit", "audit"),
     ("quarantine", "quar."), ("human_labels_total", "labels"), ("audit_agreement", "audit agr."),
     ("box_map50", "box_map50"), ("kpt_oks_map50", "kpt_oks_map50"), ("visibility_accuracy", "vis_acc"),
-    ("seconds", "seconds"),
+    ("seconds", "seconds"), ("approved", "gate"),
 )
 
 
 def _cell(value: object) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "approved" if value else "rejected"
     if isinstance(value, float):
         return f"{value:.1f}" if value >= 10 else f"{value:.3f}"
     return str(value)

@@ -191,6 +191,8 @@ def _decode(content: str | Mapping[str, Any]) -> Mapping[str, Any]:
         data = json.loads(content, parse_constant=lambda c: (_ for _ in ()).throw(WorkerAnswerError(f"{c} in answer")))
     except json.JSONDecodeError as exc:
         raise WorkerAnswerError(f"answer is not JSON ({exc.msg})") from None
+    except RecursionError:  # a hostile answer nested deeper than the parser's stack: refuse it, do not crash
+        raise WorkerAnswerError("answer is nested too deeply") from None
     if not isinstance(data, dict):
         raise WorkerAnswerError(f"answer is a JSON {type(data).__name__}, not an object")
     return data
