@@ -26,7 +26,8 @@ def client(service: str) -> Any:
     key = (service, endpoint, region)
     with _lock:
         if key not in _clients:
-            _clients[key] = boto3.session.Session().client(service, region_name=region, config=_RETRIES)
+            # boto3-stubs types client() per literal service name; ours is a runtime string.
+            _clients[key] = boto3.session.Session().client(service, region_name=region, config=_RETRIES)  # type: ignore[call-overload]
         return _clients[key]
 
 

@@ -44,7 +44,7 @@ _METRIC_PREFIX = "metric:"
 _SHA_PREFIX = "sha256:"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ValueError):
     """The registry is missing, inconsistent, or a bundle cannot be registered as asked."""
 
 

@@ -55,13 +55,20 @@ def buildspec(spec: PipelineSpec, step: Step) -> dict[str, object]:
     """The buildspec of one step: install the project (with the training extras when the step needs
     them), then run the declared step."""
     target = '".[train]"' if step.needs_training_extras else "."
+    install = []
+    if step.needs_training_extras:
+        # PyPI's torch wheels for Linux are CUDA builds (several GB); CodeBuild only prepares data, exports
+        # and drives SageMaker, so take the CPU builds of the pinned versions from PyTorch's CPU index first.
+        install.append("python -m pip install --disable-pip-version-check -q -c constraints.txt "
+                       "--index-url https://download.pytorch.org/whl/cpu torch torchvision")
+    install.append(f"python -m pip install --disable-pip-version-check -q -c constraints.txt {target}")
     return {
         "version": "0.2",
         "env": {"shell": "bash"},
         "phases": {
             "install": {
                 "runtime-versions": {"python": "3.11"},
-                "commands": [f"python -m pip install --disable-pip-version-check -q -c constraints.txt {target}"],
+                "commands": install,
             },
             "build": {"commands": [step_command(spec, step)]},
         },

@@ -39,6 +39,9 @@ def test_exactly_at_the_tolerance_passes():
 def test_a_missing_or_non_finite_challenger_metric_rejects(bad):
     d = gate({"box_map50": bad}, {"box_map50": 0.1}, 0.5, ("box_map50",))
     assert not d.approved and "no finite value" in d.reason
+    # ... but not on a cold start, and not when the champion has no value either
+    assert gate({"box_map50": bad}, None, 0.5, ("box_map50",)).approved
+    assert gate({"box_map50": bad, "x": 1.0}, {"box_map50": None, "x": 1.0}, 0.0, ("box_map50", "x")).approved
 
 
 def test_a_metric_the_champion_never_had_does_not_block():

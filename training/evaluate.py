@@ -45,8 +45,11 @@ def evaluate_loaded(bundle: LoadedBundle, truth: list[ManifestLine], settings: S
     from inference.engine import InferenceEngine
     from inference.runner import predict_manifest
 
+    label_keys = [settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute]
+    # Strip the truth first: a line the engine cannot read must not pass its true labels on as predictions.
+    inputs = [line.without(*label_keys, *(f"{k}-metadata" for k in label_keys)) for line in truth]
     with InferenceEngine(bundle, settings) as engine:
-        preds = list(predict_manifest(truth, engine, settings))
+        preds = list(predict_manifest(inputs, engine, settings))
     metrics: dict[str, Any] = evaluate_manifests(
         [line.to_json() for line in truth], [line.to_json() for line in preds], settings.schema_,
         settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute,

@@ -3,7 +3,8 @@
 A challenger is approved when none of the headline metrics is worse than the champion's by more than
 ``tolerance`` (absolute; every headline metric is "higher is better"). With no champion (an empty
 registry) the first bundle is approved: something has to start the loop. A headline metric the
-challenger lacks, or that is not a finite number, rejects it: an unmeasured model is not promoted.
+challenger lacks (or that is not a finite number, e.g. visibility accuracy with no matched person)
+while the champion has one rejects it; when neither has it, it cannot decide anything.
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ def gate(
     for name in headline:
         new = _number(challenger_metrics.get(name))
         old = _number(champion_metrics.get(name)) if champion_metrics else None
-        if new is None:
+        if new is None and old is None:
+            comparisons.append(MetricComparison(metric=name, challenger=None, champion=None, delta=None,
+                                                passed=True, note="neither bundle has a value"))
+        elif new is None:
             comparisons.append(MetricComparison(metric=name, challenger=None, champion=old, delta=None,
-                                                passed=False, note="challenger has no finite value"))
+                                                passed=cold, note="challenger has no finite value"))
         elif old is None:
             comparisons.append(MetricComparison(metric=name, challenger=new, champion=None, delta=None,
                                                 passed=True, note="no champion value to compare"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -180,6 +181,7 @@ class DemoRun:
             _say(f"  [{spec.name}] {step.name}: {step.description}")
             t0 = time.monotonic()
             # A step's own output (JSON, logs) goes to the round's log; the console gets one line per step.
+            root_handlers = list(logging.getLogger().handlers)
             with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
                     contextlib.redirect_stderr(log):
                 print(f"===== {spec.name}/{step.name} {variables}", flush=True)
@@ -188,6 +190,12 @@ class DemoRun:
                 except Exception:
                     traceback.print_exc()
                     rc = 1
+                finally:
+                    # A step that calls logging.basicConfig binds a handler to the redirected stream;
+                    # drop it before that file closes (in the cloud each step is its own process).
+                    for handler in logging.getLogger().handlers:
+                        if handler not in root_handlers:
+                            logging.getLogger().removeHandler(handler)
             seconds = round(time.monotonic() - t0, 2)
             timings[f"{spec.name}/{step.name}"] = seconds
             if rc != 0:
