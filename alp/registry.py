@@ -162,7 +162,7 @@ def decode_package(pkg: dict[str, Any]) -> RegisteredBundle:
         arn=pkg["ModelPackageArn"],
         version=int(pkg.get("ModelPackageVersion") or 0),
         status=pkg.get("ModelApprovalStatus", "PendingManualApproval"),
-        created_at=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
+        created_at=created.isoformat() if created is not None and hasattr(created, "isoformat") else str(created or ""),
         bundle_uri=meta["bundle_uri"],
         bundle_id=meta["bundle_id"],
         dataset_version=meta.get("dataset_version"),
@@ -231,7 +231,8 @@ def verify_registered(registered: RegisteredBundle, cache_dir: str | Path) -> Lo
         )
     loaded = load_bundle(registered.bundle_uri, cache_dir)
     for role, sha in registered.model_sha256.items():
-        if role in loaded.descriptor.models and loaded.descriptor.models[role].sha256 != sha:  # type: ignore[index]
+        model = loaded.descriptor.models.get(role)  # type: ignore[call-overload]
+        if model is not None and model.sha256 != sha:
             raise BundleHashMismatch(f"bundle {registered.bundle_id}: {role} differs from the registry")
     return loaded
 

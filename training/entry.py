@@ -77,7 +77,7 @@ class TrainingOutcome(BaseModel):
 
 
 def _train_one(model_name: str, data_yaml: Path, start: StartPoint, params: TrainParams, runs_dir: Path) -> tuple[Path, dict[str, Any], int]:
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # type: ignore[attr-defined]
 
     task = "detect" if model_name == "head" else "pose"
     model = YOLO(start.source, task=task)
@@ -100,7 +100,7 @@ def _train_one(model_name: str, data_yaml: Path, start: StartPoint, params: Trai
         amp=params.device != "cpu",
         verbose=False,
     )
-    trainer = model.trainer
+    trainer: Any = model.trainer
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
     metrics = {str(k): float(v) for k, v in (trainer.metrics or {}).items() if isinstance(v, int | float)}
     return best, metrics, int(trainer.epoch) + 1

@@ -41,7 +41,6 @@ def frozen_test_lines(dataset_uri: str) -> list[ManifestLine]:
 def evaluate_loaded(bundle: LoadedBundle, truth: list[ManifestLine], settings: Settings) -> dict[str, Any]:
     """Metrics of a verified bundle on ``truth`` (the inference engine predicts, alp.metrics scores)."""
     from alp.metrics import evaluate_manifests
-
     from inference.engine import InferenceEngine
     from inference.runner import predict_manifest
 

@@ -105,10 +105,12 @@ def head_label_lines(label: BoundingBoxLabel, img_w: int, img_h: int) -> list[st
     return out
 
 
-def person_box(person: PersonKeypoints, img_w: int, img_h: int, margin: float = 0.1) -> tuple[float, ...] | None:
+def person_box(person: PersonKeypoints, img_w: int, img_h: int,
+               margin: float = 0.1) -> tuple[float, float, float, float] | None:
     """The person box (l, t, w, h): the labeled one, else the labeled keypoints' extent plus a margin."""
     if person.bbox is not None:
-        return tuple(person.bbox)
+        left, top, width, height = person.bbox
+        return (left, top, width, height)
     pts = [(k.x, k.y) for k in person.keypoints if k.v > 0]
     if not pts:
         return None

@@ -61,7 +61,7 @@ def draw_sample(schema: KeypointSchema, seed: int, img_w: int = 192, img_h: int 
 
     rng = random.Random(seed)
     bg = tuple(rng.randint(30, 90) for _ in range(3))
-    img = Image.new("RGB", (img_w, img_h), bg)  # type: ignore[arg-type]
+    img = Image.new("RGB", (img_w, img_h), bg)
     draw = ImageDraw.Draw(img)
     for _ in range(40):  # background clutter
         x, y = rng.uniform(0, img_w), rng.uniform(0, img_h)
@@ -73,13 +73,13 @@ def draw_sample(schema: KeypointSchema, seed: int, img_w: int = 192, img_h: int 
         pts, (bx, by, bw, bh) = _figure(schema, rng, img_w, img_h)
         color = tuple(rng.randint(170, 255) for _ in range(3))
         for a, b in schema.skeleton_idx:
-            draw.line((*pts[a], *pts[b]), fill=color, width=3)  # type: ignore[arg-type]
+            draw.line((*pts[a], *pts[b]), fill=color, width=3)
         head_idx = [schema.index[n] for n in _HEAD_POINTS if n in schema.index]
         hx = [pts[i][0] for i in head_idx]
         hy = [pts[i][1] for i in head_idx]
         pad = 0.06 * bh
         head = (min(hx) - pad, min(hy) - pad, max(hx) + pad, max(hy) + pad)
-        draw.ellipse(head, outline=color, width=2)  # type: ignore[arg-type]
+        draw.ellipse(head, outline=color, width=2)
         for x, y in pts:
             draw.ellipse((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=(255, 60, 60))
         # an occluder over one arm: those points are labeled but occluded (v=1)
@@ -129,7 +129,7 @@ def write_sample_version(root: str, settings: Settings, *, version: str = "v0001
         data, boxes, kps = draw_sample(schema, seed * 100_003 + i, img_w, img_h)
         uri = storage.join(root, "images", f"img{seed:03d}_{i:05d}.jpg")
         storage.write_bytes(uri, data, content_type="image/jpeg")
-        meta = BoxMetadata(objects=[{"confidence": 1.0} for _ in boxes.annotations], job_name="sample")  # type: ignore[misc]
+        meta = BoxMetadata(objects=[{"confidence": 1.0} for _ in boxes.annotations], job_name="sample")
         line = (ManifestLine.for_image(uri, **{"alp-split": split})
                 .with_boxes(head_attr, boxes, meta)
                 .with_keypoints(kp_attr, kps, KeypointMetadata(job_name="sample")))

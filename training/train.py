@@ -144,7 +144,7 @@ def bundle_id_for(version: str, now: datetime | None = None) -> str:
 
 def verified_checkpoints(model_dir: Path, outcome: TrainingOutcome) -> dict[str, Path]:
     """Every checkpoint the run wrote, after checking it against ``training.json``."""
-    out = {}
+    out: dict[str, Path] = {}
     for model in MODEL_NAMES:
         if model not in outcome.models:
             raise ValueError(f"training output has no {model} model")

@@ -30,8 +30,8 @@ from typing import Any
 
 QUICK = {"rounds": 2, "pool": 48, "test_images": 16, "seed_images": 12, "width": 128, "height": 96,
          "imgsz": 96, "epochs": 2, "batch": 8}
-FULL = {"rounds": 4, "pool": 360, "test_images": 80, "seed_images": 40, "width": 320, "height": 240,
-        "imgsz": 224, "epochs": 20, "batch": 16}
+FULL = {"rounds": 3, "pool": 300, "test_images": 60, "seed_images": 40, "width": 256, "height": 192,
+        "imgsz": 160, "epochs": 15, "batch": 16}
 
 
 def labels_to_target(curve: list[tuple[int, float | None]], target: float) -> float | None:

@@ -31,7 +31,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     work = Path(spec["work"])
     prepare_ultralytics(work / "ultralytics", threads=spec["threads"])
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # type: ignore[attr-defined]
 
     rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model_name = spec["model"]

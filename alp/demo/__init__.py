@@ -1,0 +1,24 @@
+"""``alp demo`` (``make demo``): the whole active-learning loop on one machine.
+
+Modules: :mod:`embedded` (moto on 127.0.0.1 with the stack's resources, and the mirror that lets a run
+resume), :mod:`state` (run folder, flags, ``state.json``), :mod:`runner` (the rounds), :mod:`integration`
+(the seams to the synthetic data, inference, metrics and dataset code), :mod:`report` (table, plots,
+overlays, ``report.md``) and :mod:`strategies` (the random-selection baseline of ``alp bench
+active-learning``).
+
+Run folder (default ``./demo-run``)::
+
+    state.json        flags + one record per completed round (rewritten atomically after each round)
+    settings.json     the Settings every step loads (ALP_SETTINGS_URI)
+    pool/, test/      the synthetic pool (truth = the simulated workforce's answers) and the frozen test set
+    aws-mirror/       the embedded AWS state after the last completed round: bucket objects + registry
+    logs/round-N.log  each step's own output
+    metrics.jsonl     what the steps publish (ALP_METRICS_LOG)
+    ultralytics/, matplotlib/, tmp/, work/   tool config, temp files, bundle cache
+    report/           report.md and its PNGs
+
+Resume: moto keeps its state in memory, so after every completed round the objects of the stack's
+buckets and the model registry are mirrored into ``aws-mirror/``; a re-run starts a fresh moto, uploads
+the mirror (before EventBridge is switched on, so no upload event fires twice), re-registers the bundles
+in order, and continues with the first round that did not complete. An interrupted round is redone.
+"""

@@ -170,6 +170,22 @@ class DemoRun:
                 bar.update(1)
         return uris
 
+    def _upload_broken(self, rnd: int) -> list[str]:
+        """Uploads that are not usable images (a truncated JPEG, a text file): real buckets get them too,
+        and the pipeline must quarantine them with a reason rather than lose or crash on them."""
+        from alp import aws
+
+        keys = []
+        prefix = self.settings.storage.unlabeled_prefix
+        for i in range(self.config.broken_per_round):
+            name = self.order[i % len(self.order)]
+            data = Path(self.pool_by_name[name].source_ref).read_bytes()
+            body = data[: len(data) // 3] if i % 2 == 0 else b"not an image, uploaded by mistake\n"
+            key = f"{prefix}broken-r{rnd}-{i}.jpg"
+            aws.client("s3").put_object(Bucket=self.names.unlabeled_bucket, Key=key, Body=body)
+            keys.append(key)
+        return keys
+
     def _run_pipeline(self, spec_name: str, variables: dict[str, str], timings: dict[str, float],
                       after_step: Callable[[Step], None] | None = None) -> None:
         """Every step of the declared pipeline, in order, through the CLI (what :func:`run_pipeline` does),
@@ -198,6 +214,8 @@ class DemoRun:
                             logging.getLogger().removeHandler(handler)
             seconds = round(time.monotonic() - t0, 2)
             timings[f"{spec.name}/{step.name}"] = seconds
+            if rc == 130:  # the CLI turned a Ctrl-C inside the step into its exit code
+                raise KeyboardInterrupt
             if rc != 0:
                 tail = "\n".join(log_path.read_text(encoding="utf-8").splitlines()[-15:])
                 raise StepFailed(f"step {spec.name}/{step.name} failed (exit code {rc}); its output is in "
@@ -236,7 +254,9 @@ class DemoRun:
         else:
             _say(f"round {rnd}: {len(names)} new images")
         self._upload(names, self.settings.storage.unlabeled_prefix, f"upload round {rnd}")
-        manifest_uri = self._batch(len(names))
+        broken = self._upload_broken(rnd) if rnd > 0 else []
+        record.images_seen += len(broken)
+        manifest_uri = self._batch(len(names) + len(broken))
         _say(f"  batch manifest {manifest_uri}")
         batch_dir = storage.parent(manifest_uri)
         record.batch_dir = batch_dir
@@ -267,12 +287,12 @@ class DemoRun:
             got = embedded.receive_upload_records(self.queue_url, wait_seconds=1)
             records.extend(got)
         if len(records) < expected:
-            raise RuntimeError(f"only {len(records)} of {expected} upload events reached the queue in "
+            raise StepFailed(f"only {len(records)} of {expected} upload events reached the queue in "
                                f"{_QUEUE_WAIT_SECONDS}s")
         result = process_sqs_records(records, self.settings, self.names)
         embedded.delete_records(self.queue_url, records, set(result.failed_message_ids))
         if result.failed_message_ids or not result.manifest_uri:
-            raise RuntimeError(f"the batcher failed: {result.failure_reasons or result.summary()}")
+            raise StepFailed(f"the batcher failed: {result.failure_reasons or result.summary()}")
         _say(f"  batcher: {len(result.batched)} objects -> batch {result.batch_id}, labeling execution "
              f"{result.execution_id}")
         return result.manifest_uri
@@ -305,6 +325,7 @@ TEST_SEED_OFFSET = 10_000  # the frozen test set's seed: never the pool's
 def ensure_data(data_root: Path, state: DemoState, progress: bool) -> None:
     """The pool and the frozen test set under ``data_root`` (generated once; deterministic per seed)."""
     config = state.config
+    t0 = time.monotonic()
     if state.pool_manifest is None or not Path(state.pool_manifest).is_file():
         _say(f"generating the synthetic pool: {config.pool} images {config.width}x{config.height}")
         state.pool_manifest = integration.generate(data_root / "pool", config.pool, config.seed,
@@ -314,6 +335,7 @@ def ensure_data(data_root: Path, state: DemoState, progress: bool) -> None:
         state.test_manifest = integration.generate(data_root / "test", config.test_images,
                                                    config.seed + TEST_SEED_OFFSET, config.hard_share,
                                                    (config.width, config.height), progress)
+        _say(f"  generated in {time.monotonic() - t0:.1f}s")
 
 
 def run_demo(options: DemoOptions) -> DemoResult:

@@ -23,16 +23,17 @@ class DemoConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    rounds: int = Field(4, ge=1, le=50, description="rounds after the cold start")
-    pool: int = Field(400, ge=8)
-    test_images: int = Field(80, ge=4)
+    rounds: int = Field(3, ge=1, le=50, description="rounds after the cold start")
+    pool: int = Field(300, ge=8)
+    test_images: int = Field(60, ge=4)
     seed_images: int = Field(40, ge=4, description="round 0: random images labeled by people")
     batch_images: int | None = Field(None, ge=1, description="images uploaded per round; default: pool split evenly")
-    width: int = Field(320, ge=32)
-    height: int = Field(240, ge=32)
-    imgsz: int = Field(224, ge=32, multiple_of=32)
-    epochs: int = Field(20, ge=1)
+    width: int = Field(256, ge=32)
+    height: int = Field(192, ge=32)
+    imgsz: int = Field(160, ge=32, multiple_of=32)
+    epochs: int = Field(15, ge=1)
     batch: int = Field(16, ge=1)
+    broken_per_round: int = Field(1, ge=0, le=10, description="unusable uploads per round (quarantine path)")
     seed: int = 0
     hard_share: float = Field(0.3, ge=0.0, le=1.0)
 
