@@ -355,7 +355,7 @@ class ManifestLine:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
+    raise ValueError(f"{name} is not a finite number (JSON has no NaN or Infinity)")
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -22,6 +22,9 @@ _LIBRARY: Any = None  # keeps the registered operator alive for the whole proces
 
 
 def _nms_kernel(dets: Any, scores: Any, iou_threshold: float) -> Any:
+    """Greedy NMS, torchvision's semantics. Each round keeps the best remaining box and drops the
+    candidates it suppresses, so the work shrinks as it goes (an untrained model's thousands of boxes
+    during validation would otherwise cost seconds per image)."""
     import torch
 
     if dets.numel() == 0:
@@ -30,19 +33,17 @@ def _nms_kernel(dets: Any, scores: Any, iou_threshold: float) -> Any:
     areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
     order = scores.argsort(descending=True, stable=True)
     keep = []
-    suppressed = torch.zeros(dets.shape[0], dtype=torch.bool, device=dets.device)
-    for idx in order.tolist():
-        if suppressed[idx]:
-            continue
-        keep.append(idx)
-        xx1 = torch.maximum(x1[idx], x1)
-        yy1 = torch.maximum(y1[idx], y1)
-        xx2 = torch.minimum(x2[idx], x2)
-        yy2 = torch.minimum(y2[idx], y2)
-        inter = (xx2 - xx1).clamp(min=0) * (yy2 - yy1).clamp(min=0)
-        iou = inter / (areas[idx] + areas - inter).clamp(min=1e-12)
-        suppressed |= iou > iou_threshold
-    return torch.tensor(keep, dtype=torch.long, device=dets.device)
+    while order.numel() > 0:
+        best = order[0]
+        keep.append(best)
+        rest = order[1:]
+        if rest.numel() == 0:
+            break
+        inter = ((torch.minimum(x2[best], x2[rest]) - torch.maximum(x1[best], x1[rest])).clamp(min=0)
+                 * (torch.minimum(y2[best], y2[rest]) - torch.maximum(y1[best], y1[rest])).clamp(min=0))
+        iou = inter / (areas[best] + areas[rest] - inter).clamp(min=1e-12)
+        order = rest[iou <= iou_threshold]
+    return torch.stack(keep).to(torch.long)
 
 
 def ensure_torchvision_ops() -> None:

@@ -122,8 +122,8 @@ def test_quick_bench_runs_both_strategies_with_the_same_budget_and_prints_the_he
 
     from alp.cli import main
 
-    rc = main(["bench", "active-learning", "--json", "--quick", "--seeds", "1", "--rounds", "1", "--pool", "16",
-               "--seed-images", "6", "--test-images", "6", "--width", "96", "--height", "64", "--imgsz", "64",
+    rc = main(["bench", "active-learning", "--json", "--quick", "--seeds", "1", "--rounds", "1", "--pool", "20",
+               "--seed-images", "10", "--test-images", "6", "--width", "96", "--height", "64", "--imgsz", "64",
                "--epochs", "1", "--run-dir", str(tmp_path / "bench")])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)  # stdout holds only the JSON

@@ -183,7 +183,7 @@ def test_given_ctrl_c_during_a_round_then_moto_stops_state_is_kept_and_exit_code
     monkeypatch.setattr(embedded.EmbeddedAws, "start", staticmethod(recording_start))
     monkeypatch.setattr(runner.DemoRun, "run_round", interrupted)
     run_dir = tmp_path / "run"
-    rc = main(["demo", "--run-dir", str(run_dir), "--rounds", "1", "--pool", "8", "--seed-images", "4",
+    rc = main(["demo", "--run-dir", str(run_dir), "--rounds", "1", "--pool", "16", "--seed-images", "10",
                "--test-images", "4", "--width", "64", "--height", "48", "--imgsz", "64", "--no-progress"])
     assert rc == 130
     assert "resume" in capsys.readouterr().err

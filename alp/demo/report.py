@@ -197,7 +197,7 @@ def write_report(rows: Sequence[RoundRecord], report_dir: Path, *, title: str, n
     routes = plot_routes_per_round(rows, report_dir / "labels_per_round.png")
     auto_png = overlay_grid(auto_overlays, report_dir / "overlays_auto.png", schema, head_attr, kp_attr)
     human_png = overlay_grid(human_overlays, report_dir / "overlays_human.png", schema, head_attr, kp_attr)
-    parts = [f"# {title}", "", *notes, "", "## Rounds", "", markdown_table(rows), "",
+    parts = [f"# {title}", "", "\n\n".join(notes), "", "## Rounds", "", markdown_table(rows), "",
              "## Learning curves", "", f"![learning curves]({curves.name})", "",
              "## Human labels per round", "", f"![routes per round]({routes.name})", ""]
     if auto_png:

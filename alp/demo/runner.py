@@ -95,7 +95,15 @@ def run_environment(folder: RunFolder) -> Iterator[None]:
     """Keep every write of the run inside its folder: cwd, temp files, ultralytics, matplotlib, metrics."""
     tmp = folder.root / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
+    home = folder.root / "home"
+    home.mkdir(parents=True, exist_ok=True)
     values = {
+        # Libraries that keep caches under the user's home (onnxruntime's ~/.cache/Microsoft, matplotlib's
+        # font cache, torch's) find a home inside the run folder instead.
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp / "torchinductor"),
         "YOLO_CONFIG_DIR": str(folder.config_dir),
         "MPLCONFIGDIR": str(folder.mpl_dir),
         METRICS_LOG_ENV: str(folder.metrics_log),

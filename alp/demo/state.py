@@ -26,7 +26,8 @@ class DemoConfig(BaseModel):
     rounds: int = Field(3, ge=1, le=50, description="rounds after the cold start")
     pool: int = Field(300, ge=8)
     test_images: int = Field(60, ge=4)
-    seed_images: int = Field(40, ge=4, description="round 0: random images labeled by people")
+    seed_images: int = Field(40, ge=10, description="round 0: random images labeled by people (the first "
+                                                    "dataset version needs some in its test split)")
     batch_images: int | None = Field(None, ge=1, description="images uploaded per round; default: pool split evenly")
     width: int = Field(256, ge=32)
     height: int = Field(192, ge=32)
