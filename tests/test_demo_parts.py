@@ -194,3 +194,11 @@ def test_given_ctrl_c_during_a_round_then_moto_stops_state_is_kept_and_exit_code
     port = int(started[0].endpoint.rsplit(":", 1)[1])
     with socket.socket() as sock:  # the server is down: its port refuses connections
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_improvement_note_states_the_change_from_first_to_last_round():
+    from alp.demo.runner import improvement_note
+
+    note = improvement_note(_rows())
+    assert "kpt_oks_map50 0.050 -> 0.300 (+0.250)" in note and "12 -> 19 human labels" in note
+    assert "no trend" in improvement_note(_rows()[:1])

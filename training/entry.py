@@ -86,6 +86,10 @@ def _train_one(model_name: str, data_yaml: Path, start: StartPoint, params: Trai
         epochs=params.epochs,
         imgsz=params.imgsz,
         batch=params.batch,
+        # ultralytics accumulates gradients up to a nominal batch of 64 by default; with the few dozen
+        # images of an early round that is less than one optimizer step per epoch. One step per batch
+        # learns far faster here (head mAP50 0.69 vs 0.52 after 40 epochs on 93 synthetic images).
+        nbs=params.batch,
         device=params.device,
         seed=params.seed,
         deterministic=True,

@@ -61,8 +61,10 @@ def cost_per_100k(human_share: float, compute_seconds_per_image: float, price_ta
             "saving_ratio": round((human + compute) / all_human, 4) if all_human else 0.0}
 
 
-def _auto_precision(rows: list[Any], truth_by_name: dict[str, Any], settings: Any) -> tuple[int, int]:
+def _auto_precision(rows: list[Any], mirror: Path, truth_by_name: dict[str, Any], settings: Any) -> tuple[int, int]:
+    """Auto-labeled images matching the truth, read from the run's mirror (its moto is gone by now)."""
     from alp import storage
+    from alp.demo.embedded import mirrored_path
     from alp.demo.strategies import auto_label_matches
     from alp.manifest import read_manifest
 
@@ -70,10 +72,10 @@ def _auto_precision(rows: list[Any], truth_by_name: dict[str, Any], settings: An
     for row in rows:
         if not row.batch_dir or row.round == 0:
             continue
-        uri = storage.join(row.batch_dir, "inference/", "auto.jsonl")
-        if not storage.exists(uri):
+        path = mirrored_path(mirror, storage.join(row.batch_dir, "inference/", "auto.jsonl"))
+        if not path.is_file():
             continue
-        for line in read_manifest(uri):
+        for line in read_manifest(str(path)):
             truth = truth_by_name.get(storage.basename(line.source_ref))
             if truth is None:
                 continue
@@ -127,7 +129,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                                                   report=False, reroute=random_router))
             truth = {storage.basename(line.source_ref): line for line in
                      (ManifestLine.parse(t) for t in storage.iter_lines(str(judged.state.pool_manifest)))}
-            m, t = _auto_precision(judged.rows, truth, settings)
+            m, t = _auto_precision(judged.rows, root / f"seed{seed}-judgement" / "aws-mirror", truth, settings)
             matched += m
             total += t
             for r in judged.rows[1:]:

@@ -44,6 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--height", type=int, help="synthetic image height (default 192)")
     parser.add_argument("--batch", type=int, help="training batch size (default 16)")
     parser.add_argument("--seed", type=int, help="random seed of the pool and the seed set (default 0)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the demo process (the Train step picks its own: every core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_demo)

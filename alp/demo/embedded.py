@@ -284,6 +284,14 @@ def snapshot_state(settings: Settings, names: ResourceNames, mirror: Path) -> in
     return copied
 
 
+def mirrored_path(mirror: Path, uri: str) -> Path:
+    """Where the mirror keeps the object ``uri`` (valid after the round that wrote it completed)."""
+    from alp.storage import parse_s3_uri
+
+    loc = parse_s3_uri(uri)
+    return mirror / "s3" / loc.bucket / "objects" / loc.key
+
+
 def restore_state(settings: Settings, names: ResourceNames, mirror: Path) -> int:
     """Upload the mirrored objects and re-register the mirrored bundles in order; returns objects restored."""
     from alp.registry import register_bundle

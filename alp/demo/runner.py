@@ -346,6 +346,21 @@ def ensure_data(data_root: Path, state: DemoState, progress: bool) -> None:
         _say(f"  generated in {time.monotonic() - t0:.1f}s")
 
 
+def improvement_note(rows: list[RoundRecord]) -> str:
+    """One sentence on how the test metrics moved from the first to the last round."""
+    if len(rows) < 2:
+        return "Only one round so far: no trend yet."
+    first, last = rows[0], rows[-1]
+    parts = []
+    for key in ("box_map50", "kpt_oks_map50", "visibility_accuracy"):
+        a, b = getattr(first, key), getattr(last, key)
+        if a is not None and b is not None:
+            parts.append(f"{key} {a:.3f} -> {b:.3f} ({b - a:+.3f})")
+    trend = "; ".join(parts) or "no comparable metrics"
+    return (f"From round {first.round} to round {last.round} ({first.human_labels_total} -> "
+            f"{last.human_labels_total} human labels): {trend}.")
+
+
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run (or resume) the demo; returns the table rows and the report path."""
     started = time.monotonic()
@@ -403,6 +418,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
             "alp.metrics on the inference engine's predictions; `labels` counts images labeled by people "
             "(human + audit) so far.",
         ]
+        notes.append(improvement_note(state.rounds))
         report = folder.report_dir / "report.md"
         if options.report:
             report = write_report(state.rounds, folder.report_dir, title="Active-learning demo", notes=notes,
