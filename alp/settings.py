@@ -143,6 +143,7 @@ class TrainingSettings(_Section):
     architecture: Literal["yolo11", "yolov8"] = "yolo11"
     seed: int = 0
     device: str = "cpu"
+    threads: int = Field(0, ge=0, le=256, description="torch CPU threads for local training; 0 = every core")
     warm_start: bool = True
     gate_tolerance: float = Field(0.01, ge=0.0, le=1.0)
     gate_metrics: tuple[str, ...] = ("box_map50", "kpt_oks_map50", "visibility_accuracy")

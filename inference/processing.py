@@ -59,8 +59,13 @@ def shard_from_resource_config(path: str | Path = RESOURCE_CONFIG) -> tuple[int,
 
 
 def choose_executor(image_count: int, settings: Settings) -> Executor:
-    """CodeBuild for batches up to the threshold, SageMaker Processing above it."""
-    return "processing" if image_count > settings.inference.processing_threshold_images else "codebuild"
+    """CodeBuild for batches up to the threshold, SageMaker Processing above it.
+
+    Processing needs a container image with this package (``inference.processing_image_uri``); without
+    one, large batches stay on CodeBuild (slower, but nothing fails for want of an image)."""
+    if image_count > settings.inference.processing_threshold_images and settings.inference.processing_image_uri:
+        return "processing"
+    return "codebuild"
 
 
 def count_manifest_lines(manifest_uri: str) -> int:

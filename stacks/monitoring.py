@@ -128,6 +128,10 @@ class Monitoring(Construct):
                                value=settings.observability.quarantine_share_alarm, label="alarm")]),
             cw.GraphWidget(title="Inference ms per image",
                            left=[step_metric("inference_ms_per_image", INFER_STEP, "Average")]),
+            cw.GraphWidget(title="Labeling job seconds",
+                           left=[step_metric("labeling_job_seconds", "Label", "Maximum")]),
+            cw.GraphWidget(title="Challenger metrics (test split)",
+                           left=[step_metric(m, "Evaluate", "Maximum") for m in settings.training.gate_metrics]),
             cw.AlarmStatusWidget(title="Alarms", alarms=[self.dlq_alarm, self.pipeline_failed_alarm,
                                                          self.quarantine_alarm, self.batcher_errors_alarm]),
         )

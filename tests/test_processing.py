@@ -27,9 +27,13 @@ from inference.runner import run_batch
 
 
 def test_executor_by_batch_size():
-    s = Settings().with_overrides({"inference.processing_threshold_images": 100})
+    s = Settings().with_overrides({"inference.processing_threshold_images": 100,
+                                   "inference.processing_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/alp:1"})
     assert choose_executor(100, s) == "codebuild"
     assert choose_executor(101, s) == "processing"
+    # Without a Processing image, a large batch stays on CodeBuild rather than failing.
+    no_image = s.with_overrides({"inference.processing_image_uri": None})
+    assert choose_executor(101, no_image) == "codebuild"
 
 
 def test_sharding_is_stable_complete_and_balanced():

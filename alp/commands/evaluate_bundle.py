@@ -7,11 +7,17 @@ import json
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from alp.observability import emit_metrics
     from alp.settings import load_settings
     from training.evaluate import evaluate_and_gate
 
-    report = evaluate_and_gate(args.bundle, args.dataset, load_settings(), report_uri=args.report,
-                               plot_uri=args.plot)
+    settings = load_settings()
+    report = evaluate_and_gate(args.bundle, args.dataset, settings, report_uri=args.report, plot_uri=args.plot)
+    metrics = report.get("metrics") or {}
+    emit_metrics("Evaluate", {
+        **{name: metrics[name] for name in settings.training.gate_metrics if metrics.get(name) is not None},
+        "approved": 1.0 if report["gate"]["approved"] else 0.0,
+    }, namespace=settings.observability.metrics_namespace)
     if args.json:
         print(json.dumps(report, default=str))
     else:

@@ -36,8 +36,12 @@ def _role_arn(settings: object) -> str:
 
 
 def _infer_batch(args: argparse.Namespace) -> int:
+    from alp.manifest import ROUTES
     from alp.observability import emit_metrics
     from alp.settings import SETTINGS_ENV, load_settings
+    from alp.steps import LABELING_PIPELINE
+
+    INFER_STEP = LABELING_PIPELINE.step("Infer").name
     from inference import processing
     from inference.runner import resolve_bundle_uri, run_batch
 
@@ -73,10 +77,13 @@ def _infer_batch(args: argparse.Namespace) -> int:
             engine = InferenceEngine.from_bundle(bundle_uri, settings, cache)
         summary = run_batch(args.manifest, args.out, settings, engine=engine, shard_index=shard_index,
                             shard_count=shard_count, progress=args.progress)
-    emit_metrics("infer", {
-        "images": summary.inputs, **{f"route_{k}": v for k, v in summary.routes.items()},
+    # Names and the Step dimension match what the stack's dashboard and quarantine alarm read.
+    emit_metrics(INFER_STEP, {
+        "images": summary.inputs,
+        **{f"images_{route}": summary.routes.get(route, 0) for route in ROUTES},
         "quarantine_share": summary.routes.get("quarantine", 0) / summary.inputs if summary.inputs else 0.0,
-        **({"total_s": summary.timings["total_s"]} if "total_s" in summary.timings else {}),
+        **({"inference_ms_per_image": 1000.0 * summary.timings["total_s"] / summary.inputs}
+           if summary.inputs and "total_s" in summary.timings else {}),
     }, namespace=settings.observability.metrics_namespace)
     if args.json:  # one line, last on stdout (the metrics record may precede it in the cloud)
         print(json.dumps(summary.model_dump(mode="json"), sort_keys=True))

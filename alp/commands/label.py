@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 
 def _label(args: argparse.Namespace) -> int:
@@ -46,13 +47,15 @@ def _label(args: argparse.Namespace) -> int:
             return []
         return [line for line in read_version(latest)
                 if (line.data.get("alp-source") or {}).get("kind") in ("human", "seed", "audit")]
+    started = time.monotonic()
     try:
         summary = run_label_step(batch_dir, settings, backend, gold_candidates=gold, wait=wait)
     except JobTimeout as exc:
         print(f"alp label: {exc}", file=sys.stderr)
         return 3
-    emit_metrics("label", {"images": summary.items, "labeled": summary.labeled, "unlabeled": summary.unlabeled,
-                           "audit_items": summary.audit_items},
+    emit_metrics("Label", {"images": summary.items, "labeled": summary.labeled, "unlabeled": summary.unlabeled,
+                           "audit_items": summary.audit_items,
+                           "labeling_job_seconds": time.monotonic() - started},
                  namespace=settings.observability.metrics_namespace)
     print(summary.model_dump_json(indent=2))
     return 0

@@ -23,7 +23,7 @@ def _merge(args: argparse.Namespace) -> int:
         print(f"alp merge: batch already in {result.uri}; no new version", file=sys.stderr)
     else:
         info = result.version
-        emit_metrics("merge", {"records": info.records, **{f"records_{k}": v for k, v in info.counts_by_source.items()},
+        emit_metrics("Merge", {"records": info.records, **{f"records_{k}": v for k, v in info.counts_by_source.items()},
                                **{f"changes_{k}": v for k, v in info.changes.items()}},
                      namespace=settings.observability.metrics_namespace)
         if storage.is_s3(data_root) and not args.no_training:

@@ -66,9 +66,10 @@ class DemoResult:
     notes: list[str] = field(default_factory=list)
 
 
-def demo_settings(config: DemoConfig, truth_uri: str) -> Settings:
+def demo_settings(config: DemoConfig, truth_uri: str, threads: int = 0) -> Settings:
     """The defaults with the local labeling and training backends and the demo's sizes."""
     return Settings().with_overrides({
+        "training.threads": threads,
         "labeling.backend": "local",
         "labeling.local_truth_uri": truth_uri,
         "training.backend": "local",
@@ -373,7 +374,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     with run_environment(folder):
         ensure_data(options.data_dir or folder.root, state, options.progress)
         folder.save_state(state)
-        settings = demo_settings(options.config, str(state.pool_manifest))
+        settings = demo_settings(options.config, str(state.pool_manifest), options.threads or 0)
         if options.resource_prefix:
             settings = settings.with_overrides({"storage.resource_prefix": options.resource_prefix})
         settings_path = folder.root / "settings.json"
