@@ -216,12 +216,8 @@ def find_bundle(settings: Settings, bundle_id: str) -> RegisteredBundle | None:
     return None
 
 
-def verify_registered(registered: RegisteredBundle, cache_dir: str | Path) -> LoadedBundle:
-    """Load a registered bundle, refusing it unless ``bundle.json`` and every model match the registry.
-
-    :func:`alp.bundle.load_bundle` checks the files against the descriptor; this also checks the
-    descriptor against the hash recorded at registration, so a rewritten ``bundle.json`` is caught too.
-    """
+def verify_descriptor(registered: RegisteredBundle) -> None:
+    """Refuse a bundle whose ``bundle.json`` is not the one recorded at registration."""
     text = storage.read_bytes(storage.join(registered.bundle_uri.rstrip("/"), DESCRIPTOR_NAME))
     actual = sha256_bytes(text)
     if actual != registered.descriptor_sha256:
@@ -229,6 +225,15 @@ def verify_registered(registered: RegisteredBundle, cache_dir: str | Path) -> Lo
             f"bundle {registered.bundle_id}: bundle.json has sha256 {actual[:12]}..., the registry records "
             f"{registered.descriptor_sha256[:12]}...; refusing to load it"
         )
+
+
+def verify_registered(registered: RegisteredBundle, cache_dir: str | Path) -> LoadedBundle:
+    """Load a registered bundle, refusing it unless ``bundle.json`` and every model match the registry.
+
+    :func:`alp.bundle.load_bundle` checks the files against the descriptor; this also checks the
+    descriptor against the hash recorded at registration, so a rewritten ``bundle.json`` is caught too.
+    """
+    verify_descriptor(registered)
     loaded = load_bundle(registered.bundle_uri, cache_dir)
     for role, sha in registered.model_sha256.items():
         model = loaded.descriptor.models.get(role)  # type: ignore[call-overload]

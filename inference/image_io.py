@@ -31,7 +31,7 @@ _BACKGROUND = 114  # ultralytics' letterbox gray: transparent pixels blend into 
 UInt8Image = NDArray[np.uint8]
 
 
-def _pil_open(fp: io.BytesIO) -> Image.Image:
+def pillow_open(fp: io.BytesIO) -> Image.Image:
     """Pillow's own ``Image.open``.
 
     Importing ultralytics (training, benchmarks, tests in the same process) replaces ``Image.open``
@@ -115,7 +115,7 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> DecodedImage
         with warnings.catch_warnings():
             # Pillow's own bomb check warns or raises at its global limit; ours is the one that applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = _pil_open(io.BytesIO(data))
+            im = pillow_open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageRejected("not_an_image", "the bytes are not an image format Pillow recognises") from None
     except Image.DecompressionBombError as exc:

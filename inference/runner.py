@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -396,16 +396,17 @@ def predict_manifest(lines: Iterable[ManifestLine], engine: InferenceEngine, set
 
 
 def resolve_bundle_uri(settings: Settings, explicit: str | None) -> str | None:
-    """``--bundle`` when given, else the registry's latest approved bundle; None means cold start."""
+    """``--bundle`` when given, else the registry's latest approved bundle; None means cold start.
+
+    A registered bundle's ``bundle.json`` is checked against the hash recorded at registration here; the
+    engine then checks every model file against ``bundle.json`` before opening it.
+    """
     if explicit:
         return explicit
-    try:
-        from alp import registry  # type: ignore[attr-defined,unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name != "alp.registry":
-            raise
-        print("infer-batch: alp.registry is not available; treating the registry as empty (cold start)",
-              file=sys.stderr)
+    from alp import registry
+
+    champion = registry.latest_approved(settings)
+    if champion is None:
         return None
-    uri: Any = registry.latest_approved_bundle_uri(settings)
-    return str(uri) if uri else None
+    registry.verify_descriptor(champion)
+    return champion.bundle_uri

@@ -118,12 +118,8 @@ def test_audit_items_go_to_people_and_keep_the_model_labels(bundle, tmp_path):
 
 
 def test_cold_start_sends_readable_images_to_people(tmp_path, monkeypatch):
-    import types
-
     manifest, _ = _batch(tmp_path)
-    fake_registry = types.ModuleType("alp.registry")
-    fake_registry.latest_approved_bundle_uri = lambda settings: None  # an empty registry
-    monkeypatch.setitem(__import__("sys").modules, "alp.registry", fake_registry)
+    monkeypatch.setattr("alp.registry.latest_approved", lambda settings: None)  # an empty registry
     out = tmp_path / "out"
     assert cli_main(["infer-batch", "--manifest", str(manifest), "--out", str(out), "--executor", "local"]) == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -174,11 +174,12 @@ def dataset_yaml(root: Path, model: ModelName, schema: KeypointSchema, *, val_fr
 # --- I/O --------------------------------------------------------------------------------------------
 def _image_size(data: bytes) -> tuple[int, int]:
     """(width, height) as ultralytics sees the image: EXIF rotations by 90 degrees swap the sides."""
-    from PIL import Image
+    # Pillow's own opener: ultralytics (imported by training) patches Image.open to auto-install codecs.
+    from inference.image_io import pillow_open
 
-    with Image.open(io.BytesIO(data)) as img:
+    with pillow_open(io.BytesIO(data)) as img:
         img.verify()
-    with Image.open(io.BytesIO(data)) as img:
+    with pillow_open(io.BytesIO(data)) as img:
         width, height = img.size
         if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
             width, height = height, width
