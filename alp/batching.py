@@ -170,6 +170,8 @@ def parse_record(record: SqsRecord, *, unlabeled_bucket: str, unlabeled_prefix: 
         body = json.loads(record.body)
     except json.JSONDecodeError as exc:
         return [UploadEvent(mid, "malformed", f"message body is not JSON: {exc}")]
+    except RecursionError:  # a hostile, absurdly nested body must fail alone, not the whole window
+        return [UploadEvent(mid, "malformed", "message body is nested too deeply")]
     if not isinstance(body, dict):
         return [UploadEvent(mid, "malformed", f"message body is a JSON {type(body).__name__}, not an object")]
     common = {"unlabeled_bucket": unlabeled_bucket, "unlabeled_prefix": unlabeled_prefix}

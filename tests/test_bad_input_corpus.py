@@ -373,8 +373,6 @@ def test_given_the_bad_input_corpus_then_no_crash_no_loss_and_every_input_classi
         print("\nbad-input corpus:", json.dumps(report, sort_keys=True))
 
 
-@pytest.mark.xfail(strict=True, reason="alp.batching.parse_record catches json.JSONDecodeError only: a deeply "
-                                       "nested SQS body raises RecursionError and fails the whole window")
 def test_given_a_deeply_nested_sqs_body_then_the_batcher_classifies_it_instead_of_failing_the_window() -> None:
     verdict, reason = _batcher("[" * 100_000)
     assert verdict == "retried" and reason
