@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,19 @@ def frozen_test_lines(dataset_uri: str) -> list[ManifestLine]:
     return test
 
 
-def evaluate_loaded(bundle: LoadedBundle, truth: list[ManifestLine], settings: Settings) -> dict[str, Any]:
+# AP integrates the whole precision-recall curve, so evaluation scores every detection down to this
+# confidence (as COCO and ultralytics' val do); the operating threshold would cut the curve off and report
+# 0.0 for a young model whose detections are right but not yet confident.
+EVALUATION_CONF_THRESHOLD = 0.001
+
+
+def evaluate_loaded(bundle: LoadedBundle, truth: Sequence[ManifestLine], settings: Settings) -> dict[str, Any]:
     """Metrics of a verified bundle on ``truth`` (the inference engine predicts, alp.metrics scores)."""
     from alp.metrics import evaluate_manifests
     from inference.engine import InferenceEngine
     from inference.runner import predict_manifest
+
+    settings = settings.with_overrides({"inference.box_conf_threshold": EVALUATION_CONF_THRESHOLD})
 
     label_keys = [settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute]
     # Strip the truth first: a line the engine cannot read must not pass its true labels on as predictions.

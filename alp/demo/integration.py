@@ -87,16 +87,12 @@ def bundle_id(bundle_uri: str) -> str:
 
 def score_bundle(bundle_uri: str, truth_lines: Sequence[ManifestLine], settings: Settings,
                  cache_dir: Path) -> dict[str, float]:
-    """The bundle's predictions on ``truth_lines``' images, scored against their labels."""
-    from alp.metrics import evaluate_manifests
-    from inference.engine import InferenceEngine
-    from inference.runner import predict_manifest
+    """The bundle's predictions on ``truth_lines``' images, scored against their labels (the same
+    evaluation the training pipeline's Evaluate step runs)."""
+    from alp.bundle import load_bundle
+    from training.evaluate import evaluate_loaded
 
-    with InferenceEngine.from_bundle(bundle_uri, settings, cache_dir) as engine:
-        preds = list(predict_manifest([line.without(*_label_keys(settings)) for line in truth_lines], engine,
-                                      settings))
-    result = evaluate_manifests(list(truth_lines), preds, settings.schema_, settings.labeling.head_label_attribute,
-                                settings.labeling.keypoint_label_attribute)
+    result = evaluate_loaded(load_bundle(bundle_uri, cache_dir), truth_lines, settings)
     return {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
 
 
