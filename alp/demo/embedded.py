@@ -30,10 +30,10 @@ from alp.settings import Settings
 
 FAKE_ACCOUNT = "123456789012"  # moto's default account
 # moto accepts any credentials; these keep boto3 from looking for real ones. Not secrets.
-_FAKE_CREDS = {
+_FAKE_CREDS = {  # nosec B105
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # nosec B105
-    "AWS_SESSION_TOKEN": "testing",  # nosec B105
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
 }
 _MIRROR_INDEX = "index.json"
 _REGISTRY_FILE = "registry.json"
@@ -102,7 +102,7 @@ class EmbeddedAws:
     def reset(self) -> None:
         """Empty moto's backends: they are process-global, so a second server would see the first's state."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")  # noqa: S310 (loopback http URL built above)
-        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310  # nosec B310 (loopback http only)
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310  # nosec B310
             resp.read()
 
     def stop(self) -> None:
