@@ -71,8 +71,20 @@ def untrained_bundle(schema: str = "incabin17", imgsz: int = 160) -> Path:
     return target
 
 
-def _scripted_graph(path: Path, *, task: str, num_keypoints: int, visible_factors: np.ndarray | None) -> None:
-    """A YOLO-layout ONNX graph: one candidate anchor whose confidences are the image's mean brightness."""
+def scripted_keypoints(num_keypoints: int) -> list[tuple[float, float]]:
+    """Where the scripted pose graphs put each keypoint (input pixels, unshifted)."""
+    hx, hy = (HEAD_BOX[0] + HEAD_BOX[2]) / 2, (HEAD_BOX[1] + HEAD_BOX[3]) / 2
+    # Face points spread inside the head box, body points down the person box.
+    return [(hx - 10 + (k % 5) * 5 if k < 7 else PERSON_BOX[0] + 10 + (k % 4) * 25,
+             hy - 5 + (k % 3) * 5 if k < 7 else PERSON_BOX[1] + 60 + (k - 7) * 12) for k in range(num_keypoints)]
+
+
+def _scripted_graph(path: Path, *, task: str, num_keypoints: int, visible_factors: np.ndarray | None,
+                    shift: tuple[float, float] = (0.0, 0.0)) -> None:
+    """A YOLO-layout ONNX graph: one candidate anchor whose confidences are the image's mean brightness.
+
+    ``shift`` moves the whole predicted geometry (boxes and keypoints) by (dx, dy) input pixels.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -82,19 +94,16 @@ def _scripted_graph(path: Path, *, task: str, num_keypoints: int, visible_factor
     conf_mask = np.zeros_like(base)
     box = HEAD_BOX if task == "detect" else PERSON_BOX
     cx, cy, w, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]
-    base[0, :4, 0] = (cx, cy, w, h)
+    dx, dy = shift
+    base[0, :4, 0] = (cx + dx, cy + dy, w, h)
     conf_mask[0, 4, 0] = 1.0
     # Other anchors: boxes elsewhere with zero confidence (dropped by the confidence filter).
     for a in range(1, anchors):
         base[0, :4, a] = (20.0 * a, 20.0, 10.0, 10.0)
     if task == "pose":
-        hx, hy = (HEAD_BOX[0] + HEAD_BOX[2]) / 2, (HEAD_BOX[1] + HEAD_BOX[3]) / 2
-        for k in range(num_keypoints):
-            # Face points spread inside the head box, body points down the person box.
-            x = hx - 10 + (k % 5) * 5 if k < 7 else PERSON_BOX[0] + 10 + (k % 4) * 25
-            y = hy - 5 + (k % 3) * 5 if k < 7 else PERSON_BOX[1] + 60 + (k - 7) * 12
-            base[0, 5 + 3 * k, 0] = x
-            base[0, 5 + 3 * k + 1, 0] = y
+        for k, (x, y) in enumerate(scripted_keypoints(num_keypoints)):
+            base[0, 5 + 3 * k, 0] = x + dx
+            base[0, 5 + 3 * k + 1, 0] = y + dy
             conf_mask[0, 5 + 3 * k + 2, 0] = 1.0 if visible_factors is None else float(visible_factors[k])
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=1, axes=[1, 2, 3]),
@@ -118,11 +127,12 @@ def _scripted_graph(path: Path, *, task: str, num_keypoints: int, visible_factor
 
 
 def scripted_bundle(dest: str | Path, schema: KeypointSchema | None = None, bundle_id: str = "scripted-v1",
-                    occluded_keypoints: int = 2) -> Path:
+                    occluded_keypoints: int = 2, shift: tuple[float, float] = (0.0, 0.0)) -> Path:
     """Write a scripted bundle to ``dest``: bright images -> confident detections, dark -> weak ones.
 
     The visible-only model reports ``VISIBLE_FACTOR_OCCLUDED`` x the brightness for the last
-    ``occluded_keypoints`` keypoints, so those come out occluded on a bright frame.
+    ``occluded_keypoints`` keypoints, so those come out occluded on a bright frame. ``shift`` moves every
+    predicted box and keypoint by (dx, dy) input pixels: a deliberately misplaced, worse bundle.
     """
     sch = schema or get_schema("incabin17")
     dest = Path(dest)
@@ -139,7 +149,7 @@ def scripted_bundle(dest: str | Path, schema: KeypointSchema | None = None, bund
     for role in MODEL_ROLES:
         task, vis = specs[role]
         path = dest / f"{role}.onnx"
-        _scripted_graph(path, task=task, num_keypoints=k, visible_factors=vis)
+        _scripted_graph(path, task=task, num_keypoints=k, visible_factors=vis, shift=shift)
         files[role] = path
         entries[role] = ModelFile(file=path.name, sha256=sha256_file(path), task=task,  # type: ignore[arg-type]
                                   input_size=(0, 0), class_names=("head",) if task == "detect" else ("person",))

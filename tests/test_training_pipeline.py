@@ -1,8 +1,10 @@
 """Train -> evaluate -> gate -> register, on a tiny drawn dataset version (1 epoch, a handful of images).
 
 One bundle is trained per module (about 20 s on 2 cores); the tests then evaluate it with the production
-inference engine, register it in moto, load it back through the registry, warm-start from it, reject a
-worse challenger and run the SageMaker backend's fetch-and-export path.
+inference engine, register it in moto, load it back through the registry, warm-start from it and run the
+SageMaker backend's fetch-and-export path. The champion/challenger gate is exercised with scripted bundles
+(tests/bundle_factory.py) on a test split labeled where the good one predicts: one epoch cannot produce a
+champion that measurably beats anything.
 """
 
 from __future__ import annotations
@@ -102,38 +104,100 @@ def test_cold_start_bundle_is_approved_registered_and_loaded_by_the_engine(train
     assert len(preds) == 1 and preds[0].width == 128
 
 
-def test_a_worse_challenger_is_rejected_and_the_champion_stays(trained, tmp_path, aws_mock, monkeypatch, capsys):
-    import training.evaluate as ev
+def _scripted_test_version(root: Path, settings: Settings) -> str:
+    """A dataset version whose labels sit exactly where the unshifted scripted bundle predicts.
+
+    Bright frames (confidence = brightness), one at the graph's own 320x256 input and one at twice that
+    size (letterboxed by 0.5, so the truth scales by 2); the last two keypoints are labeled occluded, as
+    the scripted visible-only model reports them. A train image shows that only the test split counts.
+    """
+    from bundle_factory import HEAD_BOX, PERSON_BOX, SCRIPTED_IMGSZ, bright_image, scripted_keypoints
+    from PIL import Image
+
+    from alp.manifest import (
+        BoundingBoxLabel,
+        BoxAnnotation,
+        BoxMetadata,
+        ImageSize,
+        Keypoint,
+        KeypointLabel,
+        KeypointMetadata,
+        ManifestLine,
+        PersonKeypoints,
+        write_manifest,
+    )
+    from alp.schema import V_OCCLUDED, V_VISIBLE
+
+    schema = settings.schema_
+    head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
+    occluded = set(range(schema.num_keypoints - 2, schema.num_keypoints))
+    lines = []
+    for i, (split, scale, value) in enumerate([("train", 1, 230), ("test", 1, 240), ("test", 2, 220),
+                                               ("test", 1, 250)]):
+        w, h = SCRIPTED_IMGSZ * scale, 256 * scale
+        uri = str(root / "images" / f"frame{i}.png")
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(bright_image(value, size=(w, h))).save(uri)
+        size = [ImageSize(width=w, height=h)]
+        hx1, hy1, hx2, hy2 = (c * scale for c in HEAD_BOX)
+        px1, py1, px2, py2 = (c * scale for c in PERSON_BOX)
+        boxes = BoundingBoxLabel(image_size=size, annotations=[
+            BoxAnnotation(class_id=0, left=hx1, top=hy1, width=hx2 - hx1, height=hy2 - hy1)])
+        keypoints = [Keypoint(name=name, x=x * scale, y=y * scale, v=V_OCCLUDED if k in occluded else V_VISIBLE)
+                     for k, (name, (x, y)) in enumerate(zip(schema.names, scripted_keypoints(schema.num_keypoints),
+                                                             strict=True))]
+        person = PersonKeypoints(keypoints=keypoints, head_box_index=0, bbox=[px1, py1, px2 - px1, py2 - py1])
+        lines.append(ManifestLine.for_image(uri, **{"alp-split": split})
+                     .with_boxes(head_attr, boxes, BoxMetadata(objects=[{"confidence": 1.0}], job_name="truth"))
+                     .with_keypoints(kp_attr, KeypointLabel(image_size=size, keypoint_schema=schema.name,
+                                                            persons=[person]), KeypointMetadata(job_name="truth")))
+    base = root / settings.storage.datasets_prefix / "v0001"
+    write_manifest(str(base / "manifest.jsonl"), lines)
+    splits = [line.data["alp-split"] for line in lines]
+    (base / "dataset.json").write_text(json.dumps({
+        "version": "v0001", "keypoint_schema": schema.name, "images": len(lines),
+        "splits": {s: splits.count(s) for s in ("train", "val", "test")}}, indent=2))
+    return str(base) + "/"
+
+
+def test_a_worse_challenger_is_rejected_and_the_champion_stays(tmp_path, aws_mock, capsys):
+    from bundle_factory import scripted_bundle
 
     settings = _settings()
-    registry.ensure_model_package_group(settings)
-    champion = _copy_bundle(trained, tmp_path / "champion")
-    registry.register_bundle(settings, champion, approved=True, metrics={"box_map50": 0.9})
-    challenger = _copy_bundle(trained, tmp_path / "challenger", bundle_id="v0001-worse")
+    version = _scripted_test_version(tmp_path / "data", settings)
+    # The champion predicts exactly the labeled geometry; the challenger is the same graphs moved 20 px right,
+    # so its 30 px head boxes overlap the truth at IoU 0.2 (< 0.5) and its keypoints miss.
+    champion = str(scripted_bundle(tmp_path / "champion", bundle_id="scripted-champion"))
+    registry.register_bundle(settings, champion, approved=True, create_group_if_missing=True)
+    challenger = str(scripted_bundle(tmp_path / "challenger", bundle_id="scripted-worse", shift=(20.0, 0.0)))
 
-    # Both bundles really run through the engine and the metrics; one epoch cannot reach a measurable
-    # accuracy, so the champion's measured box AP is raised to what a trained champion would score.
-    real = ev.evaluate_loaded
-
-    def measured(bundle, truth, s):
-        metrics = real(bundle, truth, s)
-        if bundle.descriptor.bundle_id != "v0001-worse":
-            metrics = {**metrics, "box_map50": 0.9}
-        return metrics
-
-    monkeypatch.setattr(ev, "evaluate_loaded", measured)
     report = str(tmp_path / "report.json")
-    assert main(["evaluate-bundle", "--bundle", challenger, "--dataset", trained["version"], "--report", report]) == 0
+    assert main(["evaluate-bundle", "--bundle", challenger, "--dataset", version, "--report", report]) == 0
     saved = json.loads(Path(report).read_text())
-    assert not saved["gate"]["approved"] and "box_map50" in saved["gate"]["reason"]
+    assert saved["test_images"] == 3
+    assert saved["champion"]["bundle_id"] == "scripted-champion"
     assert saved["champion"]["source"] == "re-evaluated on this test split"
+    # Both measured on the same images: the champion is right everywhere, the challenger is not.
+    assert saved["champion"]["metrics"]["box_map50"] == pytest.approx(1.0)
+    assert saved["champion"]["metrics"]["kpt_oks_map50"] == pytest.approx(1.0)
+    assert saved["champion"]["metrics"]["visibility_accuracy"] == pytest.approx(1.0)
+    # The challenger does detect every head and person (confidently); they are just in the wrong place.
+    assert saved["metrics"]["head_predictions"] == saved["metrics"]["predictions"] == 3
+    assert saved["metrics"]["box_map50"] == pytest.approx(0.0)
+    gate = saved["gate"]
+    assert not gate["approved"] and not gate["cold_start"] and "box_map50" in gate["reason"]
+    box = next(c for c in gate["comparisons"] if c["metric"] == "box_map50")
+    assert box["challenger"] is not None and box["champion"] is not None
+    assert box["champion"] > 0 and box["challenger"] < box["champion"] and not box["passed"]
+
     assert main(["models", "register", "--bundle", challenger, "--report", report]) == 0
-    assert [b.status for b in registry.list_bundles(settings)] == ["Rejected", "Approved"]
+    assert [(b.bundle_id, b.status) for b in registry.list_bundles(settings)] == [
+        ("scripted-worse", "Rejected"), ("scripted-champion", "Approved")]
     assert registry.latest_approved_bundle_uri(settings) == champion
     capsys.readouterr()
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert "Rejected" in out and "v0001-worse" in out
+    assert "Rejected" in out and "scripted-worse" in out
 
 
 def test_warm_start_uses_the_champions_checkpoints_after_a_hash_check(trained, tmp_path, aws_mock):
