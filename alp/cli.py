@@ -9,13 +9,15 @@ so ``alp --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from alp import __version__
-from alp.settings import SettingsError
+from alp.settings import SETTINGS_ENV, SettingsError
 from alp.storage import StorageError
 
 
@@ -41,19 +43,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _settings_env(uri: str | None) -> Iterator[None]:
+    """``--settings`` for the duration of one command (in-process callers run many commands in a row)."""
+    if not uri:
+        yield
+        return
+    previous = os.environ.get(SETTINGS_ENV)
+    os.environ[SETTINGS_ENV] = uri
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(SETTINGS_ENV, None)
+        else:
+            os.environ[SETTINGS_ENV] = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
-    if args.settings:
-        import os
-
-        os.environ["ALP_SETTINGS_URI"] = args.settings
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        rc = func(args)
+        with _settings_env(args.settings):
+            rc = func(args)
     except (SettingsError, StorageError, ValueError, FileNotFoundError) as exc:
         print(f"alp {args.command}: error: {exc}", file=sys.stderr)
         return 2
