@@ -108,50 +108,22 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-_GLOBAL_POOL: dict[str, int] = {}
-
-
-def _shared_thread_pool(threads: int) -> bool:
-    """Set up one process-wide intra-op thread pool for every session, once; False if it cannot be.
-
-    Three models run one after another on every batch. With a pool per session, each session's idle
-    threads either spin (stealing the cores the next model needs) or sleep and wake (latency); one shared
-    pool lets the next model start on threads that are already awake.
-    """
-    import onnxruntime as ort
-
-    if "threads" in _GLOBAL_POOL:
-        return _GLOBAL_POOL["threads"] == threads
-    try:
-        ort.set_global_thread_pool_sizes(threads, 1)
-    except Exception:  # the environment already exists (a session was made before): keep per-session pools
-        _GLOBAL_POOL["threads"] = -1
-        return False
-    _GLOBAL_POOL["threads"] = threads
-    return True
-
-
 def session_options(intra_op_threads: int) -> Any:
     """Options for one of several sessions sharing the cores.
 
-    Threads are set explicitly (0 = one per core). The sessions share one global thread pool when the
-    process allows it; otherwise each has its own pool with spinning off: with spinning on, a finished
+    Threads are set explicitly (0 = one per core) and spinning is off: with spinning on, a finished
     session's threads keep burning the cores the next model needs (measured 1.5-2x slower for three
     sessions in a row on 2 cores).
     """
     import onnxruntime as ort
 
-    threads = intra_op_threads or usable_cores()
     opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads or usable_cores()
+    opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
-    if _shared_thread_pool(threads):
-        opts.use_per_session_threads = False
-    else:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
