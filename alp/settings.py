@@ -144,6 +144,9 @@ class TrainingSettings(_Section):
     seed: int = 0
     device: str = "cpu"
     threads: int = Field(0, ge=0, le=256, description="torch CPU threads for local training; 0 = every core")
+    validate_every_epoch: bool = Field(
+        True, description="ultralytics val after every epoch (picks best.pt); False: only the last epoch, faster"
+    )
     warm_start: bool = True
     gate_tolerance: float = Field(0.01, ge=0.0, le=1.0)
     gate_metrics: tuple[str, ...] = ("box_map50", "kpt_oks_map50", "visibility_accuracy")

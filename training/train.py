@@ -55,6 +55,7 @@ def training_params(settings: Settings, *, epochs: int | None = None, imgsz: int
         epochs=epochs or t.epochs, imgsz=imgsz or t.imgsz, batch=batch or t.batch,
         model_size=model_size or t.model_size, architecture=t.architecture, seed=t.seed,
         device=device or t.device, threads=threads or t.threads, keypoint_schema=settings.keypoint_schema,
+        val_every_epoch=t.validate_every_epoch,
     )
 
 

@@ -70,6 +70,9 @@ def demo_settings(config: DemoConfig, truth_uri: str, threads: int = 0) -> Setti
     """The defaults with the local labeling and training backends and the demo's sizes."""
     return Settings().with_overrides({
         "training.threads": threads,
+        # The Evaluate step measures every candidate on the test split anyway; skipping ultralytics' own
+        # per-epoch validation shortens every round.
+        "training.validate_every_epoch": False,
         "labeling.backend": "local",
         "labeling.local_truth_uri": truth_uri,
         "training.backend": "local",
