@@ -124,6 +124,12 @@ class LabelingSettings(_Section):
             raise ValueError("must look like arn:aws:sagemaker:<region>:<account>:workteam/private-crowd/<name>")
         return v
 
+    @property
+    def label_keys(self) -> tuple[str, ...]:
+        """Every key the two labels occupy on a manifest line (each attribute and its ``-metadata``)."""
+        head, kp = self.head_label_attribute, self.keypoint_label_attribute
+        return head, f"{head}-metadata", kp, f"{kp}-metadata"
+
     @field_validator("head_label_attribute", "keypoint_label_attribute")
     @classmethod
     def _label_attribute(cls, v: str) -> str:

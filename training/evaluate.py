@@ -53,9 +53,8 @@ def evaluate_loaded(bundle: LoadedBundle, truth: Sequence[ManifestLine], setting
 
     settings = settings.with_overrides({"inference.box_conf_threshold": EVALUATION_CONF_THRESHOLD})
 
-    label_keys = [settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute]
     # Strip the truth first: a line the engine cannot read must not pass its true labels on as predictions.
-    inputs = [line.without(*label_keys, *(f"{k}-metadata" for k in label_keys)) for line in truth]
+    inputs = [line.without(*settings.labeling.label_keys) for line in truth]
     with InferenceEngine(bundle, settings) as engine:
         preds = list(predict_manifest(inputs, engine, settings))
     # Lines go in as objects: at the evaluation threshold a young model's prediction line can exceed the

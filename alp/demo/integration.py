@@ -96,11 +96,6 @@ def score_bundle(bundle_uri: str, truth_lines: Sequence[ManifestLine], settings:
     return {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
 
 
-def _label_keys(settings: Settings) -> tuple[str, ...]:
-    head, kp = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
-    return head, f"{head}-metadata", kp, f"{kp}-metadata"
-
-
 def overlay_lines(batch_dir: str) -> tuple[list[tuple[ManifestLine, str]], list[tuple[ManifestLine, str]]]:
     """Auto-labeled and human-routed lines of a batch, each with a caption naming its route and reason."""
     base = storage.join(batch_dir, INFERENCE_DIR)

@@ -41,11 +41,6 @@ from alp.settings import Settings
 RANDOM_REASON = "random_selection: baseline strategy of the label-savings bench"
 
 
-def _label_keys(settings: Settings) -> tuple[str, ...]:
-    head, kp = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
-    return head, f"{head}-metadata", kp, f"{kp}-metadata"
-
-
 def auto_to_human(line: ManifestLine, settings: Settings) -> ManifestLine:
     """An auto-labeled line turned into a human task pre-drawn with the model's labels."""
     head, kp = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
@@ -63,7 +58,7 @@ def auto_to_human(line: ManifestLine, settings: Settings) -> ManifestLine:
     pre = PreAnnotation(route="human", reason=RANDOM_REASON, image_size=size, boxes=scored,
                         persons=kps[0].persons if kps is not None else [],
                         bundle_id=route.bundle_id if route else None)
-    out = line.without(*_label_keys(settings)).with_model(PREANNOTATION_KEY, pre)
+    out = line.without(*settings.labeling.label_keys).with_model(PREANNOTATION_KEY, pre)
     return out.with_model(ROUTE_KEY, RouteInfo(route="human", reason=RANDOM_REASON,
                                                score=route.score if route else None,
                                                bundle_id=route.bundle_id if route else None))
