@@ -7,8 +7,14 @@ import random
 
 import pytest
 
-from alp.benches.active_learning import cost_per_100k, labels_to_target
-from alp.demo.strategies import auto_label_matches, auto_to_human, human_to_auto, route_randomly
+from alp.benches.active_learning import cost_per_100k, labels_to_target, ratio_at
+from alp.demo.strategies import (
+    auto_label_matches,
+    auto_to_human,
+    human_to_auto,
+    route_randomly,
+    route_within_budget,
+)
 from alp.manifest import (
     BoundingBoxLabel,
     BoxAnnotation,
@@ -48,12 +54,12 @@ def _auto_line(name: str, dx: float = 0.0, box_dx: float = 0.0) -> ManifestLine:
     return line.with_model("alp-route", RouteInfo(route="auto", reason="confident", score=0.9, bundle_id="b1"))
 
 
-def _human_line(name: str, with_proposal: bool = True) -> ManifestLine:
+def _human_line(name: str, with_proposal: bool = True, score: float | None = 0.3) -> ManifestLine:
     pre = PreAnnotation(route="human", reason="low_box", image_size=SIZE if with_proposal else None,
                         boxes=[ScoredBox(left=30, top=10, width=20, height=20, score=0.3)] if with_proposal else [],
                         persons=[_person()] if with_proposal else [], bundle_id="b1")
     line = ManifestLine.for_image(f"s3://b/incoming/{name}").with_model("alp-preannotation", pre)
-    return line.with_model("alp-route", RouteInfo(route="human", reason="low_box", score=0.3, bundle_id="b1"))
+    return line.with_model("alp-route", RouteInfo(route="human", reason="low_box", score=score, bundle_id="b1"))
 
 
 def test_given_labels_reached_between_rounds_then_target_is_interpolated():
@@ -104,6 +110,36 @@ def test_lines_without_a_model_proposal_stay_with_people_and_use_the_budget():
     routed = route_randomly(auto, human, budget=2, rng=random.Random(0), settings=SETTINGS)
     assert "s3://b/incoming/cold.jpg" in {x.source_ref for x in routed.human}
     assert len(routed.human) == 2 and len(routed.auto) == 3
+
+
+def test_given_a_budget_the_judgement_strategy_sends_the_least_confident_images_to_people():
+    scores = [0.45, 0.05, 0.3, None, 0.2, 0.4]
+    human = [_human_line(f"h{i}.jpg", score=s) for i, s in enumerate(scores)]
+    auto = [_auto_line("a0.jpg")]  # score 0.9: the most confident
+    routed = route_within_budget(auto, human, 3, "judgement", random.Random(0), SETTINGS)
+    # no score at all (nothing detected) ranks least confident, then 0.05, then 0.2
+    assert [x.source_ref.rsplit("/", 1)[1] for x in routed.human] == ["h1.jpg", "h3.jpg", "h4.jpg"]
+    assert all("lowest_score" in x.route().reason for x in routed.human)
+    assert sorted(x.source_ref for x in routed.auto) == sorted(
+        f"s3://b/incoming/{n}" for n in ["a0.jpg", "h0.jpg", "h2.jpg", "h5.jpg"])
+    assert all(x.route().route == "auto" and HEAD in x.data for x in routed.auto)
+    # a larger budget than the batch sends everything, a zero budget nothing (proposals exist for all)
+    assert len(route_within_budget(auto, human, 50, "judgement", random.Random(0), SETTINGS).human) == 7
+    assert len(route_within_budget(auto, human, 0, "judgement", random.Random(0), SETTINGS).human) == 0
+
+
+def test_ratio_at_a_target_averages_seeds_and_is_null_unless_every_seed_reaches_it():
+    def seed(j: list[float], r: list[float]) -> dict[str, object]:
+        labels = [10, 20, 30]
+        return {"rounds": {"judgement": [{"human_labels": n, "kpt_oks_map50": v} for n, v in zip(labels, j)],
+                           "random": [{"human_labels": n, "kpt_oks_map50": v} for n, v in zip(labels, r)]}}
+
+    seeds = [seed([0.0, 0.4, 0.6], [0.0, 0.2, 0.4]), seed([0.0, 0.2, 0.4], [0.0, 0.1, 0.3])]
+    at_02 = ratio_at(seeds, 0.2)
+    assert at_02["judgement"] == pytest.approx((15 + 20) / 2)
+    assert at_02["random"] == pytest.approx((20 + 25) / 2)
+    assert at_02["label_ratio"] == pytest.approx(17.5 / 22.5, abs=1e-4)
+    assert ratio_at(seeds, 0.5)["label_ratio"] is None  # the second seed never gets there
 
 
 def test_auto_label_match_needs_box_iou_and_oks():

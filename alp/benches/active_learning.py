@@ -1,20 +1,21 @@
 """``alp bench active-learning``: human labels saved by the judgement function, against random selection.
 
-Same pool, same frozen test set, same per-round human budget, same training settings; two strategies:
+Same pool, same frozen test set, same per-round human budget ``B`` (``--human-share`` of each round's batch),
+same training settings; two strategies (``alp.demo.strategies``):
 
-* ``judgement``: the pipeline as deployed (the judgement function routes each image);
-* ``random``: each round, as many images as the judgement run sent to people that round are drawn at
-  random for people; the same model's predictions auto-label the rest.
+* ``judgement``: the ``B`` images with the lowest judgement score go to people (uncertainty sampling);
+* ``random``: ``B`` images drawn at random go to people;
 
-Both run the whole demo loop (embedded AWS, batcher, the labeling and training pipelines' steps, the local
-workforce) - the random run only swaps the router's output after the Infer step. Per seed and round it
-records the human labels used so far and the candidate's metrics on the frozen test set, then reports
-the labels needed to reach ``cost.target_kpt_oks_map50`` under each strategy (linear interpolation between
-rounds; null with a note when a strategy never reaches it), ``label_ratio`` = judgement / random,
-``auto_label_precision`` of the judgement run (auto-labeled images whose boxes pair at IoU >= 0.5 and persons
+and the same model's predictions auto-label the rest of the batch in both. Both run the whole demo loop
+(embedded AWS, batcher, the labeling and training pipelines' steps, the local workforce); only the Infer
+step's routing is rewritten. Per seed and round it records the human labels used so far and the
+candidate's metrics on the frozen test set, then reports the labels needed to reach
+``cost.target_kpt_oks_map50`` under each strategy (linear interpolation between rounds; null with a note
+when a strategy never reaches it), ``label_ratio`` = judgement / random, the same for a ladder of lower
+targets (``label_ratio_by_target``: young models on 2 CPU cores may not reach the settings' target),
+``auto_label_precision`` of each strategy (auto-labeled images whose boxes pair at IoU >= 0.5 and persons
 at OKS >= 0.5 with the truth) and the cost per 100,000 images against labeling everything by hand.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -47,6 +48,17 @@ def labels_to_target(curve: list[tuple[int, float | None]], target: float) -> fl
             return x0 + (target - y0) * (labels - x0) / (value - y0)
         prev = (labels, value)
     return None
+
+
+def ratio_at(per_seed: list[dict[str, Any]], target: float) -> dict[str, float | None]:
+    """Mean labels to ``target`` per strategy over the seeds (None unless every seed reached it), and the ratio."""
+    means: dict[str, float | None] = {}
+    for name in ("judgement", "random"):
+        values = [labels_to_target([(r["human_labels"], r["kpt_oks_map50"]) for r in s["rounds"][name]], target)
+                  for s in per_seed]
+        means[name] = statistics.fmean(v for v in values if v is not None) if values and None not in values else None
+    j, r = means["judgement"], means["random"]
+    return {"judgement": j, "random": r, "label_ratio": round(j / r, 4) if j is not None and r else None}
 
 
 def cost_per_100k(human_share: float, compute_seconds_per_image: float, price_task: float,
@@ -88,7 +100,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from alp import storage
     from alp.demo.runner import DemoOptions, run_demo
     from alp.demo.state import DemoConfig
-    from alp.demo.strategies import reroute_batch_randomly
+    from alp.demo.strategies import Strategy, reroute_batch
     from alp.manifest import ManifestLine
     from alp.settings import Settings
 
@@ -99,77 +111,72 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
     root = Path(args.run_dir).resolve() if args.run_dir else Path(tempfile.mkdtemp(prefix="alp-bench-al-"))
     settings = Settings()
-    target = settings.cost.target_kpt_oks_map50
+    target = args.target if args.target is not None else settings.cost.target_kpt_oks_map50
     log = sys.stderr if args.json else sys.stdout
     per_seed: list[dict[str, Any]] = []
-    matched = total = 0
-    judged_seen = judged_people = 0
+    precision = {"judgement": [0, 0], "random": [0, 0]}
+    seen = people = 0
     compute_s = 0.0
     started = time.monotonic()
+    strategies: tuple[Strategy, ...] = ("judgement", "random")
     try:
         for seed in seeds:
             config = DemoConfig(seed=seed, **sizes)
+            budget = max(1, round(args.human_share * config.round_batch_size()))
             data_dir = root / f"seed{seed}-data"
-            print(f"[bench] seed {seed}: judgement strategy", file=log, flush=True)
-            with contextlib.redirect_stdout(log):
-                judged = run_demo(DemoOptions(run_dir=root / f"seed{seed}-judgement", fresh=True, config=config,
-                                              progress=False, data_dir=data_dir, resource_prefix="alpj",
-                                              report=False))
-            budget = {r.round: r.human + r.audit for r in judged.rows}
+            results: dict[str, Any] = {}
+            for strategy in strategies:
+                def router(batch_dir: str, rnd: int, run_settings: Settings, _strategy: Strategy = strategy,
+                           _seed: int = seed, _budget: int = budget) -> dict[str, int]:
+                    return reroute_batch(storage.join(batch_dir, "inference/"), _budget, _strategy,
+                                         _seed * 1000 + rnd, run_settings)
 
-            def random_router(batch_dir: str, rnd: int, run_settings: Settings,
-                              _budget: dict[int, int] = budget, _seed: int = seed) -> dict[str, int]:
-                return reroute_batch_randomly(storage.join(batch_dir, "inference/"), _budget.get(rnd, 0),
-                                              _seed * 1000 + rnd, run_settings)
-
-            print(f"[bench] seed {seed}: random strategy (same budget per round)", file=log, flush=True)
-            with contextlib.redirect_stdout(log):
-                randomised = run_demo(DemoOptions(run_dir=root / f"seed{seed}-random", fresh=True, config=config,
-                                                  progress=False, data_dir=data_dir, resource_prefix="alpr",
-                                                  report=False, reroute=random_router))
+                print(f"[bench] seed {seed}: {strategy} strategy, {budget} human labels per round", file=log,
+                      flush=True)
+                with contextlib.redirect_stdout(log):
+                    results[strategy] = run_demo(DemoOptions(
+                        run_dir=root / f"seed{seed}-{strategy}", fresh=True, config=config, progress=False,
+                        data_dir=data_dir, resource_prefix=f"alp{strategy[0]}", report=False, reroute=router))
+            judged = results["judgement"]
             truth = {storage.basename(line.source_ref): line for line in
                      (ManifestLine.parse(t) for t in storage.iter_lines(str(judged.state.pool_manifest)))}
-            m, t = _auto_precision(judged.rows, root / f"seed{seed}-judgement" / "aws-mirror", truth, settings)
-            matched += m
-            total += t
+            for strategy in strategies:
+                m, t = _auto_precision(results[strategy].rows, root / f"seed{seed}-{strategy}" / "aws-mirror",
+                                       truth, settings)
+                precision[strategy][0] += m
+                precision[strategy][1] += t
             for r in judged.rows[1:]:
-                judged_seen += r.images_seen
-                judged_people += r.human + r.audit
+                seen += r.images_seen
+                people += r.human + r.audit
                 compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("labeling/Infer"))
                 compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("training/"))
-            curves = {}
-            for name, result in (("judgement", judged), ("random", randomised)):
-                curves[name] = [{"round": r.round, "human_labels": r.human_labels_total,
-                                 "box_map50": r.box_map50, "kpt_oks_map50": r.kpt_oks_map50,
-                                 "visibility_accuracy": r.visibility_accuracy, "approved": r.approved}
-                                for r in result.rows]
+            curves = {name: [{"round": r.round, "human_labels": r.human_labels_total, "auto_labels": r.auto,
+                              "box_map50": r.box_map50, "kpt_oks_map50": r.kpt_oks_map50,
+                              "visibility_accuracy": r.visibility_accuracy, "approved": r.approved}
+                             for r in result.rows]
+                      for name, result in results.items()}
             per_seed.append({
-                "seed": seed, "rounds": curves,
-                "labels_to_target_judgement": labels_to_target(
-                    [(r.human_labels_total, r.kpt_oks_map50) for r in judged.rows], target),
-                "labels_to_target_random": labels_to_target(
-                    [(r.human_labels_total, r.kpt_oks_map50) for r in randomised.rows], target),
+                "seed": seed, "human_budget_per_round": budget, "rounds": curves,
+                **{f"labels_to_target_{name}": labels_to_target(
+                    [(r.human_labels_total, r.kpt_oks_map50) for r in result.rows], target)
+                   for name, result in results.items()},
             })
     finally:
         if not args.run_dir and not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     notes: list[str] = []
-    lj = [s["labels_to_target_judgement"] for s in per_seed]
-    lr = [s["labels_to_target_random"] for s in per_seed]
-    mean_j = statistics.fmean(lj) if lj and all(v is not None for v in lj) else None
-    mean_r = statistics.fmean(lr) if lr and all(v is not None for v in lr) else None
-    if mean_j is None:
-        notes.append(f"the judgement strategy did not reach kpt_oks_map50 >= {target} in every seed within the "
-                     "budget: labels_to_target_judgement is null")
-    if mean_r is None:
-        notes.append(f"the random strategy did not reach kpt_oks_map50 >= {target} in every seed within the "
-                     "budget: labels_to_target_random is null")
-    ratio = round(mean_j / mean_r, 4) if mean_j is not None and mean_r else None
+    headline = ratio_at(per_seed, target)
+    mean_j, mean_r, ratio = headline["judgement"], headline["random"], headline["label_ratio"]
+    for name, mean in (("judgement", mean_j), ("random", mean_r)):
+        if mean is None:
+            notes.append(f"the {name} strategy did not reach kpt_oks_map50 >= {target} in every seed: "
+                         f"labels_to_target_{name} is null")
     if ratio is None:
-        notes.append("label_ratio is null because a strategy never reached the target; use larger sizes "
-                     "(drop --quick, more --rounds/--epochs)")
-    share = judged_people / judged_seen if judged_seen else 1.0
-    per_image_s = compute_s / judged_seen if judged_seen else 0.0
+        notes.append("label_ratio is null because a strategy never reached the target; see label_ratio_by_target "
+                     "for lower targets, or use larger sizes (more --rounds/--epochs/--pool)")
+    share = people / seen if seen else 1.0
+    per_image_s = compute_s / seen if seen else 0.0
+    ladder = sorted({round(x, 2) for x in (0.1, 0.2, 0.3, 0.4, 0.5) if x <= target} | {target})
     return {
         "bench": "active-learning",
         "quick": bool(args.quick),
@@ -180,8 +187,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "label_ratio_goal": 0.5,
         "labels_to_target_judgement": mean_j,
         "labels_to_target_random": mean_r,
-        "auto_label_precision": round(matched / total, 4) if total else None,
-        "auto_labeled_images_checked": total,
+        "label_ratio_by_target": {str(t): ratio_at(per_seed, t) for t in ladder},
+        "auto_label_precision": {name: round(m / t, 4) if t else None for name, (m, t) in precision.items()},
+        "auto_labeled_images_checked": {name: t for name, (_, t) in precision.items()},
+        "human_share": args.human_share,
         "human_share_after_cold_start": round(share, 4),
         "cost_per_100k_images": cost_per_100k(share, per_image_s, settings.cost.human_price_per_task,
                                               settings.cost.compute_price_per_hour),
@@ -219,6 +228,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--test-images", type=int, default=None, help="frozen test set size")
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--human-share", type=float, default=0.5,
+                        help="human budget per round, as a share of the round's batch (same for both strategies)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="kpt_oks_map50 to reach (default: settings cost.target_kpt_oks_map50)")
     parser.add_argument("--run-dir", default=None, help="keep the runs here (default: a temp folder, deleted)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.set_defaults(func=_main)

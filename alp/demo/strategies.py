@@ -1,19 +1,24 @@
-"""The label-savings bench's baseline router and its scoring of auto-labels (pure functions + one adapter).
+"""The label-savings bench's routing within a fixed human budget, and its scoring of auto-labels.
 
-Strategy (a) is the pipeline itself: the judgement function routes each image. Strategy (b) spends the
-same per-round human budget on *randomly chosen* images and auto-labels the rest with the same model's
-predictions. It is swapped in after the labeling pipeline's Infer step by rewriting that step's outputs
+Both strategies spend the same per-round human budget ``B`` and auto-label the rest of the batch with the
+same model's predictions:
+
+* ``judgement``: the ``B`` images the judgement function is least sure of (lowest score; at this project's
+  early model quality its thresholds alone would send nearly every image to people, so without a budget
+  the two strategies would be the same);
+* ``random``: ``B`` images drawn at random.
+
+The routing is swapped in after the labeling pipeline's Infer step by rewriting that step's outputs
 (``auto.jsonl``, ``human.jsonl``, ``audit_model.jsonl``, ``summary.json``); the Label and Merge steps then
 run unchanged, so both strategies share the workforce, merge, training and metrics code.
 """
-
 from __future__ import annotations
 
 import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,7 +46,7 @@ from alp.settings import Settings
 RANDOM_REASON = "random_selection: baseline strategy of the label-savings bench"
 
 
-def auto_to_human(line: ManifestLine, settings: Settings) -> ManifestLine:
+def auto_to_human(line: ManifestLine, settings: Settings, reason: str = RANDOM_REASON) -> ManifestLine:
     """An auto-labeled line turned into a human task pre-drawn with the model's labels."""
     head, kp = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
     route = line.route()
@@ -55,16 +60,16 @@ def auto_to_human(line: ManifestLine, settings: Settings) -> ManifestLine:
         confs = [o.confidence for o in meta.objects] + [0.0] * len(label.annotations)
         scored = [ScoredBox(left=a.left, top=a.top, width=a.width, height=a.height, score=confs[i])
                   for i, a in enumerate(label.annotations)]
-    pre = PreAnnotation(route="human", reason=RANDOM_REASON, image_size=size, boxes=scored,
+    pre = PreAnnotation(route="human", reason=reason, image_size=size, boxes=scored,
                         persons=kps[0].persons if kps is not None else [],
                         bundle_id=route.bundle_id if route else None)
     out = line.without(*settings.labeling.label_keys).with_model(PREANNOTATION_KEY, pre)
-    return out.with_model(ROUTE_KEY, RouteInfo(route="human", reason=RANDOM_REASON,
+    return out.with_model(ROUTE_KEY, RouteInfo(route="human", reason=reason,
                                                score=route.score if route else None,
                                                bundle_id=route.bundle_id if route else None))
 
 
-def human_to_auto(line: ManifestLine, settings: Settings) -> ManifestLine:
+def human_to_auto(line: ManifestLine, settings: Settings, strategy: str = "random") -> ManifestLine:
     """A human/audit line auto-labeled with the model's proposal it carries (what the model would write)."""
     pre = line.preannotation()
     if pre is None or pre.image_size is None:
@@ -80,45 +85,78 @@ def human_to_auto(line: ManifestLine, settings: Settings) -> ManifestLine:
     out = line.without(PREANNOTATION_KEY)
     out = out.with_boxes(settings.labeling.head_label_attribute, box_label, box_meta)
     out = out.with_keypoints(settings.labeling.keypoint_label_attribute, kp_label, kp_meta)
-    return out.with_model(ROUTE_KEY, RouteInfo(route="auto", reason="random_selection: not drawn for people",
+    return out.with_model(ROUTE_KEY, RouteInfo(route="auto", reason=f"{strategy}_selection: not drawn for people within the budget",
                                                score=route.score if route else None,
                                                bundle_id=pre.bundle_id))
 
 
 @dataclass(frozen=True)
-class RandomRouting:
+class BudgetedRouting:
     auto: list[ManifestLine]
     human: list[ManifestLine]
 
 
-def route_randomly(auto: Sequence[ManifestLine], human: Sequence[ManifestLine], budget: int, rng: random.Random,
-                   settings: Settings) -> RandomRouting:
-    """``budget`` images drawn at random for people, the rest auto-labeled; input order is kept.
+Strategy = Literal["judgement", "random"]
+STRATEGY_REASONS: dict[str, str] = {
+    "judgement": "lowest_score: among the {budget} least confident images of the batch (judgement score)",
+    "random": RANDOM_REASON,
+}
+_Item = tuple[str, int]
 
-    Lines routed to people without a model proposal (cold start, model errors) cannot be auto-labeled, so
-    they stay with people and count against the budget.
+
+def _score_of(line: ManifestLine) -> float:
+    """The judgement score on a line; images without one (no detections, model errors) rank least confident."""
+    route = line.route()
+    return route.score if route is not None and route.score is not None else float("-inf")
+
+
+def route_within_budget(auto: Sequence[ManifestLine], human: Sequence[ManifestLine], budget: int,
+                        strategy: Strategy, rng: random.Random, settings: Settings) -> BudgetedRouting:
+    """``budget`` images of the batch go to people, the rest are auto-labeled; input order is kept.
+
+    ``judgement`` picks the images with the lowest judgement score (uncertainty sampling within a fixed
+    budget: the judgement function's ranking, when its thresholds would send more than the budget);
+    ``random`` draws them at random. Lines routed to people without a model proposal (cold start, model
+    errors) cannot be auto-labeled, so they stay with people and count against the budget.
     """
-    pool = [*(("auto", i) for i in range(len(auto))), *(("human", i) for i in range(len(human)))]
+    pool: list[_Item] = [*(("auto", i) for i in range(len(auto))), *(("human", i) for i in range(len(human)))]
+
+    def line_of(item: _Item) -> ManifestLine:
+        return auto[item[1]] if item[0] == "auto" else human[item[1]]
+
     forced = {("human", i) for i, line in enumerate(human)
               if (pre := line.preannotation()) is None or pre.image_size is None}
     free = [p for p in pool if p not in forced]
     k = max(0, min(budget - len(forced), len(free)))
-    chosen = forced | set(rng.sample(free, k))
+    if strategy == "judgement":
+        picked = sorted(free, key=lambda item: (_score_of(line_of(item)), line_of(item).source_ref))[:k]
+    else:
+        picked = rng.sample(free, k)
+    chosen = forced | set(picked)
+    reason = STRATEGY_REASONS[strategy].format(budget=budget)
     new_auto: list[ManifestLine] = []
     new_human: list[ManifestLine] = []
-    for kind, i in pool:
-        line = auto[i] if kind == "auto" else human[i]
-        if (kind, i) in chosen:
-            new_human.append(auto_to_human(line, settings) if kind == "auto" else line.with_model(
-                ROUTE_KEY, RouteInfo(route="human", reason=RANDOM_REASON,
-                                     score=(r.score if (r := line.route()) else None))))
+    for item in pool:
+        line = line_of(item)
+        if item in chosen:
+            new_human.append(auto_to_human(line, settings, reason) if item[0] == "auto" else line.with_model(
+                ROUTE_KEY, RouteInfo(route="human", reason=reason,
+                                     score=(r.score if (r := line.route()) else None),
+                                     bundle_id=(r.bundle_id if r else None))))
         else:
-            new_auto.append(line if kind == "auto" else human_to_auto(line, settings))
-    return RandomRouting(new_auto, new_human)
+            new_auto.append(line if item[0] == "auto" else human_to_auto(line, settings, strategy))
+    return BudgetedRouting(new_auto, new_human)
 
 
-def reroute_batch_randomly(inference_dir: str, budget: int, seed: int, settings: Settings) -> dict[str, int]:
-    """Rewrite the Infer step's outputs in ``inference_dir`` with :func:`route_randomly`; returns the counts."""
+def route_randomly(auto: Sequence[ManifestLine], human: Sequence[ManifestLine], budget: int, rng: random.Random,
+                   settings: Settings) -> BudgetedRouting:
+    """``budget`` images drawn at random for people, the rest auto-labeled (the bench's baseline)."""
+    return route_within_budget(auto, human, budget, "random", rng, settings)
+
+
+def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int,
+                  settings: Settings) -> dict[str, int]:
+    """Rewrite the Infer step's outputs in ``inference_dir`` with :func:`route_within_budget`; returns counts."""
     from alp.manifest import dumps_lines
 
     def read(name: str) -> list[ManifestLine]:
@@ -126,7 +164,7 @@ def reroute_batch_randomly(inference_dir: str, budget: int, seed: int, settings:
         return read_manifest(uri) if storage.exists(uri) else []
 
     auto, human, quarantine = read("auto.jsonl"), read("human.jsonl"), read("quarantine.jsonl")
-    routed = route_randomly(auto, human, budget, random.Random(seed), settings)
+    routed = route_within_budget(auto, human, budget, strategy, random.Random(seed), settings)
     storage.write_text(storage.join(inference_dir, "auto.jsonl"), dumps_lines(routed.auto))
     storage.write_text(storage.join(inference_dir, "human.jsonl"), dumps_lines(routed.human))
     storage.write_text(storage.join(inference_dir, "audit_model.jsonl"), "")
@@ -135,8 +173,8 @@ def reroute_batch_randomly(inference_dir: str, budget: int, seed: int, settings:
     if storage.exists(summary_uri):
         summary = json.loads(storage.read_text(summary_uri))
         summary["routes"] = counts
-        summary["human_reasons"] = {"random_selection": counts["human"]}
-        summary["strategy"] = "random"
+        summary["human_reasons"] = {f"{strategy}_selection_within_budget": counts["human"]}
+        summary["strategy"] = {"name": strategy, "human_budget": budget}
         storage.write_text(summary_uri, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return counts
 
