@@ -38,6 +38,8 @@ class ModelFile(BaseModel):
     input_size: tuple[int, int] = Field(description="(height, width) the ONNX graph expects; 0 = dynamic")
     class_names: tuple[str, ...] = ("head",)
     source_checkpoint_sha256: str | None = Field(None, description="sha256 of the .pt it was exported from")
+    precision: Literal["fp32", "int8"] = "fp32"
+    calibration_images: int | None = Field(None, description="int8 only: images the activation ranges came from")
 
 
 class BundleDescriptor(BaseModel):

@@ -154,6 +154,10 @@ class TrainingSettings(_Section):
         True, description="ultralytics val after every epoch (picks best.pt); False: only the last epoch, faster"
     )
     warm_start: bool = True
+    onnx_precision: Literal["fp32", "int8"] = Field(
+        "int8", description="bundle models: int8 (static, calibrated on training images; ~1.6x faster on CPU) or fp32"
+    )
+    int8_calibration_images: int = Field(64, ge=1, le=4096, description="training images that calibrate int8")
     gate_tolerance: float = Field(0.01, ge=0.0, le=1.0)
     gate_metrics: tuple[str, ...] = ("box_map50", "kpt_oks_map50", "visibility_accuracy")
     training_image_uri: str = (

@@ -67,6 +67,25 @@ def test_training_writes_a_bundle_with_hashed_onnx_models_and_checkpoints(traine
     loaded = load_bundle(str(bundle), tmp_path / "cache")
     assert {p.suffix for p in loaded.paths.values()} == {".onnx"}
     assert json.loads((bundle / "training.json").read_text())["dataset_version"] == "v0001"
+    # the default ships int8 graphs, calibrated on the dataset's 4 training images
+    assert {(m.precision, m.calibration_images) for m in desc.models.values()} == {("int8", 4)}
+    import onnx
+
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(loaded.paths["pose_main"])).graph.node}
+
+
+def test_fp32_bundles_remain_available_by_setting(trained, tmp_path):
+    from training.entry import TRAINING_SUMMARY, TrainingOutcome
+    from training.train import export_bundle, verified_checkpoints
+
+    work = trained["work"]
+    outcome = TrainingOutcome.model_validate_json((work / "model" / TRAINING_SUMMARY).read_text())
+    settings = _settings().with_overrides({"training.onnx_precision": "fp32"})
+    desc = export_bundle(verified_checkpoints(work / "model", outcome), outcome, out_uri=str(tmp_path / "fp32"),
+                         settings=settings, dataset_uri=trained["version"], dataset_version="v0001",
+                         bundle_id="v0001-fp32", extra_training={}, work_dir=tmp_path / "export")
+    assert {m.precision for m in desc.models.values()} == {"fp32"}
+    assert load_bundle(str(tmp_path / "fp32"), tmp_path / "cache").descriptor.bundle_id == "v0001-fp32"
 
 
 def test_cold_start_bundle_is_approved_registered_and_loaded_by_the_engine(trained, tmp_path, aws_mock, capsys):

@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
+from numpy.typing import NDArray
 
 from alp.bundle import MODEL_ROLES, BundleDescriptor, ModelFile, ModelRole, sha256_file, write_bundle
 from alp.schema import KeypointSchema
@@ -106,13 +109,18 @@ def _sha_or_none(model: Any) -> str | None:
 def make_bundle(out_dir: str | Path, head_model: Any, main_model: Any, visible_model: Any, imgsz: int,
                 schema: KeypointSchema, dataset_version: str | None = None, metrics: dict[str, Any] | None = None,
                 training: dict[str, Any] | None = None, *, dynamic: bool = True, bundle_id: str | None = None,
-                dest_uri: str | None = None, config_dir: str | Path | None = None) -> BundleDescriptor:
+                dest_uri: str | None = None, config_dir: str | Path | None = None,
+                precision: Literal["fp32", "int8"] = "fp32",
+                calibration: Sequence[NDArray[np.float32]] = ()) -> BundleDescriptor:
     """Export the three models to ONNX in ``out_dir``, hash them and write ``bundle.json``.
 
     Models may be ``YOLO`` objects or ``.pt`` paths. ``dest_uri`` (a path or s3:// prefix) additionally
     uploads the bundle there. The bundle id defaults to ``<dataset_version or 'untrained'>-<hash>``,
-    the hash covering the three ONNX files.
+    the hash covering the three ONNX files. ``precision="int8"`` quantizes each graph statically with
+    ``calibration`` (letterboxed training images; see :mod:`training.quantize`).
     """
+    if precision == "int8" and not calibration:
+        raise ValueError("an int8 bundle needs calibration images (letterboxed training images)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sources = {"head": head_model, "pose_main": main_model, "pose_visible": visible_model}
@@ -120,12 +128,22 @@ def make_bundle(out_dir: str | Path, head_model: Any, main_model: Any, visible_m
     entries: dict[ModelRole, ModelFile] = {}
     for role in MODEL_ROLES:
         task, class_name = ROLE_TASK[role]
-        path = export_onnx(sources[role], out / f"{role}.onnx", imgsz, dynamic=dynamic, config_dir=config_dir)
+        path = out / f"{role}.onnx"
+        if precision == "int8":
+            from training.quantize import quantize_int8
+
+            fp32 = export_onnx(sources[role], out / "fp32" / f"{role}.onnx", imgsz, dynamic=dynamic,
+                               config_dir=config_dir)
+            quantize_int8(fp32, path, calibration)
+            shutil.rmtree(out / "fp32", ignore_errors=True)
+        else:
+            export_onnx(sources[role], path, imgsz, dynamic=dynamic, config_dir=config_dir)
         files[role] = path
         entries[role] = ModelFile(
             file=path.name, sha256=sha256_file(path), task=task,
             input_size=(0, 0) if dynamic else (imgsz, imgsz), class_names=(class_name,),
-            source_checkpoint_sha256=_sha_or_none(sources[role]),
+            source_checkpoint_sha256=_sha_or_none(sources[role]), precision=precision,
+            calibration_images=len(calibration) if precision == "int8" else None,
         )
     content = hashlib.sha256("".join(entries[r].sha256 for r in MODEL_ROLES).encode()).hexdigest()[:12]
     descriptor = BundleDescriptor(

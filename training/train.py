@@ -156,10 +156,24 @@ def verified_checkpoints(model_dir: Path, outcome: TrainingOutcome) -> dict[str,
 
 def export_bundle(checkpoints: dict[str, Path], outcome: TrainingOutcome, *, out_uri: str, settings: Settings,
                   dataset_uri: str, dataset_version: str, bundle_id: str, extra_training: dict[str, Any],
-                  work_dir: Path) -> BundleDescriptor:
-    """ONNX export of the verified checkpoints and the bundle (with ``checkpoints/``) at ``out_uri``."""
-    from training import export
+                  work_dir: Path, prepared_uri: str | None = None) -> BundleDescriptor:
+    """ONNX export of the verified checkpoints and the bundle (with ``checkpoints/``) at ``out_uri``.
 
+    With ``training.onnx_precision == "int8"`` the graphs are quantized, calibrated on the prepared
+    dataset's training images (``prepared_uri``).
+    """
+    from training import export, quantize
+
+    precision = settings.training.onnx_precision
+    calibration: list[Any] = []
+    if precision == "int8":
+        if prepared_uri is None:
+            raise ValueError("int8 export needs the prepared dataset's training images (prepared_uri)")
+        calibration = quantize.calibration_batches(quantize.training_images(prepared_uri), outcome.params.imgsz,
+                                                   max_images=settings.training.int8_calibration_images)
+        if not calibration:
+            raise ValueError(f"int8 export: no readable training images under {prepared_uri}/images/train/ "
+                             "to calibrate with")
     training_info: dict[str, Any] = {
         **outcome.params.model_dump(mode="json"),
         "dataset_version": outcome.dataset_version,
@@ -174,7 +188,7 @@ def export_bundle(checkpoints: dict[str, Path], outcome: TrainingOutcome, *, out
         work_dir / "bundle", checkpoints["head"], checkpoints["pose_main"], checkpoints["pose_visible"],
         outcome.params.imgsz, settings.schema_, dataset_version=dataset_version,
         training={**training_info, "dataset_uri": dataset_uri}, bundle_id=bundle_id, dest_uri=out_uri,
-        config_dir=work_dir / "ultralytics",
+        config_dir=work_dir / "ultralytics", precision=precision, calibration=calibration,
     )
     for model, path in checkpoints.items():
         storage.write_bytes(storage.join(out_uri, CHECKPOINT_DIR, f"{model}.pt"), path.read_bytes())
@@ -241,7 +255,7 @@ def train_bundle(
         checkpoints = verified_checkpoints(model_dir, outcome)
         return export_bundle(checkpoints, outcome, out_uri=out_uri, settings=settings, dataset_uri=dataset_uri,
                              dataset_version=version, bundle_id=bundle_id_for(version), extra_training=extra,
-                             work_dir=job_dir / "export")
+                             work_dir=job_dir / "export", prepared_uri=prepared_uri)
     finally:
         if owned:
             shutil.rmtree(job_dir, ignore_errors=True)
