@@ -142,6 +142,18 @@ def test_ratio_at_a_target_averages_seeds_and_is_null_unless_every_seed_reaches_
     assert ratio_at(seeds, 0.5)["label_ratio"] is None  # the second seed never gets there
 
 
+def test_cold_start_and_model_error_lines_are_never_auto_labeled_even_over_budget():
+    size_only = [
+        ManifestLine.for_image(f"s3://b/incoming/{name}").with_model(
+            "alp-preannotation", PreAnnotation(route="human", reason=reason, image_size=SIZE, bundle_id=bundle))
+        .with_model("alp-route", RouteInfo(route="human", reason=reason, bundle_id=bundle))
+        for name, reason, bundle in [("cold.jpg", "no_model", None), ("err.jpg", "model_error: boom", "b1")]
+    ]
+    for strategy in ("judgement", "random"):
+        routed = route_within_budget([], size_only, 1, strategy, random.Random(0), SETTINGS)
+        assert len(routed.human) == 2 and routed.auto == []  # the budget is exceeded rather than invent labels
+
+
 def test_auto_label_match_needs_box_iou_and_oks():
     truth = _auto_line("t.jpg")
     assert auto_label_matches(_auto_line("t.jpg", dx=0.5), truth, SETTINGS)

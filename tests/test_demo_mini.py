@@ -67,3 +67,20 @@ def test_given_a_fresh_folder_when_the_mini_demo_runs_then_it_reports_every_roun
     rc = main(["demo", "--run-dir", str(run_dir), *MINI[:-1], "--epochs", "2", "--no-progress"])
     assert rc == 2 and "--fresh" in capsys.readouterr().err
     assert (run_dir / "state.json").is_file()
+
+
+@pytest.mark.slow
+def test_with_a_human_budget_the_least_confident_images_go_to_people_and_the_rest_is_auto_labeled(tmp_path, capsys):
+    run_dir = tmp_path / "demo-budget"
+    rc = main(["demo", "--run-dir", str(run_dir), "--fresh", *MINI, "--human-share", "0.5"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = json.loads((run_dir / "state.json").read_text())["rounds"]
+    assert rows[0]["human"] == 10 and rows[0]["auto"] == 0  # cold start: no model, no budget to apply
+    # round 1: 14 uploads + 1 broken file; half of the 14 to people, the other half auto-labeled
+    assert (rows[1]["human"], rows[1]["auto"], rows[1]["quarantine"]) == (7, 7, 1)
+    batch = Path(str(run_dir / "aws-mirror" / "s3"))
+    summaries = [json.loads(p.read_text()) for p in batch.rglob("inference/summary.json")]
+    assert any(s.get("strategy") == {"name": "judgement", "human_budget": 7} for s in summaries)
+    # the auto-labeled half shows up in the report's overlays
+    assert (run_dir / "report" / "overlays_auto.png").is_file()

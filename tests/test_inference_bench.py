@@ -19,3 +19,10 @@ def test_bench_infer_prints_engine_naive_speedup_and_agreement(capsys):
     assert result["engine_ms_median"] > 0 and result["naive_ms_median"] > 0
     assert result["speedup"] == pytest.approx(result["naive_ms_median"] / result["engine_ms_median"], rel=0.01)
     assert result["same_persons"] is True, result["persons_agreement"]
+    # the shipped precision (int8 by default) is the headline; fp32 is reported beside it
+    assert result["engine_precision"] == "int8"
+    assert result["engine_ms_median"] == result["engine_int8_ms_median"]
+    assert result["speedup_fp32"] == pytest.approx(result["naive_ms_median"] / result["engine_fp32_ms_median"],
+                                                   rel=0.01)
+    int8 = result["int8_vs_fp32"]
+    assert int8["persons"] > 0 and 0.0 <= int8["found_share"] <= 1.0

@@ -14,6 +14,7 @@ def _demo(args: argparse.Namespace) -> int:
         "rounds": args.rounds, "pool": args.pool, "imgsz": args.imgsz, "epochs": args.epochs,
         "test_images": args.test_images, "seed_images": args.seed_images, "batch_images": args.batch_images,
         "width": args.width, "height": args.height, "seed": args.seed, "batch": args.batch,
+        "human_share": args.human_share,
     }.items() if v is not None}
     config = DemoConfig(**overrides)
     options = DemoOptions(run_dir=Path(args.run_dir), fresh=args.fresh, config=config,
@@ -44,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--height", type=int, help="synthetic image height (default 192)")
     parser.add_argument("--batch", type=int, help="training batch size (default 16)")
     parser.add_argument("--seed", type=int, help="random seed of the pool and the seed set (default 0)")
+    parser.add_argument("--human-share", type=float,
+                        help="fixed human budget per round as a share of the batch (e.g. 0.5): the least confident "
+                             "images go to people, the rest is auto-labeled (default: the judgement thresholds alone)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the demo process (the Train step picks its own: every core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_demo)

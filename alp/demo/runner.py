@@ -274,9 +274,11 @@ class DemoRun:
         record.batch_dir = batch_dir
         rerouted: dict[str, int] = {}
 
+        reroute = self.options.reroute or self._budget_router()
+
         def after_step(step: Step) -> None:
-            if step.name == "Infer" and self.options.reroute is not None:
-                rerouted.update(self.options.reroute(batch_dir, rnd, self.settings))
+            if step.name == "Infer" and reroute is not None:
+                rerouted.update(reroute(batch_dir, rnd, self.settings))
 
         self._run_pipeline("labeling", {"batch_manifest": manifest_uri}, record.step_seconds, after_step)
         counts = rerouted or integration.route_counts(batch_dir)
@@ -288,6 +290,18 @@ class DemoRun:
         record.audit_agreement = integration.audit_agreement(dataset_uri)
         record.seconds = round(time.monotonic() - started, 1)
         return record
+
+    def _budget_router(self) -> Callable[[str, int, Settings], dict[str, int]] | None:
+        """With ``--human-share``: the batch's least confident images up to the budget go to people."""
+        budget = self.config.human_budget()
+        if budget is None:
+            return None
+        from alp.demo.strategies import reroute_batch
+
+        def route(batch_dir: str, rnd: int, settings: Settings) -> dict[str, int]:
+            return reroute_batch(storage.join(batch_dir, "inference/"), budget, "judgement", rnd, settings)
+
+        return route
 
     def _batch(self, expected: int) -> str:
         """Collect the upload events from SQS and hand them to the batcher as one Lambda window."""

@@ -37,6 +37,13 @@ class DemoConfig(BaseModel):
     broken_per_round: int = Field(1, ge=0, le=10, description="unusable uploads per round (quarantine path)")
     seed: int = 0
     hard_share: float = Field(0.3, ge=0.0, le=1.0)
+    human_share: float | None = Field(
+        None, gt=0.0, le=1.0,
+        description="a fixed human budget per round, as a share of the batch: the least confident images by "
+                    "the judgement score go to people, the rest is auto-labeled (None: the thresholds alone)")
+
+    def human_budget(self) -> int | None:
+        return None if self.human_share is None else max(1, round(self.human_share * self.round_batch_size()))
 
     def round_batch_size(self) -> int:
         if self.batch_images is not None:

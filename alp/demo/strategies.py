@@ -104,6 +104,16 @@ STRATEGY_REASONS: dict[str, str] = {
 _Item = tuple[str, int]
 
 
+NO_PROPOSAL_REASONS = ("no_model", "model_error")  # inference.judgement's reasons when nothing was predicted
+
+
+def has_model_proposal(line: ManifestLine) -> bool:
+    """True when a model predicted this image (an empty prediction counts; a cold start or a model error not)."""
+    pre = line.preannotation()
+    return (pre is not None and pre.image_size is not None and pre.bundle_id is not None
+            and not pre.reason.startswith(NO_PROPOSAL_REASONS))
+
+
 def _score_of(line: ManifestLine) -> float:
     """The judgement score on a line; images without one (no detections, model errors) rank least confident."""
     route = line.route()
@@ -124,8 +134,7 @@ def route_within_budget(auto: Sequence[ManifestLine], human: Sequence[ManifestLi
     def line_of(item: _Item) -> ManifestLine:
         return auto[item[1]] if item[0] == "auto" else human[item[1]]
 
-    forced = {("human", i) for i, line in enumerate(human)
-              if (pre := line.preannotation()) is None or pre.image_size is None}
+    forced = {("human", i) for i, line in enumerate(human) if not has_model_proposal(line)}
     free = [p for p in pool if p not in forced]
     k = max(0, min(budget - len(forced), len(free)))
     if strategy == "judgement":
