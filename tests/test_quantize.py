@@ -79,3 +79,26 @@ def test_calibration_skips_unreadable_files_and_stops_at_the_cap(tmp_path: Path)
     batches = calibration_batches([str(bad), *good], IMGSZ, max_images=2)
     assert len(batches) == 2
     assert batches[0].shape == (1, 3, 128, 160) and batches[0].dtype == np.float32
+
+
+def test_quantize_bundle_writes_a_verified_int8_copy_and_compares_accuracy(tmp_path: Path, capsys):
+    import json
+
+    from alp.bundle import load_bundle
+    from alp.cli import main
+    from alp.synth.dataset import generate_dataset
+
+    manifest = generate_dataset(str(tmp_path / "synth"), 4, seed=3, size=(160, 120), progress=False)
+    out = tmp_path / "int8"
+    rc = main(["quantize-bundle", "--bundle", str(untrained_bundle(imgsz=IMGSZ)), "--calibration", manifest,
+               "--out", str(out), "--compare-on", manifest, "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["calibration_images"] == 4 and result["bundle_id"].endswith("-int8")
+    assert set(result["fp32"]) == set(result["int8"]) >= {"box_map50", "kpt_oks_map50"}
+    desc = load_bundle(str(out), tmp_path / "cache").descriptor  # hashes verified
+    assert {m.precision for m in desc.models.values()} == {"int8"}
+    assert desc.training["quantized_from"] != desc.bundle_id
+    # an int8 bundle is not quantized twice
+    rc = main(["quantize-bundle", "--bundle", str(out), "--calibration", manifest, "--out", str(tmp_path / "x")])
+    assert rc != 0 and "already int8" in capsys.readouterr().err

@@ -111,3 +111,38 @@ def training_images(prepared_uri: str) -> list[str]:
     """The prepared dataset's training images (path or s3:// prefix), sorted for a stable calibration set."""
     prefix = storage.join(prepared_uri, "images/train/")
     return sorted(u for u in storage.list_uris(prefix) if u.lower().endswith(IMAGE_SUFFIXES))
+
+
+def quantize_bundle(src_uri: str, dest_uri: str, image_uris: Sequence[str], *, max_images: int,
+                    cache_dir: str | Path) -> Any:
+    """An int8 copy of a verified fp32 bundle at ``dest_uri`` (id ``<id>-int8``), calibrated on ``image_uris``.
+
+    For bundles trained before int8 was the default, or to measure what int8 costs on your own data
+    (``alp quantize-bundle --compare-on``). The source is hash-checked before anything is read from it.
+    """
+    from datetime import UTC, datetime
+
+    from alp.bundle import MODEL_ROLES, load_bundle, sha256_file, write_bundle
+
+    loaded = load_bundle(src_uri, cache_dir)
+    desc = loaded.descriptor
+    if any(m.precision == "int8" for m in desc.models.values()):
+        raise ValueError(f"bundle {desc.bundle_id} is already int8")
+    calibration = calibration_batches(image_uris, desc.imgsz, max_images=max_images)
+    if not calibration:
+        raise ValueError("no readable calibration images")
+    with tempfile.TemporaryDirectory(prefix="alp-int8-bundle-") as tmp:
+        files = {}
+        models = {}
+        for role in MODEL_ROLES:
+            entry = desc.models[role]
+            files[role] = quantize_int8(loaded.paths[role], Path(tmp) / entry.file, calibration)
+            models[role] = entry.model_copy(update={"sha256": sha256_file(files[role]), "precision": "int8",
+                                                    "calibration_images": len(calibration)})
+        new = desc.model_copy(update={
+            "models": models, "bundle_id": f"{desc.bundle_id[:123]}-int8",
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"),
+            "training": {**desc.training, "quantized_from": desc.bundle_id},
+        })
+        write_bundle(dest_uri, new, files)
+    return new
