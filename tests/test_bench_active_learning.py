@@ -123,6 +123,10 @@ def test_given_a_budget_the_judgement_strategy_sends_the_least_confident_images_
     assert sorted(x.source_ref for x in routed.auto) == sorted(
         f"s3://b/incoming/{n}" for n in ["a0.jpg", "h0.jpg", "h2.jpg", "h5.jpg"])
     assert all(x.route().route == "auto" and HEAD in x.data for x in routed.auto)
+    # an image the judgement sent to people outranks one it would auto-label, whatever the scores
+    structural = [_human_line("structural.jpg", score=0.95)]
+    routed = route_within_budget(auto, structural, 1, "judgement", random.Random(0), SETTINGS)
+    assert [x.source_ref for x in routed.human] == ["s3://b/incoming/structural.jpg"]
     # a larger budget than the batch sends everything, a zero budget nothing (proposals exist for all)
     assert len(route_within_budget(auto, human, 50, "judgement", random.Random(0), SETTINGS).human) == 7
     assert len(route_within_budget(auto, human, 0, "judgement", random.Random(0), SETTINGS).human) == 0

@@ -97,6 +97,8 @@ def _auto_precision(rows: list[Any], mirror: Path, truth_by_name: dict[str, Any]
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    if not 0.0 < args.human_share <= 1.0:
+        raise ValueError(f"--human-share must be in (0, 1], got {args.human_share}")
     from alp import storage
     from alp.demo.runner import DemoOptions, run_demo
     from alp.demo.state import DemoConfig

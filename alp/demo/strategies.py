@@ -124,8 +124,9 @@ def route_within_budget(auto: Sequence[ManifestLine], human: Sequence[ManifestLi
                         strategy: Strategy, rng: random.Random, settings: Settings) -> BudgetedRouting:
     """``budget`` images of the batch go to people, the rest are auto-labeled; input order is kept.
 
-    ``judgement`` picks the images with the lowest judgement score (uncertainty sampling within a fixed
-    budget: the judgement function's ranking, when its thresholds would send more than the budget);
+    ``judgement`` picks the images its thresholds sent to people first, least confident (lowest score)
+    first, then the least confident of those it would auto-label (uncertainty sampling within a fixed
+    budget);
     ``random`` draws them at random. Lines routed to people without a model proposal (cold start, model
     errors) cannot be auto-labeled, so they stay with people and count against the budget.
     """
@@ -138,7 +139,11 @@ def route_within_budget(auto: Sequence[ManifestLine], human: Sequence[ManifestLi
     free = [p for p in pool if p not in forced]
     k = max(0, min(budget - len(forced), len(free)))
     if strategy == "judgement":
-        picked = sorted(free, key=lambda item: (_score_of(line_of(item)), line_of(item).source_ref))[:k]
+        # The judgement's own decision first (every image its checks sent to people before any it would
+        # auto-label, so a structural failure such as a head without a person is never outranked by a
+        # merely lower score), then the score, then the key for a stable order.
+        picked = sorted(free, key=lambda item: (item[0] == "auto", _score_of(line_of(item)),
+                                                line_of(item).source_ref))[:k]
     else:
         picked = rng.sample(free, k)
     chosen = forced | set(picked)
@@ -181,6 +186,7 @@ def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int
     summary_uri = storage.join(inference_dir, "summary.json")
     if storage.exists(summary_uri):
         summary = json.loads(storage.read_text(summary_uri))
+        summary["judgement_routes"] = summary.get("routes")  # what the thresholds alone decided
         summary["routes"] = counts
         summary["human_reasons"] = {f"{strategy}_selection_within_budget": counts["human"]}
         summary["strategy"] = {"name": strategy, "human_budget": budget}
