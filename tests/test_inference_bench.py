@@ -25,4 +25,4 @@ def test_bench_infer_prints_engine_naive_speedup_and_agreement(capsys):
     assert result["speedup_fp32"] == pytest.approx(result["naive_ms_median"] / result["engine_fp32_ms_median"],
                                                    rel=0.01)
     int8 = result["int8_vs_fp32"]
-    assert int8["persons"] > 0 and 0.0 <= int8["found_share"] <= 1.0
+    assert int8["persons"] > 0 and int8["found_share"] is not None and int8["median_abs_conf_diff"] is not None

@@ -87,6 +87,17 @@ def test_fp32_bundles_remain_available_by_setting(trained, tmp_path):
     assert {m.precision for m in desc.models.values()} == {"fp32"}
     assert load_bundle(str(tmp_path / "fp32"), tmp_path / "cache").descriptor.bundle_id == "v0001-fp32"
 
+    # a later int8 copy keeps the checkpoints a warm start needs (hash-checked), not the fp32 metrics
+    from training.checkpoints import verify_checkpoint
+    from training.quantize import quantize_bundle, training_images
+
+    images = training_images(str(work / "prepared"))
+    copy = quantize_bundle(str(tmp_path / "fp32"), str(tmp_path / "int8"), images, max_images=4,
+                           cache_dir=tmp_path / "cache")
+    assert {m.precision for m in copy.models.values()} == {"int8"} and copy.metrics == {}
+    for record in copy.training["checkpoints"].values():
+        verify_checkpoint(tmp_path / "int8" / record["file"], record["sha256"])
+
 
 def test_cold_start_bundle_is_approved_registered_and_loaded_by_the_engine(trained, tmp_path, aws_mock, capsys):
     from inference.engine import InferenceEngine

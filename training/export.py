@@ -121,6 +121,8 @@ def make_bundle(out_dir: str | Path, head_model: Any, main_model: Any, visible_m
     """
     if precision == "int8" and not calibration:
         raise ValueError("an int8 bundle needs calibration images (letterboxed training images)")
+    if precision == "int8" and not dynamic:
+        raise ValueError("int8 export is calibrated with rectangular letterboxes: it needs dynamic=True")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sources = {"head": head_model, "pose_main": main_model, "pose_visible": visible_model}

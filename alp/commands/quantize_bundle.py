@@ -13,15 +13,25 @@ METRICS = ("box_map50", "box_map", "kpt_oks_map50", "kpt_oks_map", "visibility_a
 def _quantize(args: argparse.Namespace) -> int:
     from alp import storage
     from alp.bundle import load_bundle
+    from alp.datasets import SPLIT_KEY
     from alp.manifest import ManifestLine
     from alp.settings import load_settings
     from training.evaluate import evaluate_loaded
     from training.quantize import quantize_bundle
 
     settings = load_settings()
-    images = [ManifestLine.parse(t).source_ref for t in storage.iter_lines(args.calibration)]
+    lines = [ManifestLine.parse(t) for t in storage.iter_lines(args.calibration)]
+    # A dataset version's manifest carries each line's split: calibrate on training images only.
+    images = [line.source_ref for line in lines if line.data.get(SPLIT_KEY, "train") == "train"]
+    if args.compare_on:
+        truth_refs = {ManifestLine.parse(t).source_ref for t in storage.iter_lines(args.compare_on)}
+        overlap = truth_refs.intersection(images)
+        if overlap:
+            raise ValueError(f"{len(overlap)} calibration image(s) are also in --compare-on (e.g. "
+                             f"{sorted(overlap)[0]}): calibrating on the evaluation set would flatter int8")
     with tempfile.TemporaryDirectory(prefix="alp-quantize-") as cache:
-        desc = quantize_bundle(args.bundle, args.out, images, max_images=args.max_images, cache_dir=cache)
+        desc = quantize_bundle(args.bundle, args.out, images, max_images=args.max_images, cache_dir=cache,
+                               limits=settings.inference)
         result: dict[str, Any] = {"bundle_id": desc.bundle_id, "out": args.out,
                                   "calibration_images": desc.models["head"].calibration_images}
         if args.compare_on:
@@ -44,7 +54,8 @@ def _quantize(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("quantize-bundle", help="int8 copy of an fp32 bundle (static, calibrated)")
     p.add_argument("--bundle", required=True, help="fp32 bundle folder or s3:// prefix (hash-checked)")
-    p.add_argument("--calibration", required=True, help="manifest whose images calibrate (training images)")
+    p.add_argument("--calibration", required=True,
+                   help="manifest whose images calibrate: training images (a dataset version's train split)")
     p.add_argument("--out", required=True, help="where the int8 bundle goes (folder or s3:// prefix)")
     p.add_argument("--max-images", type=int, default=64, help="calibration images used (default 64)")
     p.add_argument("--compare-on", help="truth manifest: evaluate fp32 and int8 on it and print both")
