@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from alp.benches.active_learning import cost_per_100k, labels_to_target, ratio_at
+from alp.benches.active_learning import cost_per_100k, labels_to_target, plot_label_savings, ratio_at
 from alp.demo.strategies import (
     auto_label_matches,
     auto_to_human,
@@ -144,6 +144,15 @@ def test_ratio_at_a_target_averages_seeds_and_is_null_unless_every_seed_reaches_
     assert at_02["random"] == pytest.approx((20 + 25) / 2)
     assert at_02["label_ratio"] == pytest.approx(17.5 / 22.5, abs=1e-4)
     assert ratio_at(seeds, 0.5)["label_ratio"] is None  # the second seed never gets there
+
+
+def test_the_label_savings_plot_is_a_png(tmp_path):
+    from PIL import Image
+
+    rows = [{"human_labels": n, "kpt_oks_map50": v, "box_map50": v} for n, v in [(10, 0.0), (20, None), (30, 0.6)]]
+    path = plot_label_savings([{"rounds": {"judgement": rows, "random": rows}}], 0.5, tmp_path / "savings.png")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > 500
 
 
 def test_cold_start_and_model_error_lines_are_never_auto_labeled_even_over_budget():

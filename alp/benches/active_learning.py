@@ -61,6 +61,36 @@ def ratio_at(per_seed: list[dict[str, Any]], target: float) -> dict[str, float |
     return {"judgement": j, "random": r, "label_ratio": round(j / r, 4) if j is not None and r else None}
 
 
+def plot_label_savings(per_seed: list[dict[str, Any]], target: float, path: Path) -> Path:
+    """Frozen-test kpt_oks_map50 and box_map50 against human labels: both strategies, every seed, the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"judgement": "#2e6f9e", "random": "#c4572a"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    for ax, metric in zip(axes, ("kpt_oks_map50", "box_map50"), strict=True):
+        for name, colour in colours.items():
+            for i, seed in enumerate(per_seed):
+                rows = seed["rounds"][name]
+                ax.plot([r["human_labels"] for r in rows], [r[metric] or 0.0 for r in rows], marker="o",
+                        color=colour, alpha=0.75, label=name if i == 0 else None)
+        if metric == "kpt_oks_map50":
+            ax.axhline(target, color="#555555", linestyle="--", linewidth=1, label=f"target {target}")
+        ax.set_xlabel("human labels so far (same budget per round for both)")
+        ax.set_ylabel(f"{metric} (frozen test set)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Label savings: judgement vs random selection, {len(per_seed)} seed(s), one line per seed")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def cost_per_100k(human_share: float, compute_seconds_per_image: float, price_task: float,
                   price_hour: float) -> dict[str, float]:
     """Estimated cost of 100,000 images: the pipeline (people for its human share + compute) vs all by hand."""
@@ -176,6 +206,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     if ratio is None:
         notes.append("label_ratio is null because a strategy never reached the target; see label_ratio_by_target "
                      "for lower targets, or use larger sizes (more --rounds/--epochs/--pool)")
+    plot = plot_label_savings(per_seed, target, Path(args.plot)) if args.plot and per_seed else None
     share = people / seen if seen else 1.0
     per_image_s = compute_s / seen if seen else 0.0
     ladder = sorted({round(x, 2) for x in (0.1, 0.2, 0.3, 0.4, 0.5) if x <= target} | {target})
@@ -199,6 +230,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "compute_seconds_per_image": round(per_image_s, 4),
         "per_seed": per_seed,
         "notes": notes,
+        "plot": str(plot) if plot else None,
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -234,6 +266,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="human budget per round, as a share of the round's batch (same for both strategies)")
     parser.add_argument("--target", type=float, default=None,
                         help="kpt_oks_map50 to reach (default: settings cost.target_kpt_oks_map50)")
+    parser.add_argument("--plot", default=None, help="write a PNG of both strategies' learning curves here")
     parser.add_argument("--run-dir", default=None, help="keep the runs here (default: a temp folder, deleted)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.set_defaults(func=_main)
