@@ -202,3 +202,24 @@ def test_improvement_note_states_the_change_from_first_to_last_round():
     note = improvement_note(_rows())
     assert "kpt_oks_map50 0.050 -> 0.300 (+0.250)" in note and "12 -> 19 human labels" in note
     assert "no trend" in improvement_note(_rows()[:1])
+
+
+def test_the_human_budget_is_a_share_of_each_rounds_batch_and_zero_turns_it_off():
+    assert DemoConfig().round_batch_size() == 86 and DemoConfig().human_budget() == 43  # 0.5 by default
+    assert DemoConfig(human_share=0.1, pool=50, seed_images=10, rounds=4).human_budget() == 1
+    assert DemoConfig(human_share=0).human_budget() is None  # the judgement thresholds alone
+    with pytest.raises(ValueError):
+        DemoConfig(human_share=1.5)
+
+
+def test_a_run_folder_of_an_earlier_state_version_is_refused_not_resumed(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.prepare(fresh=False)
+    state = folder.load_state(DemoConfig())
+    folder.save_state(state)
+    data = json.loads(folder.state_path.read_text())
+    data["state_version"] = 1
+    data["config"].pop("human_share")
+    folder.state_path.write_text(json.dumps(data))
+    with pytest.raises(RunFolderError, match="--fresh"):
+        folder.load_state(DemoConfig())

@@ -153,8 +153,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     strategies: tuple[Strategy, ...] = ("judgement", "random")
     try:
         for seed in seeds:
-            config = DemoConfig(seed=seed, **sizes)
-            budget = max(1, round(args.human_share * config.round_batch_size()))
+            config = DemoConfig(seed=seed, human_share=args.human_share, **sizes)
+            budget = config.human_budget() or 0
             data_dir = root / f"seed{seed}-data"
             results: dict[str, Any] = {}
             for strategy in strategies:

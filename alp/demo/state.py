@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the human budget (human_share) joined the config
 
 
 class DemoConfig(BaseModel):
@@ -37,13 +37,13 @@ class DemoConfig(BaseModel):
     broken_per_round: int = Field(1, ge=0, le=10, description="unusable uploads per round (quarantine path)")
     seed: int = 0
     hard_share: float = Field(0.3, ge=0.0, le=1.0)
-    human_share: float | None = Field(
-        None, gt=0.0, le=1.0,
-        description="a fixed human budget per round, as a share of the batch: the least confident images by "
-                    "the judgement score go to people, the rest is auto-labeled (None: the thresholds alone)")
+    human_share: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="a fixed human budget per round, as a share of the batch: the images the judgement is least "
+                    "sure of go to people, the rest is auto-labeled; 0 = no budget (the thresholds alone)")
 
     def human_budget(self) -> int | None:
-        return None if self.human_share is None else max(1, round(self.human_share * self.round_batch_size()))
+        return None if self.human_share == 0 else max(1, round(self.human_share * self.round_batch_size()))
 
     def round_batch_size(self) -> int:
         if self.batch_images is not None:
@@ -155,6 +155,9 @@ class RunFolder:
             state = DemoState.model_validate_json(self.state_path.read_text())
         except ValueError as exc:
             raise RunFolderError(f"{self.state_path} is unreadable ({exc}); re-run with --fresh") from None
+        if state.state_version != STATE_VERSION:
+            raise RunFolderError(f"{self.root} holds a run of an earlier alp (state version {state.state_version}, "
+                                 f"this one writes {STATE_VERSION}); re-run with --fresh to start over")
         if state.config != config:
             diff = {k: (v, getattr(config, k)) for k, v in state.config.model_dump().items()
                     if getattr(config, k) != v}
