@@ -204,10 +204,10 @@ def test_improvement_note_states_the_change_from_first_to_last_round():
     assert "no trend" in improvement_note(_rows()[:1])
 
 
-def test_the_human_budget_is_a_share_of_each_rounds_batch_and_zero_turns_it_off():
-    assert DemoConfig().round_batch_size() == 86 and DemoConfig().human_budget() == 43  # 0.5 by default
+def test_the_human_budget_is_a_share_of_each_rounds_batch_and_off_by_default():
+    assert DemoConfig().human_budget() is None  # by default the judgement thresholds alone decide
+    assert DemoConfig(human_share=0.5).round_batch_size() == 86 and DemoConfig(human_share=0.5).human_budget() == 43
     assert DemoConfig(human_share=0.1, pool=50, seed_images=10, rounds=4).human_budget() == 1
-    assert DemoConfig(human_share=0).human_budget() is None  # the judgement thresholds alone
     with pytest.raises(ValueError):
         DemoConfig(human_share=1.5)
 

@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--batch", type=int, help="training batch size (default 16)")
     parser.add_argument("--seed", type=int, help="random seed of the pool and the seed set (default 0)")
     parser.add_argument("--human-share", type=float,
-                        help="human budget per round as a share of the batch (default 0.5): the images the judgement "
-                             "is least sure of go to people, the rest is auto-labeled; 0 = the thresholds alone")
+                        help="a fixed human budget per round as a share of the batch (e.g. 0.5): the images the "
+                             "judgement is least sure of go to people, the rest is auto-labeled even when not confident; "
+                             "default 0 = the judgement thresholds alone")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the demo process (the Train step picks its own: every core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_demo)
