@@ -182,8 +182,6 @@ def export_bundle(checkpoints: dict[str, Path], outcome: TrainingOutcome, *, out
     from training import export
 
     precision = settings.training.onnx_precision
-    if precision == "int8" and not calibration:
-        raise ValueError("int8 export needs calibration images (see int8_calibration)")
     training_info: dict[str, Any] = {
         **outcome.params.model_dump(mode="json"),
         "dataset_version": outcome.dataset_version,

@@ -34,12 +34,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+TIMED_SYNTH_SEED, CALIBRATION_SEED = 4242, 9001  # two seeds: the timed frames never calibrate
 
-def _synthetic_images(count: int, dest: Path) -> list[Path]:
-    """640x480 cabin frames from the project's generator (another seed than the calibration frames)."""
+
+def _synthetic_images(count: int, dest: Path, seed: int = TIMED_SYNTH_SEED) -> list[Path]:
+    """640x480 cabin frames from the project's generator."""
     from alp.synth.dataset import generate_dataset
 
-    generate_dataset(str(dest), count, seed=4242, progress=False)
+    generate_dataset(str(dest), count, seed=seed, progress=False)
     return sorted((dest / "images").glob("*.jpg"))
 
 
@@ -94,11 +96,9 @@ def _verified_checkpoint(bundle_dir: Path, role: str) -> Path:
 
 def _calibration(imgsz: int, work: Path, count: int = 16) -> list[Any]:
     """Letterboxed synthetic cabin frames (not the timed photos), as training would calibrate with."""
-    from alp.synth.dataset import generate_dataset
     from training.quantize import calibration_batches
 
-    generate_dataset(str(work / "calibration"), count, seed=9001, progress=False)
-    images = sorted(str(p) for p in (work / "calibration" / "images").glob("*.jpg"))
+    images = [str(p) for p in _synthetic_images(count, work / "calibration", CALIBRATION_SEED)]
     return calibration_batches(images, imgsz, max_images=count)
 
 
@@ -167,7 +167,6 @@ def run_bench(images: int, imgsz: int, repeats: int, batch: int, threads: int, c
     from inference.letterbox import letterbox_batch
 
     naive_low = naive_pass(compare_conf)
-    tol = {"fp32": conf_tol}
     agree = compared = 0
     int8_found: list[bool] = []
     conf_diffs: list[float] = []
@@ -179,7 +178,7 @@ def run_bench(images: int, imgsz: int, repeats: int, batch: int, threads: int, c
             r = ref[role].boxes
             compared += 1
             agree += _agree(det.boxes, det.scores, r.xyxy.cpu().numpy(), r.conf.cpu().numpy(), compare_top,
-                            tol["fp32"])
+                            conf_tol)
             q = getattr(engines["int8"], role).predict(tensor, placements, conf_threshold=compare_conf)[0]
             for i in np.argsort(-det.scores, kind="stable")[:compare_top]:
                 ious = [box_iou(det.boxes[i], b) for b in q.boxes]
@@ -202,7 +201,7 @@ def run_bench(images: int, imgsz: int, repeats: int, batch: int, threads: int, c
         "persons_agreement": f"{agree}/{compared} image-model pairs (fp32 engine vs ultralytics)",
         "compared": f"top {compare_top} persons per image of each pose model at conf >= {compare_conf}, both "
                     "ways: found by the other runtime with box IoU >= 0.9 and confidence within "
-                    f"{tol['fp32']}",
+                    f"{conf_tol}",
         "int8_vs_fp32": {
             "persons": len(int8_found),
             "found_share": round(sum(int8_found) / len(int8_found), 4) if int8_found else None,
