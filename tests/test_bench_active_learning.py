@@ -181,7 +181,8 @@ def test_auto_label_match_needs_box_iou_and_oks():
 @pytest.mark.skipif(not os.environ.get("ALP_BENCH_TESTS"),
                     reason="trains 4 rounds (minutes on 2 cores); the mini demo covers the loop by default. "
                            "Set ALP_BENCH_TESTS=1 to run it")
-def test_quick_bench_runs_both_strategies_with_the_same_budget_and_prints_the_headline(tmp_path, capsys):
+@pytest.mark.parametrize("jobs", [1, 2], ids=["in-process", "two-workers"])
+def test_quick_bench_runs_both_strategies_with_the_same_budget_and_prints_the_headline(tmp_path, capsys, jobs):
     """End to end at the smallest size: the numbers are meaningless, the bookkeeping is not."""
     import json
 
@@ -189,9 +190,15 @@ def test_quick_bench_runs_both_strategies_with_the_same_budget_and_prints_the_he
 
     rc = main(["bench", "active-learning", "--json", "--quick", "--seeds", "1", "--rounds", "1", "--pool", "20",
                "--seed-images", "10", "--test-images", "6", "--width", "96", "--height", "64", "--imgsz", "64",
-               "--epochs", "1", "--run-dir", str(tmp_path / "bench")])
+               "--epochs", "1", "--run-dir", str(tmp_path / "bench"), "--jobs", str(jobs)])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)  # stdout holds only the JSON
+    assert result["jobs"] == jobs
+    # workers write one log per run (seed x strategy); in-process runs print to stderr instead
+    logs = sorted(p.name for p in (tmp_path / "bench").glob("*.log"))
+    assert logs == (["seed0-judgement.log", "seed0-random.log"] if jobs > 1 else [])
+    for name in logs:
+        assert "round 1 done" in (tmp_path / "bench" / name).read_text()
     for key in ("label_ratio", "labels_to_target_judgement", "labels_to_target_random", "auto_label_precision",
                 "cost_per_100k_images", "per_seed", "notes"):
         assert key in result

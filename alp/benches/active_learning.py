@@ -21,13 +21,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from alp.demo.runner import SharedData
+    from alp.demo.state import DemoConfig, RoundRecord
+    from alp.demo.strategies import Strategy
 
 QUICK = {"rounds": 2, "pool": 48, "test_images": 16, "seed_images": 12, "width": 128, "height": 96,
          "imgsz": 96, "epochs": 2, "batch": 8}
@@ -126,13 +133,86 @@ def _auto_precision(rows: list[Any], mirror: Path, truth_by_name: dict[str, Any]
     return matched, total
 
 
+@dataclass(frozen=True)
+class StrategyRun:
+    """One seed under one strategy: a whole demo loop in its own run folder (picklable for a worker)."""
+
+    seed: int
+    strategy: Strategy
+    config: DemoConfig
+    budget: int
+    run_dir: Path
+    data: SharedData
+    threads: int | None
+    log_path: Path | None  # None: print to this process's stdout
+
+
+def run_strategy(task: StrategyRun) -> list[RoundRecord]:
+    """Run one seed under one strategy; returns its round records. Top-level so a worker process can run it."""
+    from alp import storage
+    from alp.demo.runner import DemoOptions, run_demo
+    from alp.demo.strategies import reroute_batch
+    from alp.settings import Settings
+
+    def router(batch_dir: str, rnd: int, run_settings: Settings) -> dict[str, int]:
+        return reroute_batch(storage.join(batch_dir, "inference/"), task.budget, task.strategy,
+                             task.seed * 1000 + rnd, run_settings)
+
+    options = DemoOptions(run_dir=task.run_dir, fresh=True, config=task.config, progress=False, data=task.data,
+                          threads=task.threads, resource_prefix=f"alp{task.strategy[0]}", report=False,
+                          reroute=router)
+    if task.log_path is None:
+        return run_demo(options).rows
+    with open(task.log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        return run_demo(options).rows
+
+
+def _run_all(tasks: list[StrategyRun], jobs: int, log: Any) -> dict[tuple[int, str], list[RoundRecord]]:
+    """Every task's round records: one after another here, or ``jobs`` worker processes at a time."""
+    done: dict[tuple[int, str], list[RoundRecord]] = {}
+    if jobs <= 1:
+        for task in tasks:
+            print(f"[bench] seed {task.seed}: {task.strategy} strategy, {task.budget} human labels per round",
+                  file=log, flush=True)
+            with contextlib.redirect_stdout(log):
+                done[(task.seed, task.strategy)] = run_strategy(task)
+        return done
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # spawn, not fork: a forked torch with live thread pools can hang, and every run sets its own environment
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {pool.submit(run_strategy, task): task for task in tasks}
+        for task in tasks:
+            print(f"[bench] seed {task.seed}: {task.strategy} strategy, {task.budget} human labels per round "
+                  f"-> log {task.log_path}", file=log, flush=True)
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = pending.pop(future)
+                    rows = future.result()  # a failed run stops the bench; its log names the step
+                    done[(task.seed, task.strategy)] = rows
+                    last = rows[-1] if rows else None
+                    print(f"[bench] seed {task.seed} {task.strategy}: {len(rows)} round(s) done"
+                          + (f", last kpt_oks_map50={last.kpt_oks_map50}" if last else "")
+                          + f" ({len(done)}/{len(tasks)} runs)", file=log, flush=True)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return done
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     if not 0.0 < args.human_share <= 1.0:
         raise ValueError(f"--human-share must be in (0, 1], got {args.human_share}")
+    jobs = args.jobs if args.jobs is not None else 1
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
     from alp import storage
-    from alp.demo.runner import DemoOptions, run_demo
+    from alp.demo.runner import shared_data
     from alp.demo.state import DemoConfig
-    from alp.demo.strategies import Strategy, reroute_batch
     from alp.manifest import ManifestLine
     from alp.settings import Settings
 
@@ -142,6 +222,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             sizes[key] = getattr(args, key)
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
     root = Path(args.run_dir).resolve() if args.run_dir else Path(tempfile.mkdtemp(prefix="alp-bench-al-"))
+    root.mkdir(parents=True, exist_ok=True)
     settings = Settings()
     target = args.target if args.target is not None else settings.cost.target_kpt_oks_map50
     log = sys.stderr if args.json else sys.stdout
@@ -151,33 +232,33 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     compute_s = 0.0
     started = time.monotonic()
     strategies: tuple[Strategy, ...] = ("judgement", "random")
+    # Each worker gets an even share of the cores for its training (torch) and inference threads.
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     try:
+        tasks: list[StrategyRun] = []
+        configs: dict[int, DemoConfig] = {}
         for seed in seeds:
-            config = DemoConfig(seed=seed, human_share=args.human_share, **sizes)
-            budget = config.human_budget() or 0
-            data_dir = root / f"seed{seed}-data"
-            results: dict[str, Any] = {}
-            for strategy in strategies:
-                def router(batch_dir: str, rnd: int, run_settings: Settings, _strategy: Strategy = strategy,
-                           _seed: int = seed, _budget: int = budget) -> dict[str, int]:
-                    return reroute_batch(storage.join(batch_dir, "inference/"), _budget, _strategy,
-                                         _seed * 1000 + rnd, run_settings)
-
-                print(f"[bench] seed {seed}: {strategy} strategy, {budget} human labels per round", file=log,
-                      flush=True)
-                with contextlib.redirect_stdout(log):
-                    results[strategy] = run_demo(DemoOptions(
-                        run_dir=root / f"seed{seed}-{strategy}", fresh=True, config=config, progress=False,
-                        data_dir=data_dir, resource_prefix=f"alp{strategy[0]}", report=False, reroute=router))
-            judged = results["judgement"]
+            config = configs[seed] = DemoConfig(seed=seed, human_share=args.human_share, **sizes)
+            print(f"[bench] seed {seed}: generating the pool ({config.pool}) and the frozen test set "
+                  f"({config.test_images})", file=log, flush=True)
+            with contextlib.redirect_stdout(log):
+                data = shared_data(root / f"seed{seed}-data", config)
+            tasks += [StrategyRun(seed=seed, strategy=name, config=config, budget=config.human_budget() or 0,
+                                  run_dir=root / f"seed{seed}-{name}", data=data, threads=threads,
+                                  log_path=root / f"seed{seed}-{name}.log" if jobs > 1 else None)
+                      for name in strategies]
+        done = _run_all(tasks, jobs, log)
+        for seed in seeds:
+            data = next(t.data for t in tasks if t.seed == seed)
+            rows_of = {name: done[(seed, name)] for name in strategies}
             truth = {storage.basename(line.source_ref): line for line in
-                     (ManifestLine.parse(t) for t in storage.iter_lines(str(judged.state.pool_manifest)))}
+                     (ManifestLine.parse(t) for t in storage.iter_lines(data.pool_manifest))}
             for strategy in strategies:
-                m, t = _auto_precision(results[strategy].rows, root / f"seed{seed}-{strategy}" / "aws-mirror",
+                m, t = _auto_precision(rows_of[strategy], root / f"seed{seed}-{strategy}" / "aws-mirror",
                                        truth, settings)
                 precision[strategy][0] += m
                 precision[strategy][1] += t
-            for r in judged.rows[1:]:
+            for r in rows_of["judgement"][1:]:
                 seen += r.images_seen
                 people += r.human + r.audit
                 compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("labeling/Infer"))
@@ -185,13 +266,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             curves = {name: [{"round": r.round, "human_labels": r.human_labels_total, "auto_labels": r.auto,
                               "box_map50": r.box_map50, "kpt_oks_map50": r.kpt_oks_map50,
                               "visibility_accuracy": r.visibility_accuracy, "approved": r.approved}
-                             for r in result.rows]
-                      for name, result in results.items()}
+                             for r in rows]
+                      for name, rows in rows_of.items()}
             per_seed.append({
-                "seed": seed, "human_budget_per_round": budget, "rounds": curves,
+                "seed": seed, "human_budget_per_round": configs[seed].human_budget() or 0, "rounds": curves,
                 **{f"labels_to_target_{name}": labels_to_target(
-                    [(r.human_labels_total, r.kpt_oks_map50) for r in result.rows], target)
-                   for name, result in results.items()},
+                    [(r.human_labels_total, r.kpt_oks_map50) for r in rows], target)
+                   for name, rows in rows_of.items()},
             })
     finally:
         if not args.run_dir and not args.keep:
@@ -215,6 +296,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "quick": bool(args.quick),
         "seeds": seeds,
         "sizes": sizes,
+        "jobs": jobs,
         "target_kpt_oks_map50": target,
         "label_ratio": ratio,
         "label_ratio_goal": 0.5,
@@ -267,6 +349,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--target", type=float, default=None,
                         help="kpt_oks_map50 to reach (default: settings cost.target_kpt_oks_map50)")
     parser.add_argument("--plot", default=None, help="write a PNG of both strategies' learning curves here")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs (seed x strategy) at once, each in its own process with cores/jobs threads "
+                             "(default 1; on many cores, up to 2 x seeds)")
     parser.add_argument("--run-dir", default=None, help="keep the runs here (default: a temp folder, deleted)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.set_defaults(func=_main)

@@ -42,6 +42,14 @@ from alp.steps import DATA_ROOT_ENV, PIPELINES, Step, run_step
 _QUEUE_WAIT_SECONDS = 60
 
 
+@dataclass(frozen=True)
+class SharedData:
+    """A pool and a frozen test set generated once and read by several runs (the bench's strategies)."""
+
+    pool_manifest: str
+    test_manifest: str
+
+
 @dataclass
 class DemoOptions:
     run_dir: Path
@@ -49,9 +57,9 @@ class DemoOptions:
     config: DemoConfig
     progress: bool = True
     threads: int | None = None
-    # The bench's hooks: a shared pool/test folder, and a router swapped in after the Infer step
-    # (returns the route counts it produced).
-    data_dir: Path | None = None
+    # The bench's hooks: a pool and test set generated once for several runs, and a router swapped in
+    # after the Infer step (returns the route counts it produced).
+    data: SharedData | None = None
     reroute: Callable[[str, int, Settings], dict[str, int]] | None = None
     resource_prefix: str | None = None
     report: bool = True
@@ -364,6 +372,15 @@ def ensure_data(data_root: Path, state: DemoState, progress: bool) -> None:
         _say(f"  generated in {time.monotonic() - t0:.1f}s")
 
 
+def shared_data(data_root: Path, config: DemoConfig) -> SharedData:
+    """Generate the pool and the test set of ``config`` under ``data_root`` once, before runs that share them
+    start (concurrent runs must not each generate into the same folder)."""
+    state = DemoState(config=config)
+    ensure_data(data_root, state, progress=False)
+    assert state.pool_manifest is not None and state.test_manifest is not None
+    return SharedData(pool_manifest=state.pool_manifest, test_manifest=state.test_manifest)
+
+
 def improvement_note(rows: list[RoundRecord]) -> str:
     """One sentence on how the test metrics moved from the first to the last round."""
     if len(rows) < 2:
@@ -389,7 +406,10 @@ def run_demo(options: DemoOptions) -> DemoResult:
     if state.rounds:
         _say(f"resuming {folder.root}: {state.completed_rounds} round(s) done")
     with run_environment(folder):
-        ensure_data(options.data_dir or folder.root, state, options.progress)
+        if options.data is not None:
+            state.pool_manifest = state.pool_manifest or options.data.pool_manifest
+            state.test_manifest = state.test_manifest or options.data.test_manifest
+        ensure_data(folder.root, state, options.progress)
         folder.save_state(state)
         settings = demo_settings(options.config, str(state.pool_manifest), options.threads or 0)
         if options.resource_prefix:
