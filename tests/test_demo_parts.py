@@ -164,6 +164,14 @@ def test_report_writes_markdown_and_real_pngs(tmp_path):
         assert png.convert("RGB").getpixel((20, 16 + 10))[0] > 200
 
 
+def test_given_no_auto_labeled_image_the_report_says_why_instead_of_dropping_the_section(tmp_path):
+    path = write_report(_rows(), tmp_path / "report", title="demo", notes=["note"], auto_overlays=[],
+                        human_overlays=[], schema=INCABIN17, head_attr="head-boxes", kp_attr="keypoints")
+    text = path.read_text()
+    assert "## Auto-labeled images" in text and "judgement.box_threshold" in text
+    assert "overlays_auto.png" not in text and not (tmp_path / "report" / "overlays_auto.png").exists()
+
+
 def test_given_ctrl_c_during_a_round_then_moto_stops_state_is_kept_and_exit_code_is_130(tmp_path, monkeypatch,
                                                                                        capsys):
     from alp.cli import main

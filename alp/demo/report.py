@@ -188,6 +188,15 @@ def overlay_grid(overlays: Sequence[Overlay], path: Path, schema: KeypointSchema
 
 
 # --- the report -----------------------------------------------------------------------------------------
+NO_AUTO_LABELS = (
+    "None in these rounds: no image cleared the judgement thresholds (`judgement.box_threshold`, "
+    "`judgement.keypoint_threshold`; every line of a batch's `inference/` manifests carries its score under "
+    "`alp-route`), so people labeled every image. Young models are not confident enough yet; more rounds or epochs "
+    "(`alp demo --rounds 6 --epochs 30`) raise their confidence, and `alp demo --human-share 0.5` forces a "
+    "fixed human budget per round and auto-labels the rest."
+)
+
+
 def write_report(rows: Sequence[RoundRecord], report_dir: Path, *, title: str, notes: Sequence[str],
                  auto_overlays: Sequence[Overlay], human_overlays: Sequence[Overlay], schema: KeypointSchema,
                  head_attr: str, kp_attr: str) -> Path:
@@ -200,8 +209,11 @@ def write_report(rows: Sequence[RoundRecord], report_dir: Path, *, title: str, n
     parts = [f"# {title}", "", "\n\n".join(notes), "", "## Rounds", "", markdown_table(rows), "",
              "## Learning curves", "", f"![learning curves]({curves.name})", "",
              "## Human labels per round", "", f"![routes per round]({routes.name})", ""]
+    parts += ["## Auto-labeled images (labels written by the model)", ""]
     if auto_png:
-        parts += ["## Auto-labeled images (labels written by the model)", "", f"![auto]({auto_png.name})", ""]
+        parts += [f"![auto]({auto_png.name})", ""]
+    else:
+        parts += [NO_AUTO_LABELS, ""]
     if human_png:
         parts += ["## Images routed to people, with the reason", "", f"![human]({human_png.name})", ""]
     path = report_dir / "report.md"
