@@ -78,6 +78,7 @@ def demo_settings(config: DemoConfig, truth_uri: str, threads: int = 0) -> Setti
     """The defaults with the local labeling and training backends and the demo's sizes."""
     return Settings().with_overrides({
         "training.threads": threads,
+        "inference.intra_op_threads": threads,  # 0 = one per core for both
         # The Evaluate step measures every candidate on the test split anyway; skipping ultralytics' own
         # per-epoch validation shortens every round.
         "training.validate_every_epoch": False,
