@@ -85,6 +85,10 @@ class InferenceSettings(_Section):
 class JudgementSettings(_Section):
     """How an image's confidence is aggregated and routed."""
 
+    # certainty: how far each keypoint's confidences lie from the visibility rule's thresholds (a point
+    # confidently outside the view is as certain as a confidently visible one); confidence: the raw
+    # confidences, which rank every occluded or out-of-view point as doubtful.
+    keypoint_score: Literal["certainty", "confidence"] = "certainty"
     aggregation: Literal["min", "mean", "quantile"] = "quantile"
     quantile: float = Field(0.1, ge=0.0, le=1.0)
     box_threshold: float = Field(0.5, ge=0.0, le=1.0, description="a head box below goes to people")

@@ -53,6 +53,8 @@ class ImagePrediction:
     head_scores: F64  # (H,)
     persons: tuple[PersonPrediction, ...]
     unmatched_visible_persons: int
+    main_threshold: float  # the visibility rule the persons' keypoints were classified with
+    additional_threshold: float
 
     def evidence(self, keypoint_names: Sequence[str] = ()) -> ImageEvidence:
         """The confidences judgement needs, as plain data."""
@@ -70,6 +72,8 @@ class ImagePrediction:
             ),
             unmatched_visible_persons=self.unmatched_visible_persons,
             keypoint_names=tuple(keypoint_names),
+            main_threshold=self.main_threshold,
+            additional_threshold=self.additional_threshold,
         )
 
 
@@ -97,7 +101,8 @@ def combine(heads: Detections, main: Detections, visible: Detections, width: int
         ))
     matched = {j for j in match if j is not None}
     return ImagePrediction(width=width, height=height, head_boxes=heads.boxes, head_scores=heads.scores,
-                           persons=tuple(persons), unmatched_visible_persons=len(visible) - len(matched))
+                           persons=tuple(persons), unmatched_visible_persons=len(visible) - len(matched),
+                           main_threshold=main_threshold, additional_threshold=additional_threshold)
 
 
 class InferenceEngine:

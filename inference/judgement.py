@@ -11,11 +11,19 @@ Checks on a confident image, each a threshold on one confidence or on an aggrega
 when a confidence rises (so lowering any confidence can never turn ``human`` into ``auto``):
 
 * every head box and every person box: confidence >= ``box_threshold``;
-* every person: the aggregate (``min``, ``mean`` or a low ``quantile``) of its keypoint confidences from
-  *both* models >= ``keypoint_threshold``;
+* every person: the aggregate (``min``, ``mean`` or a low ``quantile``) of its keypoint scores >=
+  ``keypoint_threshold``. With ``keypoint_score="certainty"`` (default) a keypoint's score is how far its
+  two confidences lie from the visibility rule's thresholds (:func:`keypoint_certainty`), so a point
+  confidently outside the view counts as certain and moving any confidence *towards its threshold* can
+  never turn ``human`` into ``auto``. With ``"confidence"`` the scores are both models' raw confidences,
+  which rate every occluded or out-of-view point as doubtful;
 * structure: each person has a head box, each head box a person, each person was found by both pose
   models, and at least one head or person was found (an empty frame is rare in a cabin and cheap to
   confirm).
+
+The score (:attr:`RouteDecision.score`, the budget ranking of the label-savings bench and the number people
+see on a task) is the lowest of the box confidences and keypoint scores, and 0 when heads and persons do not
+pair up: then one of the labels misses an object whatever the confidences say.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from alp.manifest import Route
 from alp.settings import JudgementSettings
 
 NO_MODEL = "no_model"
+# A head box without a person, or a person without a head box: one of the two labels misses an object.
+UNTIED_HEAD_FAILURES = ("unassigned_head", "no_head")
 CONFIDENT = "confident"
 
 
@@ -51,6 +61,9 @@ class ImageEvidence:
     persons: tuple[PersonEvidence, ...]
     unmatched_visible_persons: int = 0
     keypoint_names: tuple[str, ...] = ()
+    # the visibility rule the keypoints were classified with (inference.main/additional_threshold)
+    main_threshold: float = 0.6
+    additional_threshold: float = 0.6
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,33 @@ def aggregate(values: Sequence[float], method: str, quantile: float) -> float:
     raise ValueError(f"unknown aggregation {method!r}")
 
 
+def decision_margin(conf: float, threshold: float) -> float:
+    """How far ``conf`` lies from the ``threshold`` it is compared with, in [0, 1]: 0 at the threshold, 1 at
+    0 or 1 (a confident "no" is as certain as a confident "yes")."""
+    conf = min(1.0, max(0.0, conf))
+    if conf > threshold:
+        return (conf - threshold) / (1.0 - threshold)
+    if conf < threshold:
+        return (threshold - conf) / threshold
+    return 0.0
+
+
+def keypoint_certainty(main: float, visible: float, main_threshold: float, additional_threshold: float) -> float:
+    """Certainty of one keypoint's three-state visibility: the smaller margin of the decisions that set it.
+
+    In view (main > main threshold): the in-view decision and the visible-vs-occluded decision of the
+    visible-only model. Outside: the main model's decision only; if the visible-only model nevertheless sees
+    the point (at or above its threshold), the two models contradict each other and the certainty is 0.
+    Moving either confidence towards its threshold never raises the certainty.
+    """
+    in_view = decision_margin(main, main_threshold)
+    if main > main_threshold:
+        return min(in_view, decision_margin(visible, additional_threshold))
+    if visible >= additional_threshold:
+        return 0.0
+    return in_view
+
+
 def audit_draw(image_key: str, seed: str) -> float:
     """A number in [0, 1) fixed by the key and seed: the same images are audited on every re-run."""
     digest = hashlib.sha256(f"{seed}\x00{image_key}".encode()).digest()
@@ -129,16 +169,23 @@ def _failures(ev: ImageEvidence, s: JudgementSettings) -> tuple[list[str], float
         if visible is None:
             failures.append(f"unmatched_person: person {i} was not found by the visible-only model")
             visible = tuple(0.0 for _ in person.keypoint_conf)
-        values = [*person.keypoint_conf, *visible]
-        if not values:
+        if not person.keypoint_conf:
             continue
-        kpt_score = aggregate(values, s.aggregation, s.quantile)
+        if s.keypoint_score == "certainty":
+            per_point = [keypoint_certainty(m, v, ev.main_threshold, ev.additional_threshold)
+                         for m, v in zip(person.keypoint_conf, visible, strict=True)]
+            kpt_score = aggregate(per_point, s.aggregation, s.quantile)
+            k = int(np.argmin(per_point))
+            what, which = "certainty", "least certain"
+        else:
+            kpt_score = aggregate([*person.keypoint_conf, *visible], s.aggregation, s.quantile)
+            k = int(np.argmin(np.minimum(person.keypoint_conf, visible)))
+            what, which = "score", "lowest"
         scores.append(kpt_score)
         if kpt_score < s.keypoint_threshold:
-            k = int(np.argmin(np.minimum(person.keypoint_conf, visible))) if person.keypoint_conf else 0
             failures.append(
-                f"low_keypoints: person {i} keypoint score {kpt_score:.3f} ({s.aggregation}) < keypoint_threshold "
-                f"{s.keypoint_threshold}; lowest {_name(ev.keypoint_names, k)} main "
+                f"low_keypoints: person {i} keypoint {what} {kpt_score:.3f} ({s.aggregation}) < keypoint_threshold "
+                f"{s.keypoint_threshold}; {which} {_name(ev.keypoint_names, k)} main "
                 f"{person.keypoint_conf[k]:.3f} visible {visible[k]:.3f}"
             )
     if ev.unmatched_visible_persons:
@@ -146,6 +193,12 @@ def _failures(ev: ImageEvidence, s: JudgementSettings) -> tuple[list[str], float
             f"unmatched_person: the visible-only model found {ev.unmatched_visible_persons} person(s) "
             "the main model did not"
         )
+    if any(f.startswith(UNTIED_HEAD_FAILURES) for f in failures):
+        # Heads and persons do not pair up, so a person or a head box is missing from the labels whatever
+        # the confidences say: rank the image with the least certain. (Measured on the label-savings bench:
+        # this and the certainty score raised the AUROC of the score, right vs wrong labels, from 0.54-0.59
+        # to 0.95-0.96. A person the visible-only model missed carried no such signal, so it only fails.)
+        return failures, 0.0
     return failures, (min(scores) if scores else None)
 
 

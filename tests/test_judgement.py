@@ -17,6 +17,8 @@ from inference.judgement import (
     PersonEvidence,
     aggregate,
     audit_draw,
+    decision_margin,
+    keypoint_certainty,
     route_image,
 )
 
@@ -37,7 +39,55 @@ def _image(*persons, heads=None):
 def test_confident_image_goes_auto():
     d = route_image("s3://b/a.jpg", _image(_person()), NO_AUDIT)
     assert (d.route, d.reason) == ("auto", "confident")
-    assert d.score == pytest.approx(0.9)
+    # keypoints at 0.9 with the visibility thresholds at 0.6: certainty (0.9 - 0.6) / 0.4 = 0.75 < box 0.9
+    assert d.score == pytest.approx(0.75)
+    raw = route_image("s3://b/a.jpg", _image(_person()), NO_AUDIT.model_copy(update={"keypoint_score": "confidence"}))
+    assert raw.score == pytest.approx(0.9)
+
+
+def test_a_point_confidently_outside_the_view_is_certain_not_doubtful():
+    """An in-cabin person with both ankles out of view: both models near 0 there. The raw confidences call
+    that doubt; the certainty score calls it a confident 'outside'."""
+    person = PersonEvidence(box_conf=0.9, keypoint_conf=(0.95, 0.95, 0.95, 0.03, 0.02),
+                            keypoint_conf_visible=(0.9, 0.92, 0.9, 0.01, 0.02), head_box_index=0)
+    strict = JudgementSettings(audit_fraction=0, aggregation="min")
+    assert route_image("k", _image(person), strict).route == "auto"
+    raw = route_image("k", _image(person), strict.model_copy(update={"keypoint_score": "confidence"}))
+    assert raw.route == "human" and "keypoint score 0.010 (min)" in raw.reason
+
+
+def test_keypoints_near_the_visibility_thresholds_or_contradicting_go_to_people():
+    strict = JudgementSettings(audit_fraction=0, aggregation="min")
+    near = PersonEvidence(box_conf=0.9, keypoint_conf=(0.95, 0.95, 0.64, 0.95, 0.95),
+                          keypoint_conf_visible=(0.9,) * K, head_box_index=0)
+    d = route_image("k", _image(near), strict)
+    assert d.route == "human"
+    assert "person 0 keypoint certainty 0.100 (min) < keypoint_threshold 0.5; least certain k2 main 0.640" in d.reason
+    # the main model says outside, the visible-only model sees it: the models contradict each other
+    contra = PersonEvidence(box_conf=0.9, keypoint_conf=(0.95, 0.95, 0.05, 0.95, 0.95),
+                            keypoint_conf_visible=(0.9, 0.9, 0.8, 0.9, 0.9), head_box_index=0)
+    assert "keypoint certainty 0.000" in route_image("k", _image(contra), strict).reason
+
+
+def test_heads_and_persons_that_do_not_pair_up_score_zero_whatever_the_confidences():
+    lone_head = route_image("k", _image(_person(), heads=(0.95, 0.95)), NO_AUDIT)
+    assert lone_head.route == "human" and "head box 1 belongs to no person" in lone_head.reason
+    assert lone_head.score == 0.0
+    headless = route_image("k", _image(_person(head=None), heads=()), NO_AUDIT)
+    assert headless.score == 0.0
+    # a person the visible-only model missed still fails, but keeps its confidence as the score
+    unmatched = dataclasses.replace(_person(), keypoint_conf_visible=None)
+    d = route_image("k", _image(unmatched), NO_AUDIT)
+    assert d.route == "human" and d.score is not None and d.score > 0.0
+
+
+def test_certainty_is_the_distance_from_the_threshold_on_either_side():
+    assert decision_margin(0.6, 0.6) == 0.0
+    assert decision_margin(1.0, 0.6) == pytest.approx(1.0) and decision_margin(0.0, 0.6) == pytest.approx(1.0)
+    assert decision_margin(0.8, 0.6) == pytest.approx(0.5) and decision_margin(0.3, 0.6) == pytest.approx(0.5)
+    assert decision_margin(0.0, 0.0) == 0.0 and decision_margin(1.0, 1.0) == 0.0  # no division by zero
+    assert keypoint_certainty(0.9, 0.1, 0.6, 0.6) == pytest.approx(min(0.75, 0.5 / 0.6))  # confidently occluded
+    assert keypoint_certainty(0.1, 0.1, 0.6, 0.6) == pytest.approx(0.5 / 0.6)  # confidently outside
 
 
 def test_low_head_box_names_box_and_threshold():
@@ -48,7 +98,8 @@ def test_low_head_box_names_box_and_threshold():
 
 def test_low_keypoints_name_person_keypoint_and_threshold():
     p = dataclasses.replace(_person(), keypoint_conf=(0.9, 0.9, 0.1, 0.1, 0.1))
-    d = route_image("k", _image(_person(), p, heads=(0.9, 0.9)), JudgementSettings(audit_fraction=0, aggregation="min"))
+    d = route_image("k", _image(_person(), p, heads=(0.9, 0.9)),
+                    JudgementSettings(audit_fraction=0, aggregation="min", keypoint_score="confidence"))
     assert d.route == "human"
     assert "person 1 keypoint score 0.100 (min) < keypoint_threshold 0.5" in d.reason
     assert "lowest k2 main 0.100" in d.reason
@@ -114,18 +165,21 @@ def evidence(draw):
         persons.append(PersonEvidence(draw(conf), kc, kv, draw(st.sampled_from([None, i]))))
     heads = tuple(draw(st.lists(conf, min_size=0, max_size=n_persons + 1)))
     return ImageEvidence(head_confs=heads, persons=tuple(persons), unmatched_visible_persons=draw(st.integers(0, 1)),
-                         keypoint_names=tuple(f"k{i}" for i in range(K)))
+                         keypoint_names=tuple(f"k{i}" for i in range(K)), main_threshold=draw(conf),
+                         additional_threshold=draw(conf))
 
 
 judgement_settings = st.builds(
     JudgementSettings,
+    keypoint_score=st.sampled_from(["certainty", "confidence"]),
     aggregation=st.sampled_from(["min", "mean", "quantile"]), quantile=conf, box_threshold=conf,
     keypoint_threshold=conf, audit_fraction=conf, audit_seed=st.text(max_size=5),
 )
 
 
-def _lower_one(ev: ImageEvidence, data) -> ImageEvidence:
-    """``ev`` with one confidence (head, person box, main or visible keypoint) lowered."""
+def _lower_one(ev: ImageEvidence, data, towards_threshold: bool = False) -> ImageEvidence:
+    """``ev`` with one confidence (head, person box, main or visible keypoint) lowered; with
+    ``towards_threshold``, a keypoint confidence moves towards its visibility threshold instead."""
     slots = [("head", i) for i in range(len(ev.head_confs))]
     for p, person in enumerate(ev.persons):
         slots += [("box", p)] + [("kpt", p, k) for k in range(K)]
@@ -146,7 +200,11 @@ def _lower_one(ev: ImageEvidence, data) -> ImageEvidence:
     else:
         field = "keypoint_conf" if slot[0] == "kpt" else "keypoint_conf_visible"
         values = list(getattr(person, field))
-        values[slot[2]] *= factor
+        if towards_threshold:
+            t = ev.main_threshold if slot[0] == "kpt" else ev.additional_threshold
+            values[slot[2]] = t + (values[slot[2]] - t) * factor
+        else:
+            values[slot[2]] *= factor
         person = dataclasses.replace(person, **{field: tuple(values)})
     persons[slot[1]] = person
     return dataclasses.replace(ev, persons=tuple(persons))
@@ -155,8 +213,10 @@ def _lower_one(ev: ImageEvidence, data) -> ImageEvidence:
 @settings(max_examples=300, deadline=None)
 @given(ev=evidence(), s=judgement_settings, key=st.text(max_size=20), data=st.data())
 def test_property_lowering_a_confidence_never_moves_human_to_auto(ev, s, key, data):
+    """Box confidences and raw keypoint confidences: lower is never more confident. Keypoint certainty:
+    a confidence moved towards its visibility threshold is never more certain."""
     before = route_image(key, ev, s)
-    after = route_image(key, _lower_one(ev, data), s)
+    after = route_image(key, _lower_one(ev, data, towards_threshold=s.keypoint_score == "certainty"), s)
     if before.route == "human":
         assert after.route == "human"
     if after.route in ("auto", "audit"):

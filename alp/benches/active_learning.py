@@ -112,14 +112,16 @@ def cost_per_100k(human_share: float, compute_seconds_per_image: float, price_ta
             "saving_ratio": round((human + compute) / all_human, 4) if all_human else 0.0}
 
 
-def _auto_precision(rows: list[Any], mirror: Path, truth_by_name: dict[str, Any], settings: Any) -> tuple[int, int]:
-    """Auto-labeled images matching the truth, read from the run's mirror (its moto is gone by now)."""
+def auto_label_outcomes(rows: list[Any], mirror: Path, truth_by_name: dict[str, Any],
+                        settings: Any) -> list[tuple[float | None, bool]]:
+    """(judgement score, matches the truth) of every auto-labeled image of the rounds after the cold start,
+    read from a run's mirror (its moto is gone by now)."""
     from alp import storage
     from alp.demo.embedded import mirrored_path
     from alp.demo.strategies import auto_label_matches
     from alp.manifest import read_manifest
 
-    matched = total = 0
+    outcomes: list[tuple[float | None, bool]] = []
     for row in rows:
         if not row.batch_dir or row.round == 0:
             continue
@@ -130,9 +132,35 @@ def _auto_precision(rows: list[Any], mirror: Path, truth_by_name: dict[str, Any]
             truth = truth_by_name.get(storage.basename(line.source_ref))
             if truth is None:
                 continue
-            total += 1
-            matched += auto_label_matches(line, truth, settings)
-    return matched, total
+            route = line.route()
+            outcomes.append((route.score if route else None, auto_label_matches(line, truth, settings)))
+    return outcomes
+
+
+SCORE_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+
+def score_diagnostics(outcomes: list[tuple[float | None, bool]]) -> dict[str, Any]:
+    """How well the judgement score tells right auto-labels from wrong ones.
+
+    ``auroc``: the chance that a right auto-label scores higher than a wrong one (0.5 = the score carries no
+    information; null unless both kinds occur); ``by_score``: precision per score bin, the numbers to pick
+    ``judgement.*_threshold`` from. Images without a score (nothing detected) count as score 0.
+    """
+    scored = [(0.0 if score is None else score, ok) for score, ok in outcomes]
+    right = [sc for sc, ok in scored if ok]
+    wrong = [sc for sc, ok in scored if not ok]
+    auroc = None
+    if right and wrong:
+        wins = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
+        auroc = round(wins / (len(right) * len(wrong)), 4)
+    bins = []
+    for lo, hi in zip(SCORE_BINS, SCORE_BINS[1:], strict=False):
+        inside = [ok for sc, ok in scored if lo <= sc < hi or (hi == SCORE_BINS[-1] and sc == hi)]
+        bins.append({"score": f"[{lo}, {hi}{']' if hi == SCORE_BINS[-1] else ')'}", "images": len(inside),
+                     "precision": round(sum(inside) / len(inside), 4) if inside else None})
+    return {"images": len(scored), "precision": round(len(right) / len(scored), 4) if scored else None,
+            "auroc": auroc, "by_score": bins}
 
 
 @dataclass(frozen=True)
@@ -229,7 +257,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     target = args.target if args.target is not None else settings.cost.target_kpt_oks_map50
     log = sys.stderr if args.json else sys.stdout
     per_seed: list[dict[str, Any]] = []
-    precision = {"judgement": [0, 0], "random": [0, 0]}
+    outcomes: dict[str, list[tuple[float | None, bool]]] = {"judgement": [], "random": []}
     seen = people = 0
     compute_s = 0.0
     started = time.monotonic()
@@ -256,10 +284,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             truth = {storage.basename(line.source_ref): line for line in
                      (ManifestLine.parse(t) for t in storage.iter_lines(data.pool_manifest))}
             for strategy in strategies:
-                m, t = _auto_precision(rows_of[strategy], root / f"seed{seed}-{strategy}" / "aws-mirror",
-                                       truth, settings)
-                precision[strategy][0] += m
-                precision[strategy][1] += t
+                outcomes[strategy] += auto_label_outcomes(
+                    rows_of[strategy], root / f"seed{seed}-{strategy}" / "aws-mirror", truth, settings)
             for r in rows_of["judgement"][1:]:
                 seen += r.images_seen
                 people += r.human + r.audit
@@ -305,8 +331,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "labels_to_target_judgement": mean_j,
         "labels_to_target_random": mean_r,
         "label_ratio_by_target": {str(t): ratio_at(per_seed, t) for t in ladder},
-        "auto_label_precision": {name: round(m / t, 4) if t else None for name, (m, t) in precision.items()},
-        "auto_labeled_images_checked": {name: t for name, (_, t) in precision.items()},
+        "auto_label_precision": {name: score_diagnostics(o)["precision"] for name, o in outcomes.items()},
+        "auto_labeled_images_checked": {name: len(o) for name, o in outcomes.items()},
+        # The random strategy auto-labels images of every score, so its auto-labels show how well the score
+        # separates right from wrong labels over the whole range (judgement's only cover its least doubtful).
+        "judgement_score": score_diagnostics(outcomes["random"]),
         "human_share": args.human_share,
         "human_share_after_cold_start": round(share, 4),
         "cost_per_100k_images": cost_per_100k(share, per_image_s, settings.cost.human_price_per_task,
