@@ -7,7 +7,13 @@ import random
 
 import pytest
 
-from alp.benches.active_learning import cost_per_100k, labels_to_target, plot_label_savings, ratio_at
+from alp.benches.active_learning import (
+    cost_per_100k,
+    labels_to_target,
+    plot_label_savings,
+    ratio_at,
+    score_diagnostics,
+)
 from alp.demo.strategies import (
     auto_label_matches,
     auto_to_human,
@@ -144,6 +150,18 @@ def test_ratio_at_a_target_averages_seeds_and_is_null_unless_every_seed_reaches_
     assert at_02["random"] == pytest.approx((20 + 25) / 2)
     assert at_02["label_ratio"] == pytest.approx(17.5 / 22.5, abs=1e-4)
     assert ratio_at(seeds, 0.5)["label_ratio"] is None  # the second seed never gets there
+
+
+def test_score_diagnostics_rank_right_above_wrong_and_bin_precision():
+    perfect = [(0.9, True), (0.8, True), (0.2, False), (None, False)]  # no score = nothing detected = 0
+    d = score_diagnostics(perfect)
+    assert d["auroc"] == 1.0 and d["precision"] == 0.5 and d["images"] == 4
+    bins = {b["score"]: b for b in d["by_score"]}
+    assert bins["[0.0, 0.1)"] == {"score": "[0.0, 0.1)", "images": 1, "precision": 0.0}
+    assert bins["[0.8, 1.0]"]["images"] == 2 and bins["[0.8, 1.0]"]["precision"] == 1.0
+    assert score_diagnostics([(0.3, True), (0.3, False)])["auroc"] == 0.5  # ties count half
+    assert score_diagnostics([(0.3, False)])["auroc"] is None  # undefined without both kinds
+    assert score_diagnostics([])["precision"] is None
 
 
 def test_the_label_savings_plot_is_a_png(tmp_path):
