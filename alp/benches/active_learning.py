@@ -14,7 +14,12 @@ candidate's metrics on the frozen test set, then reports the labels needed to re
 when a strategy never reaches it), ``label_ratio`` = judgement / random, the same for a ladder of lower
 targets (``label_ratio_by_target``: young models on 2 CPU cores may not reach the settings' target),
 ``auto_label_precision`` of each strategy (auto-labeled images whose boxes pair at IoU >= 0.5 and persons
-at OKS >= 0.5 with the truth) and the cost per 100,000 images against labeling everything by hand.
+at OKS >= 0.5 with the truth), ``judgement_score`` (how well the judgement score separates right from wrong
+auto-labels: AUROC and precision per score bin) and the cost per 100,000 images against labeling
+everything by hand.
+
+The six runs (3 seeds x 2 strategies) are independent: ``--jobs N`` runs N at once in worker processes,
+each with cores / N threads, and writes one log per run next to the run folders.
 """
 from __future__ import annotations
 
