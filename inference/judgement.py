@@ -7,28 +7,32 @@
   images are drawn on every re-run (the shadow mode that measures automation quality);
 * ``quarantine``: the input itself is bad (the decoder's reason).
 
-Checks on a confident image, each a threshold on one confidence or on an aggregate that never falls
-when a confidence rises (so lowering any confidence can never turn ``human`` into ``auto``):
+Checks on a confident image, each a threshold on one score or on an aggregate of scores that never falls
+when a score rises. So lowering a box confidence never turns ``human`` into ``auto``, and neither does
+moving a keypoint confidence towards its visibility threshold (with ``keypoint_score="confidence"``:
+lowering it):
 
 * every head box and every person box: confidence >= ``box_threshold``;
 * every person: the aggregate (``min``, ``mean`` or a low ``quantile``) of its keypoint scores >=
   ``keypoint_threshold``. With ``keypoint_score="certainty"`` (default) a keypoint's score is how far its
   two confidences lie from the visibility rule's thresholds (:func:`keypoint_certainty`), so a point
-  confidently outside the view counts as certain and moving any confidence *towards its threshold* can
-  never turn ``human`` into ``auto``. With ``"confidence"`` the scores are both models' raw confidences,
-  which rate every occluded or out-of-view point as doubtful;
+  confidently outside the view counts as certain. With ``"confidence"`` the scores are both models' raw
+  confidences, which rate every occluded or out-of-view point as doubtful;
 * structure: each person has a head box, each head box a person, each person was found by both pose
   models, and at least one head or person was found (an empty frame is rare in a cabin and cheap to
   confirm).
 
-The score (:attr:`RouteDecision.score`, the budget ranking of the label-savings bench and the number people
-see on a task) is the lowest of the box confidences and keypoint scores, and 0 when heads and persons do not
-pair up: then one of the labels misses an object whatever the confidences say.
+The score (:attr:`RouteDecision.score`: written to every routed line as ``alp-route.score``, shown in the
+demo report's captions, and the ranking of the label-savings bench's budget) is the lowest of the box
+confidences and the persons' aggregated keypoint scores, and 0 when heads and persons do not pair up: then
+one of the labels misses an object whatever the confidences say. Annotators see only a sentence per failed
+check.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -62,8 +66,8 @@ class ImageEvidence:
     unmatched_visible_persons: int = 0
     keypoint_names: tuple[str, ...] = ()
     # the visibility rule the keypoints were classified with (inference.main/additional_threshold)
-    main_threshold: float = 0.6
-    additional_threshold: float = 0.6
+    main_threshold: float = field(kw_only=True)
+    additional_threshold: float = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,9 @@ def aggregate(values: Sequence[float], method: str, quantile: float) -> float:
 
 def decision_margin(conf: float, threshold: float) -> float:
     """How far ``conf`` lies from the ``threshold`` it is compared with, in [0, 1]: 0 at the threshold, 1 at
-    0 or 1 (a confident "no" is as certain as a confident "yes")."""
+    0 or 1 (a confident "no" is as certain as a confident "yes"). A NaN confidence is no certainty."""
+    if not math.isfinite(conf):
+        return 0.0
     conf = min(1.0, max(0.0, conf))
     if conf > threshold:
         return (conf - threshold) / (1.0 - threshold)
@@ -123,7 +129,8 @@ def keypoint_certainty(main: float, visible: float, main_threshold: float, addit
 
     In view (main > main threshold): the in-view decision and the visible-vs-occluded decision of the
     visible-only model. Outside: the main model's decision only; if the visible-only model nevertheless sees
-    the point (at or above its threshold), the two models contradict each other and the certainty is 0.
+    the point (at or above its threshold), the two models contradict each other and the certainty is 0
+    (so with an additional threshold of 0, no out-of-view point is ever certain).
     Moving either confidence towards its threshold never raises the certainty.
     """
     in_view = decision_margin(main, main_threshold)

@@ -195,11 +195,14 @@ def test_auto_label_match_needs_box_iou_and_oks():
     assert not auto_label_matches(empty, truth, SETTINGS)  # a missed head is not a match
 
 
+IN_PROCESS_SKIP = pytest.mark.skipif(
+    not os.environ.get("ALP_BENCH_TESTS"),
+    reason="trains 4 rounds (minutes on 2 cores); the two-worker variant and the mini demo cover the loop by "
+           "default. Set ALP_BENCH_TESTS=1 to run it")
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ALP_BENCH_TESTS"),
-                    reason="trains 4 rounds (minutes on 2 cores); the mini demo covers the loop by default. "
-                           "Set ALP_BENCH_TESTS=1 to run it")
-@pytest.mark.parametrize("jobs", [1, 2], ids=["in-process", "two-workers"])
+@pytest.mark.parametrize("jobs", [pytest.param(1, marks=IN_PROCESS_SKIP), 2], ids=["in-process", "two-workers"])
 def test_quick_bench_runs_both_strategies_with_the_same_budget_and_prints_the_headline(tmp_path, capsys, jobs):
     """End to end at the smallest size: the numbers are meaningless, the bookkeeping is not."""
     import json
@@ -230,3 +233,17 @@ def test_quick_bench_runs_both_strategies_with_the_same_budget_and_prints_the_he
     assert [r["human_labels"] for r in judged] == [r["human_labels"] for r in randomised]
     cost = result["cost_per_100k_images"]
     assert cost["all_human_usd"] == pytest.approx(100_000 * 0.36)
+
+
+def test_given_a_run_that_fails_then_the_bench_stops_the_others_and_names_its_log(tmp_path, capsys):
+    from alp.cli import main
+
+    (tmp_path / "seed0-random").write_text("a file where the run folder goes")
+    rc = main(["bench", "active-learning", "--json", "--quick", "--seeds", "1", "--rounds", "1", "--pool", "20",
+               "--seed-images", "10", "--test-images", "6", "--width", "96", "--height", "64", "--imgsz", "64",
+               "--epochs", "1", "--run-dir", str(tmp_path), "--jobs", "2"])
+    captured = capsys.readouterr()
+    assert rc == 1 and captured.out == ""  # no half result on stdout
+    assert "seed 0 random failed (NotADirectoryError" in captured.err
+    assert str(tmp_path / "seed0-random.log") in captured.err
+    assert "NotADirectoryError" in (tmp_path / "seed0-random.log").read_text()  # the traceback is kept

@@ -33,7 +33,8 @@ def _person(conf=0.9, vis=0.9, head=0, box=0.9):
 
 def _image(*persons, heads=None):
     heads = heads if heads is not None else tuple(0.9 for _ in persons)
-    return ImageEvidence(head_confs=heads, persons=persons, keypoint_names=tuple(f"k{i}" for i in range(K)))
+    return ImageEvidence(head_confs=heads, persons=persons, keypoint_names=tuple(f"k{i}" for i in range(K)),
+                         main_threshold=0.6, additional_threshold=0.6)
 
 
 def test_confident_image_goes_auto():
@@ -86,6 +87,7 @@ def test_certainty_is_the_distance_from_the_threshold_on_either_side():
     assert decision_margin(1.0, 0.6) == pytest.approx(1.0) and decision_margin(0.0, 0.6) == pytest.approx(1.0)
     assert decision_margin(0.8, 0.6) == pytest.approx(0.5) and decision_margin(0.3, 0.6) == pytest.approx(0.5)
     assert decision_margin(0.0, 0.0) == 0.0 and decision_margin(1.0, 1.0) == 0.0  # no division by zero
+    assert decision_margin(float("nan"), 0.6) == 0.0
     assert keypoint_certainty(0.9, 0.1, 0.6, 0.6) == pytest.approx(min(0.75, 0.5 / 0.6))  # confidently occluded
     assert keypoint_certainty(0.1, 0.1, 0.6, 0.6) == pytest.approx(0.5 / 0.6)  # confidently outside
 
@@ -212,7 +214,7 @@ def _lower_one(ev: ImageEvidence, data, towards_threshold: bool = False) -> Imag
 
 @settings(max_examples=300, deadline=None)
 @given(ev=evidence(), s=judgement_settings, key=st.text(max_size=20), data=st.data())
-def test_property_lowering_a_confidence_never_moves_human_to_auto(ev, s, key, data):
+def test_property_a_less_sure_score_never_moves_human_to_auto(ev, s, key, data):
     """Box confidences and raw keypoint confidences: lower is never more confident. Keypoint certainty:
     a confidence moved towards its visibility threshold is never more certain."""
     before = route_image(key, ev, s)

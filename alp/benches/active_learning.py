@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
-import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,12 +200,40 @@ def run_strategy(task: StrategyRun) -> list[RoundRecord]:
                           reroute=router)
     if task.log_path is None:
         return run_demo(options).rows
+    # A worker stopped by the bench (SIGTERM) unwinds like Ctrl-C: the running step's process is killed and
+    # the embedded AWS stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     with open(task.log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-        return run_demo(options).rows
+        try:
+            return run_demo(options).rows
+        except BaseException:
+            traceback.print_exc(file=log)  # the log is all a worker leaves behind
+            raise
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+class RunFailed(RuntimeError):
+    """One seed x strategy run failed; the message names its log."""
+
+
+def _run_in_worker(task: StrategyRun) -> tuple[StrategyRun, list[RoundRecord]]:
+    try:
+        return task, run_strategy(task)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None  # stopped by the bench or Ctrl-C: the run's log has the traceback
+    except Exception as exc:  # re-raised in the bench process, which stops the other runs
+        raise RunFailed(f"seed {task.seed} {task.strategy} failed ({type(exc).__name__}: {exc}); "
+                        f"see {task.log_path}") from None
 
 
 def _run_all(tasks: list[StrategyRun], jobs: int, log: Any) -> dict[tuple[int, str], list[RoundRecord]]:
-    """Every task's round records: one after another here, or ``jobs`` worker processes at a time."""
+    """Every task's round records: one after another here, or ``jobs`` worker processes at a time.
+
+    The first failed run stops the bench at once: its log is named, the other workers are stopped.
+    """
     done: dict[tuple[int, str], list[RoundRecord]] = {}
     if jobs <= 1:
         for task in tasks:
@@ -213,29 +243,28 @@ def _run_all(tasks: list[StrategyRun], jobs: int, log: Any) -> dict[tuple[int, s
                 done[(task.seed, task.strategy)] = run_strategy(task)
         return done
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    # spawn, not fork: a forked torch with live thread pools can hang, and every run sets its own environment
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending = {pool.submit(run_strategy, task): task for task in tasks}
-        for task in tasks:
-            print(f"[bench] seed {task.seed}: {task.strategy} strategy, {task.budget} human labels per round "
-                  f"-> log {task.log_path}", file=log, flush=True)
-        try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    task = pending.pop(future)
-                    rows = future.result()  # a failed run stops the bench; its log names the step
-                    done[(task.seed, task.strategy)] = rows
-                    last = rows[-1] if rows else None
-                    print(f"[bench] seed {task.seed} {task.strategy}: {len(rows)} round(s) done"
-                          + (f", last kpt_oks_map50={last.kpt_oks_map50}" if last else "")
-                          + f" ({len(done)}/{len(tasks)} runs)", file=log, flush=True)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    # spawn, not fork: a forked torch with live thread pools can hang, and every run sets its own
+    # environment; one task per worker, so no library keeps a handle on the previous run's log
+    pool = multiprocessing.get_context("spawn").Pool(processes=jobs, maxtasksperchild=1)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped bench stops its workers too
+    for task in tasks:
+        print(f"[bench] seed {task.seed}: {task.strategy} strategy, {task.budget} human labels per round "
+              f"-> log {task.log_path}", file=log, flush=True)
+    try:
+        for task, rows in pool.imap_unordered(_run_in_worker, tasks):
+            done[(task.seed, task.strategy)] = rows
+            last = rows[-1] if rows else None
+            print(f"[bench] seed {task.seed} {task.strategy}: {len(rows)} round(s) done"
+                  + (f", last kpt_oks_map50={last.kpt_oks_map50}" if last else "")
+                  + f" ({len(done)}/{len(tasks)} runs)", file=log, flush=True)
+        pool.close()
+    except BaseException:
+        pool.terminate()  # stop now rather than wait for the other runs (SIGTERM unwinds each like Ctrl-C)
+        raise
+    finally:
+        pool.join()
+        signal.signal(signal.SIGTERM, previous)
     return done
 
 
@@ -267,8 +296,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     compute_s = 0.0
     started = time.monotonic()
     strategies: tuple[Strategy, ...] = ("judgement", "random")
-    # Each worker gets an even share of the cores for its training (torch) and inference threads.
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    failed = False
     try:
         tasks: list[StrategyRun] = []
         configs: dict[int, DemoConfig] = {}
@@ -279,9 +307,15 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.redirect_stdout(log):
                 data = shared_data(root / f"seed{seed}-data", config)
             tasks += [StrategyRun(seed=seed, strategy=name, config=config, budget=config.human_budget() or 0,
-                                  run_dir=root / f"seed{seed}-{name}", data=data, threads=threads,
-                                  log_path=root / f"seed{seed}-{name}.log" if jobs > 1 else None)
+                                  run_dir=root / f"seed{seed}-{name}", data=data, threads=None, log_path=None)
                       for name in strategies]
+        jobs = min(jobs, len(tasks))
+        if jobs > 1:
+            # each worker gets an even share of the cores for its training (torch) and inference threads
+            from inference.onnx_models import usable_cores
+
+            tasks = [dataclasses.replace(t, threads=max(1, usable_cores() // jobs),
+                                         log_path=root / f"seed{t.seed}-{t.strategy}.log") for t in tasks]
         done = _run_all(tasks, jobs, log)
         for seed in seeds:
             data = next(t.data for t in tasks if t.seed == seed)
@@ -307,8 +341,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     [(r.human_labels_total, r.kpt_oks_map50) for r in rows], target)
                    for name, rows in rows_of.items()},
             })
+    except BaseException:
+        failed = True
+        if not args.run_dir:
+            print(f"[bench] stopped; the run folders and logs are kept in {root}", file=log, flush=True)
+        raise
     finally:
-        if not args.run_dir and not args.keep:
+        if not args.run_dir and not args.keep and not failed:
             shutil.rmtree(root, ignore_errors=True)
     notes: list[str] = []
     headline = ratio_at(per_seed, target)
@@ -354,7 +393,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace) -> int:
-    result = run_bench(args)
+    try:
+        result = run_bench(args)
+    except RunFailed as exc:
+        print(f"alp bench active-learning: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result, indent=2))
     else:

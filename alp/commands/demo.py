@@ -49,6 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="a fixed human budget per round as a share of the batch (e.g. 0.5): the images the "
                              "judgement is least sure of go to people, the rest is auto-labeled even when not confident; "
                              "default 0 = the judgement thresholds alone")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of the demo process (the Train step picks its own: every core)")
+    parser.add_argument("--threads", type=int, default=None, help="threads for training (torch) and inference (onnxruntime); default: every core")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_demo)

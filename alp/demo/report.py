@@ -189,9 +189,9 @@ def overlay_grid(overlays: Sequence[Overlay], path: Path, schema: KeypointSchema
 
 # --- the report -----------------------------------------------------------------------------------------
 NO_AUTO_LABELS = (
-    "None in these rounds: no image cleared the judgement thresholds (`judgement.box_threshold`, "
-    "`judgement.keypoint_threshold`; every line of a batch's `inference/` manifests carries its score under "
-    "`alp-route`), so people labeled every image. Young models are not confident enough yet; more rounds or epochs "
+    "None in these rounds: no image passed the judgement's checks (boxes at `judgement.box_threshold`, "
+    "keypoint certainty at `judgement.keypoint_threshold`, heads and persons pairing up; every line of a "
+    "batch's `inference/` manifests carries its score under `alp-route`), so people labeled every image. Young models are not confident enough yet; more rounds or epochs "
     "(`alp demo --rounds 6 --epochs 30`) raise their confidence, and `alp demo --human-share 0.5` forces a "
     "fixed human budget per round and auto-labels the rest."
 )
