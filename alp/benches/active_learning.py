@@ -297,8 +297,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     strategies: tuple[Strategy, ...] = ("judgement", "random")
     failed = False
+    tasks: list[StrategyRun] = []
     try:
-        tasks: list[StrategyRun] = []
         configs: dict[int, DemoConfig] = {}
         for seed in seeds:
             config = configs[seed] = DemoConfig(seed=seed, human_share=args.human_share, **sizes)
@@ -384,7 +384,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "human_share_after_cold_start": round(share, 4),
         "cost_per_100k_images": cost_per_100k(share, per_image_s, settings.cost.human_price_per_task,
                                               settings.cost.compute_price_per_hour),
+        # wall seconds of the Infer and training steps per uploaded image, with threads_per_run threads each
         "compute_seconds_per_image": round(per_image_s, 4),
+        "threads_per_run": tasks[0].threads if tasks and tasks[0].threads else "every core",
         "per_seed": per_seed,
         "notes": notes,
         "plot": str(plot) if plot else None,
