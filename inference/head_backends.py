@@ -22,7 +22,7 @@ from PIL import Image
 from alp import aws, storage
 from inference.image_io import DecodedImage
 from inference.letterbox import Placement
-from inference.onnx_models import Detections, OnnxYoloModel
+from inference.onnx_models import MAX_DETECTIONS, Detections, OnnxYoloModel
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,17 @@ class YoloOnnxHeadDetector:
 
     name = "yolo-onnx"
 
-    def __init__(self, model: OnnxYoloModel, conf_threshold: float):
+    def __init__(self, model: OnnxYoloModel, conf_threshold: float, max_detections: int = MAX_DETECTIONS):
         self.model = model
         self.conf_threshold = conf_threshold
+        self.max_detections = max_detections
 
     def open(self) -> None:
         return None
 
     def detect(self, batch: PreparedBatch) -> list[Detections]:
-        return self.model.predict(batch.tensor, batch.placements, conf_threshold=self.conf_threshold)
+        return self.model.predict(batch.tensor, batch.placements, conf_threshold=self.conf_threshold,
+                                  max_detections=self.max_detections)
 
     def close(self) -> None:
         return None

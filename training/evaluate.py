@@ -49,9 +49,11 @@ def evaluate_loaded(bundle: LoadedBundle, truth: Sequence[ManifestLine], setting
     """Metrics of a verified bundle on ``truth`` (the inference engine predicts, alp.metrics scores)."""
     from alp.metrics import evaluate_manifests
     from inference.engine import InferenceEngine
+    from inference.onnx_models import MAX_DETECTIONS
     from inference.runner import predict_manifest
 
-    settings = settings.with_overrides({"inference.box_conf_threshold": EVALUATION_CONF_THRESHOLD})
+    settings = settings.with_overrides({"inference.box_conf_threshold": EVALUATION_CONF_THRESHOLD,
+                                        "inference.max_detections": MAX_DETECTIONS})
 
     # Strip the truth first: a line the engine cannot read must not pass its true labels on as predictions.
     inputs = [line.without(*settings.labeling.label_keys) for line in truth]

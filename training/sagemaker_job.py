@@ -32,7 +32,7 @@ ENTRY_PROGRAM = "entry.py"
 TERMINAL = {"Completed", "Failed", "Stopped"}
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # The job's own requirements (the image brings torch); pinned like the project's `train` extra.
-JOB_REQUIREMENTS = "ultralytics==8.4.190\nonnx>=1.16\nonnxslim>=0.1.40\npydantic>=2.7,<3\npyyaml>=6\n"
+JOB_REQUIREMENTS = "ultralytics==8.4.190\nyolo-poser==0.1.18\nonnx>=1.16\nonnxslim>=0.1.40\npydantic>=2.7,<3\npyyaml>=6\n"
 
 
 class TrainingJobFailed(RuntimeError):

