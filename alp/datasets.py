@@ -66,10 +66,14 @@ class SplitRule(BaseModel):
         return cls(seed=settings.labeling.split_seed, test_fraction=settings.labeling.test_split_fraction,
                    val_fraction=settings.labeling.val_split_fraction)
 
-    def split_for(self, key: str) -> Split:
+    def split_for(self, key: str, kind: SourceKind | None = None) -> Split:
+        """The split of a new record. The test split takes only labels people made (``kind`` not ``auto``):
+        a model's own labels there would have the gate judge each challenger by how well it repeats the
+        champion's predictions (seen on the label-savings bench: candidates better on the bench's own test
+        set were rejected). An auto label whose key falls in the test share trains instead."""
         u = int(hashlib.sha256(f"{self.seed}|{key}".encode()).hexdigest()[:16], 16) / float(1 << 64)
         if u < self.test_fraction:
-            return "test"
+            return "train" if kind == "auto" else "test"
         if u < self.test_fraction + self.val_fraction:
             return "val"
         return "train"
@@ -265,7 +269,7 @@ def create_version_from_lines(lines: list[ManifestLine], data_root: str, setting
     rule = _split_rule(data_root, settings)
     head_attr = settings.labeling.head_label_attribute
     records = [version_record(line, source_kind, None, _job_of(line, head_attr), settings,
-                              rule.split_for(image_key(line))) for line in lines]
+                              rule.split_for(image_key(line), source_kind)) for line in lines]
     records.sort(key=image_key)
     inputs_sha = _sha(f"lines|{source_kind}|{note}\n" + dumps_lines(records))
     existing = _find_by_inputs(data_root, settings, inputs_sha, None)
@@ -312,7 +316,7 @@ def merge_batch_result(batch_dir: str, settings: Settings, data_root: str | None
                 is_audit = isinstance(labeling, dict) and bool(labeling.get("audit"))
                 kind: SourceKind = ("audit" if is_audit else "human") if people else "auto"
                 job = _job_of(line, head_attr) if people else None
-                record = version_record(line, kind, batch, job, settings, rule.split_for(key))
+                record = version_record(line, kind, batch, job, settings, rule.split_for(key, kind))
             except (ManifestError, storage.StorageError) as exc:
                 rejected.append(line.with_fields(**{"alp-merge-rejected": str(exc)[:300]}))
                 continue

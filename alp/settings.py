@@ -97,7 +97,10 @@ class JudgementSettings(_Section):
     aggregation: Literal["min", "mean", "quantile"] = "quantile"
     quantile: float = Field(0.1, ge=0.0, le=1.0)
     box_threshold: float = Field(0.5, ge=0.0, le=1.0, description="a head box below goes to people")
-    keypoint_threshold: float = Field(0.5, ge=0.0, le=1.0, description="aggregated keypoint score below")
+    # 0.1: measured on the demo's round 1-3 bundles (pretrained start) over 160 images with their truth: at 0.1
+    # the auto-labeled images matched the truth 89-93% of the time; at 0.05, 73-83%; at 0.5 nothing passed,
+    # because a young visible-only model's confidences sit close to its visibility threshold
+    keypoint_threshold: float = Field(0.1, ge=0.0, le=1.0, description="aggregated keypoint score below")
     audit_fraction: float = Field(0.05, ge=0.0, le=1.0)
     audit_seed: str = "alp-audit"
 
@@ -212,7 +215,9 @@ class CostSettings(_Section):
 
     human_price_per_task: float = Field(0.36, ge=0.0, description="per labeled image, all its tasks")
     compute_price_per_hour: float = Field(0.526, ge=0.0, description="inference/training instance, on demand")
-    target_kpt_oks_map50: float = Field(0.5, ge=0.0, le=1.0)
+    # The label-savings bench's target. 0.7: what people's labels alone gave the demo's pretrained models at
+    # 126 labels (0.72; 0.78 at 212). With the pretrained start, 0.5 is passed within the first round.
+    target_kpt_oks_map50: float = Field(0.7, ge=0.0, le=1.0)
 
 
 class Settings(_Section):

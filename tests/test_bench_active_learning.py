@@ -126,9 +126,17 @@ def test_given_a_budget_the_judgement_strategy_sends_the_least_confident_images_
     # no score at all (nothing detected) ranks least confident, then 0.05, then 0.2
     assert [x.source_ref.rsplit("/", 1)[1] for x in routed.human] == ["h1.jpg", "h3.jpg", "h4.jpg"]
     assert all("lowest_score" in x.route().reason for x in routed.human)
-    assert sorted(x.source_ref for x in routed.auto) == sorted(
-        f"s3://b/incoming/{n}" for n in ["a0.jpg", "h0.jpg", "h2.jpg", "h5.jpg"])
+    # only what the thresholds passed is auto-labeled; what they sent to people beyond the budget waits
+    assert [x.source_ref for x in routed.auto] == ["s3://b/incoming/a0.jpg"]
     assert all(x.route().route == "auto" and HEAD in x.data for x in routed.auto)
+    assert [x.source_ref.rsplit("/", 1)[1] for x in routed.deferred] == ["h0.jpg", "h2.jpg", "h5.jpg"]
+    assert all(x.route().reason.startswith("deferred:") and HEAD not in x.data and x.preannotation() is not None
+               and x.route().score is not None for x in routed.deferred)
+    # nothing lost: every input ends in exactly one list
+    assert sorted(x.source_ref for x in [*routed.auto, *routed.human, *routed.deferred]) == sorted(
+        x.source_ref for x in [*auto, *human])
+    # the random baseline defers nothing: it has no judgement to trust, so it auto-labels the rest
+    assert route_within_budget(auto, human, 3, "random", random.Random(0), SETTINGS).deferred == []
     # an image the judgement sent to people outranks one it would auto-label, whatever the scores
     structural = [_human_line("structural.jpg", score=0.95)]
     routed = route_within_budget(auto, structural, 1, "judgement", random.Random(0), SETTINGS)
@@ -136,6 +144,13 @@ def test_given_a_budget_the_judgement_strategy_sends_the_least_confident_images_
     # a larger budget than the batch sends everything, a zero budget nothing (proposals exist for all)
     assert len(route_within_budget(auto, human, 50, "judgement", random.Random(0), SETTINGS).human) == 7
     assert len(route_within_budget(auto, human, 0, "judgement", random.Random(0), SETTINGS).human) == 0
+    # a budget left over after the thresholds' human images goes to the least confident passed ones
+    passed = [_auto_line(f"p{i}.jpg").with_model("alp-route", RouteInfo(route="auto", reason="confident",
+                                                                        score=sc, bundle_id="b1"))
+              for i, sc in enumerate([0.9, 0.6, 0.7])]
+    routed = route_within_budget(passed, human[:1], 2, "judgement", random.Random(0), SETTINGS)
+    assert [x.source_ref.rsplit("/", 1)[1] for x in routed.human] == ["p1.jpg", "h0.jpg"]
+    assert routed.deferred == [] and len(routed.auto) == 2
 
 
 def test_ratio_at_a_target_averages_seeds_and_is_null_unless_every_seed_reaches_it():

@@ -142,7 +142,18 @@ def test_the_split_is_frozen_even_when_the_settings_change(
     assert all(after[k] == v for k, v in before.items())
     rule = read_version_info(v1).split
     assert read_version_info(v2).split == rule
-    assert all(after[k] == rule.split_for(k) for k in after)
+    kinds = {image_key(line): line.data["alp-source"]["kind"] for line in read_version(v2)}
+    assert all(after[k] == rule.split_for(k, kinds[k]) for k in after)
+
+
+def test_the_test_split_holds_only_labels_people_made() -> None:
+    rule = SplitRule(seed="s", test_fraction=0.2, val_fraction=0.1)
+    keys = [f"img_{i}.jpg" for i in range(500)]
+    test_keys = [k for k in keys if rule.split_for(k) == "test"]
+    assert test_keys and all(rule.split_for(k, "human") == rule.split_for(k, "seed") == "test" for k in test_keys)
+    # a model's own label never becomes test truth: it trains instead; val and train are unchanged
+    assert {rule.split_for(k, "auto") for k in test_keys} == {"train"}
+    assert all(rule.split_for(k, "auto") == rule.split_for(k) for k in keys if k not in test_keys)
 
 
 def test_split_shares_follow_the_fractions() -> None:

@@ -33,7 +33,8 @@ def test_given_a_fresh_folder_when_the_mini_demo_runs_then_it_reports_every_roun
     assert rows[0]["human"] == 10 and rows[0]["auto"] == 0  # cold start: every seed image to people
     for r in rows:
         # nothing is lost: every image ends auto-labeled, human-labeled, audited or quarantined
-        assert r["images_seen"] == r["auto"] + r["human"] + r["audit"] + r["quarantine"], r
+        assert r["images_seen"] == r["auto"] + r["human"] + r["audit"] + r["quarantine"] + r["deferred"], r
+        assert r["deferred"] == 0  # without a human budget every doubted image goes to people
         assert r["dataset_version"] and r["bundle_uri"].startswith("s3://")
         for key in ("box_map50", "kpt_oks_map50"):
             assert r[key] is not None and 0.0 <= r[key] <= 1.0
@@ -70,17 +71,30 @@ def test_given_a_fresh_folder_when_the_mini_demo_runs_then_it_reports_every_roun
 
 
 @pytest.mark.slow
-def test_with_a_human_budget_the_least_confident_images_go_to_people_and_the_rest_is_auto_labeled(tmp_path, capsys):
+def test_with_a_human_budget_the_least_confident_go_to_people_and_the_doubted_rest_waits_for_the_next_round(
+        tmp_path, capsys):
     run_dir = tmp_path / "demo-budget"
-    rc = main(["demo", "--run-dir", str(run_dir), "--fresh", *MINI, "--human-share", "0.5"])
+    mini = [*MINI[MINI.index("--pool"):], "--rounds", "2"]  # 7 uploads a round after the 10 seed images
+    rc = main(["demo", "--run-dir", str(run_dir), "--fresh", *mini, "--human-share", "0.5"])
     out = capsys.readouterr().out
     assert rc == 0, out
     rows = json.loads((run_dir / "state.json").read_text())["rounds"]
     assert rows[0]["human"] == 10 and rows[0]["auto"] == 0  # cold start: no model, no budget to apply
-    # round 1: 14 uploads + 1 broken file; half of the 14 to people, the other half auto-labeled
-    assert (rows[1]["human"], rows[1]["auto"], rows[1]["quarantine"]) == (7, 7, 1)
+    budget = round(0.5 * 7)
+    for prev, r in zip(rows, rows[1:]):
+        # nothing lost: uploads (new, re-driven and broken) = auto + human + audit + quarantine + deferred
+        assert r["images_seen"] == r["auto"] + r["human"] + r["audit"] + r["quarantine"] + r["deferred"], r
+        assert r["human"] + r["audit"] == budget and r["quarantine"] == 1
+        # last round's deferred images came back with this round's uploads, and only those
+        assert r["redriven"] == prev["deferred"] == len(prev["deferred_images"])
+        assert r["images_seen"] == 7 + 1 + r["redriven"]
+        assert len(r["deferred_images"]) == r["deferred"]
+    # a 1-epoch model is sure of nothing: beyond the budget every image waits; none is auto-labeled
+    assert rows[1]["deferred"] == 7 - budget and rows[1]["auto"] == 0
+    assert rows[2]["redriven"] == 7 - budget
     batch = Path(str(run_dir / "aws-mirror" / "s3"))
     summaries = [json.loads(p.read_text()) for p in batch.rglob("inference/summary.json")]
-    assert any(s.get("strategy") == {"name": "judgement", "human_budget": 7} for s in summaries)
-    # the auto-labeled half shows up in the report's overlays
-    assert (run_dir / "report" / "overlays_auto.png").is_file()
+    assert any(s.get("strategy") == {"name": "judgement", "human_budget": budget} for s in summaries)
+    deferred = [p for p in batch.rglob("inference/deferred.jsonl") if p.read_text().strip()]
+    assert deferred and all("deferred:" in line for p in deferred for line in p.read_text().splitlines())
+    assert "deferred" in (run_dir / "report" / "report.md").read_text()

@@ -129,7 +129,7 @@ def _rows() -> list[RoundRecord]:
     return [
         RoundRecord(round=0, images_seen=12, human=12, human_labels_total=12, box_map50=0.1, kpt_oks_map50=0.05,
                     visibility_accuracy=0.4, seconds=30.5),
-        RoundRecord(round=1, images_seen=20, auto=12, human=5, audit=2, quarantine=1, human_labels_total=19,
+        RoundRecord(round=1, images_seen=22, auto=12, human=5, audit=2, quarantine=1, deferred=2, human_labels_total=19,
                     audit_agreement=1.0, box_map50=0.5, kpt_oks_map50=0.3, visibility_accuracy=0.6, seconds=41.0),
     ]
 
@@ -138,7 +138,7 @@ def test_table_lists_every_round_and_column():
     text = format_table(_rows())
     lines = text.splitlines()
     assert len(lines) == 4 and "kpt_oks_map50" in lines[0]
-    assert lines[3].split()[:7] == ["1", "20", "12", "5", "2", "1", "19"]
+    assert lines[3].split()[:8] == ["1", "22", "12", "5", "2", "1", "2", "19"]
     assert markdown_table(_rows()).count("\n") == 3
 
 

@@ -58,7 +58,7 @@ def test_a_point_confidently_outside_the_view_is_certain_not_doubtful():
 
 
 def test_keypoints_near_the_visibility_thresholds_or_contradicting_go_to_people():
-    strict = JudgementSettings(audit_fraction=0, aggregation="min")
+    strict = JudgementSettings(audit_fraction=0, aggregation="min", keypoint_threshold=0.5)
     near = PersonEvidence(box_conf=0.9, keypoint_conf=(0.95, 0.95, 0.64, 0.95, 0.95),
                           keypoint_conf_visible=(0.9,) * K, head_box_index=0)
     d = route_image("k", _image(near), strict)
@@ -101,7 +101,8 @@ def test_low_head_box_names_box_and_threshold():
 def test_low_keypoints_name_person_keypoint_and_threshold():
     p = dataclasses.replace(_person(), keypoint_conf=(0.9, 0.9, 0.1, 0.1, 0.1))
     d = route_image("k", _image(_person(), p, heads=(0.9, 0.9)),
-                    JudgementSettings(audit_fraction=0, aggregation="min", keypoint_score="confidence"))
+                    JudgementSettings(audit_fraction=0, aggregation="min", keypoint_score="confidence",
+                                      keypoint_threshold=0.5))
     assert d.route == "human"
     assert "person 1 keypoint score 0.100 (min) < keypoint_threshold 0.5" in d.reason
     assert "lowest k2 main 0.100" in d.reason

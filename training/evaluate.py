@@ -19,6 +19,7 @@ from typing import Any
 
 from alp import registry, storage
 from alp.bundle import DESCRIPTOR_NAME, BundleError, LoadedBundle, load_bundle, parse_descriptor
+from alp.datasets import SOURCE_KEY
 from alp.manifest import ManifestLine, read_manifest
 from alp.settings import Settings
 from training.gate import gate
@@ -32,10 +33,14 @@ class EvaluationError(ValueError):
 
 
 def frozen_test_lines(dataset_uri: str) -> list[ManifestLine]:
+    """The version's test records labeled by people. Auto labels are left out (versions merged before the
+    split kept them out of the test share may hold some): scoring against them would reward a challenger
+    for repeating the champion's predictions."""
     lines = read_manifest(storage.join(dataset_uri.rstrip("/"), "manifest.jsonl"))
-    test = [line for line in lines if line.data.get(SPLIT_KEY) == "test"]
+    test = [line for line in lines if line.data.get(SPLIT_KEY) == "test"
+            and (line.data.get(SOURCE_KEY) or {}).get("kind") != "auto"]
     if not test:
-        raise EvaluationError(f"dataset {dataset_uri} has no test images ({SPLIT_KEY} == 'test')")
+        raise EvaluationError(f"dataset {dataset_uri} has no test images labeled by people ({SPLIT_KEY} == 'test')")
     return test
 
 

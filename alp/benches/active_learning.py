@@ -3,10 +3,11 @@
 Same pool, same frozen test set, same per-round human budget ``B`` (``--human-share`` of each round's batch),
 same training settings; two strategies (``alp.demo.strategies``):
 
-* ``judgement``: the ``B`` images with the lowest judgement score go to people (uncertainty sampling);
-* ``random``: ``B`` images drawn at random go to people;
-
-and the same model's predictions auto-label the rest of the batch in both. Both run the whole demo loop
+* ``judgement``: the ``B`` images with the lowest judgement score go to people (uncertainty sampling), the
+  images its thresholds passed are auto-labeled, and those it doubts beyond the budget are deferred: re-uploaded
+  with the next round's batch for the next model to judge (nothing it doubts is auto-labeled);
+* ``random``: ``B`` images drawn at random go to people, and the model's predictions auto-label all the rest
+  (without a judgement there is nothing to tell trusted proposals from doubtful ones). Both run the whole demo loop
 (embedded AWS, batcher, the labeling and training pipelines' steps, the local workforce); only the Infer
 step's routing is rewritten. Per seed and round it records the human labels used so far and the
 candidate's metrics on the frozen test set, then reports the labels needed to reach
@@ -327,17 +328,20 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 outcomes[strategy] += auto_label_outcomes(
                     rows_of[strategy], root / f"seed{seed}-{strategy}" / "aws-mirror", truth, settings)
             for r in rows_of["judgement"][1:]:
-                seen += r.images_seen
+                seen += r.images_seen - r.redriven  # each uploaded image once, however often it was deferred
                 people += r.human + r.audit
                 compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("labeling/Infer"))
                 compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("training/"))
             curves = {name: [{"round": r.round, "human_labels": r.human_labels_total, "auto_labels": r.auto,
+                              "deferred": r.deferred,
                               "box_map50": r.box_map50, "kpt_oks_map50": r.kpt_oks_map50,
                               "visibility_accuracy": r.visibility_accuracy, "approved": r.approved}
                              for r in rows]
                       for name, rows in rows_of.items()}
             per_seed.append({
                 "seed": seed, "human_budget_per_round": configs[seed].human_budget() or 0, "rounds": curves,
+                # images the judgement still doubted after the last round: back in the queue, not lost
+                "deferred_at_end": {name: rows[-1].deferred if rows else 0 for name, rows in rows_of.items()},
                 **{f"labels_to_target_{name}": labels_to_target(
                     [(r.human_labels_total, r.kpt_oks_map50) for r in rows], target)
                    for name, rows in rows_of.items()},

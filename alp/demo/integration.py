@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alp import storage
+from alp.demo.strategies import DEFERRED_FILE
 from alp.manifest import ROUTES, ManifestLine, read_manifest
 from alp.settings import Settings
 
@@ -28,6 +29,12 @@ def generate(out_dir: Path, n: int, seed: int, hard_share: float, size: tuple[in
 
 def _read_optional(uri: str) -> list[ManifestLine]:
     return read_manifest(uri) if storage.exists(uri) else []
+
+
+def deferred_images(batch_dir: str) -> list[str]:
+    """Base names of the images a human budget sent back to the queue (``inference/deferred.jsonl``)."""
+    return [storage.basename(line.source_ref)
+            for line in _read_optional(storage.join(batch_dir, INFERENCE_DIR, DEFERRED_FILE))]
 
 
 def route_counts(batch_dir: str) -> dict[str, int]:

@@ -18,7 +18,7 @@ from alp.schema import V_OCCLUDED, V_VISIBLE, KeypointSchema
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("round", "round"), ("images_seen", "seen"), ("auto", "auto"), ("human", "human"), ("audit", "audit"),
-    ("quarantine", "quar."), ("human_labels_total", "labels"), ("audit_agreement", "audit agr."),
+    ("quarantine", "quar."), ("deferred", "deferred"), ("human_labels_total", "labels"), ("audit_agreement", "audit agr."),
     ("box_map50", "box_map50"), ("kpt_oks_map50", "kpt_oks_map50"), ("visibility_accuracy", "vis_acc"),
     ("seconds", "seconds"), ("approved", "gate"),
 )
@@ -88,7 +88,7 @@ def plot_learning_curves(rows: Sequence[RoundRecord], path: Path) -> Path:
 
 
 def plot_routes_per_round(rows: Sequence[RoundRecord], path: Path) -> Path:
-    """Stacked bars: images routed auto / human / audit / quarantine per round."""
+    """Stacked bars: images routed auto / human / audit / quarantine / deferred per round."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,7 +97,8 @@ def plot_routes_per_round(rows: Sequence[RoundRecord], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     xs = [r.round for r in rows]
     bottom = [0] * len(rows)
-    colours = {"auto": "#4c9f70", "human": "#d1495b", "audit": "#edae49", "quarantine": "#555555"}
+    colours = {"auto": "#4c9f70", "human": "#d1495b", "audit": "#edae49", "quarantine": "#555555",
+               "deferred": "#9aa5b1"}
     for key, colour in colours.items():
         vals = [getattr(r, key) for r in rows]
         ax.bar(xs, vals, bottom=bottom, color=colour, label=key)

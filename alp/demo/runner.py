@@ -267,13 +267,20 @@ class DemoRun:
         started = time.monotonic()
         self._round = rnd
         names = self.round_images(rnd)
-        prev_labels = self.state.rounds[-1].human_labels_total if self.state.rounds else 0
-        record = RoundRecord(round=rnd, images_seen=len(names))
+        previous = self.state.rounds[-1] if self.state.rounds else None
+        prev_labels = previous.human_labels_total if previous else 0
+        # Back in the queue: the images a human budget deferred last round are uploaded again (a new object
+        # version, so the batcher takes them as new work) and judged by this round's model.
+        fresh = set(names)
+        redrive = [n for n in (previous.deferred_images if previous else []) if n not in fresh]
+        record = RoundRecord(round=rnd, images_seen=len(names) + len(redrive), redriven=len(redrive))
         if rnd == 0:
             _say(f"round 0 (cold start): {len(names)} random images; with no approved model yet the labeling "
                  "pipeline sends every one to the local workforce")
         else:
-            _say(f"round {rnd}: {len(names)} new images")
+            _say(f"round {rnd}: {len(names)} new images" + (f" + {len(redrive)} deferred last round" if redrive
+                                                             else ""))
+        names = names + redrive
         self._upload(names, self.settings.storage.unlabeled_prefix, f"upload round {rnd}")
         broken = self._upload_broken(rnd) if rnd > 0 else []
         record.images_seen += len(broken)
@@ -293,6 +300,8 @@ class DemoRun:
         counts = rerouted or integration.route_counts(batch_dir)
         record.auto, record.human = counts["auto"], counts["human"]
         record.audit, record.quarantine = counts["audit"], counts["quarantine"]
+        record.deferred = counts.get("deferred", 0)
+        record.deferred_images = integration.deferred_images(batch_dir) if record.deferred else []
         dataset_uri = integration.latest_dataset(self.data_root)
         record.human_labels_total = prev_labels + record.human + record.audit
         self._train_and_score(dataset_uri, record)

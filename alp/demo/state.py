@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STATE_VERSION = 2  # 2: the human budget (human_share) joined the config
+STATE_VERSION = 3  # 2: the human budget (human_share) joined the config; 3: deferred images are re-driven
 
 
 class DemoConfig(BaseModel):
@@ -40,8 +40,9 @@ class DemoConfig(BaseModel):
     human_share: float = Field(
         0.0, ge=0.0, le=1.0,
         description="a fixed human budget per round, as a share of the batch: the images the judgement is least "
-                    "sure of go to people, the rest is auto-labeled; 0 (default) = the thresholds alone (young "
-                    "models' forced auto-labels are mostly wrong: 4-5% matched the truth in the bench)")
+                    "sure of go to people, the images its thresholds passed are auto-labeled, and the ones it "
+                    "doubts beyond the budget wait for the next round (deferred); 0 (default) = the thresholds "
+                    "alone, every doubted image to people")
 
     def human_budget(self) -> int | None:
         return None if self.human_share == 0 else max(1, round(self.human_share * self.round_batch_size()))
@@ -63,6 +64,9 @@ class RoundRecord(BaseModel):
     human: int = 0
     audit: int = 0
     quarantine: int = 0
+    deferred: int = Field(0, description="sent back to the queue by a human budget; re-uploaded next round")
+    redriven: int = Field(0, description="of images_seen: the previous round's deferred images, uploaded again")
+    deferred_images: list[str] = Field(default_factory=list, description="pool names of the deferred images")
     human_labels_total: int = Field(0, description="images labeled by people so far, this round included")
     audit_agreement: float | None = None
     box_map50: float | None = None
@@ -78,7 +82,7 @@ class RoundRecord(BaseModel):
 
     @property
     def routed(self) -> int:
-        return self.auto + self.human + self.audit + self.quarantine
+        return self.auto + self.human + self.audit + self.quarantine + self.deferred
 
 
 class DemoState(BaseModel):

@@ -1,19 +1,23 @@
 """The label-savings bench's routing within a fixed human budget, and its scoring of auto-labels.
 
-Both strategies spend the same per-round human budget ``B`` and auto-label the rest of the batch with the
-same model's predictions:
+Both strategies spend the same per-round human budget ``B``:
 
-* ``judgement``: the ``B`` images the judgement function is least sure of (lowest score; at this project's
-  early model quality its thresholds alone would send nearly every image to people, so without a budget
-  the two strategies would be the same);
-* ``random``: ``B`` images drawn at random.
+* ``judgement``: people get the ``B`` images the judgement function is least sure of (its own human
+  decisions first, lowest score first); the images its thresholds passed are auto-labeled; the images it
+  sent to people beyond the budget are **deferred**: back in the queue (``deferred.jsonl``), re-uploaded
+  with the next round's batch and judged again by the next, better model. Nothing the judgement doubts
+  is auto-labeled;
+* ``random``: ``B`` images drawn at random go to people and the same model's predictions auto-label the rest
+  of the batch (without a judgement there is no telling which proposals to trust).
 
 The routing is swapped in after the labeling pipeline's Infer step by rewriting that step's outputs
-(``auto.jsonl``, ``human.jsonl``, ``audit_model.jsonl``, ``summary.json``); the Label and Merge steps then
-run unchanged, so both strategies share the workforce, merge, training and metrics code.
+(``auto.jsonl``, ``human.jsonl``, ``audit_model.jsonl``, ``summary.json``, plus ``deferred.jsonl``); the
+Label and Merge steps then run unchanged (Merge never reads ``deferred.jsonl``), so both strategies share
+the workforce, merge, training and metrics code.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -94,6 +98,7 @@ def human_to_auto(line: ManifestLine, settings: Settings, strategy: str = "rando
 class BudgetedRouting:
     auto: list[ManifestLine]
     human: list[ManifestLine]
+    deferred: list[ManifestLine] = dataclasses.field(default_factory=list)  # back in the queue, for a later round
 
 
 Strategy = Literal["judgement", "random"]
@@ -101,6 +106,9 @@ STRATEGY_REASONS: dict[str, str] = {
     "judgement": "lowest_score: among the {budget} least confident images of the batch (judgement score)",
     "random": RANDOM_REASON,
 }
+DEFERRED_REASON = ("deferred: the judgement sent it to people, beyond this round's budget of {budget}; back in "
+                   "the queue for the next round's model")
+DEFERRED_FILE = "deferred.jsonl"
 _Item = tuple[str, int]
 
 
@@ -120,15 +128,23 @@ def _score_of(line: ManifestLine) -> float:
     return route.score if route is not None and route.score is not None else float("-inf")
 
 
+def _judged_human(line: ManifestLine) -> bool:
+    """The judgement's thresholds sent this image to people (not an audit draw of a confident image)."""
+    route = line.route()
+    return route is not None and route.route == "human"
+
+
 def route_within_budget(auto: Sequence[ManifestLine], human: Sequence[ManifestLine], budget: int,
                         strategy: Strategy, rng: random.Random, settings: Settings) -> BudgetedRouting:
-    """``budget`` images of the batch go to people, the rest are auto-labeled; input order is kept.
+    """``budget`` images of the batch go to people; input order is kept.
 
     ``judgement`` picks the images its thresholds sent to people first, least confident (lowest score)
     first, then the least confident of those it would auto-label (uncertainty sampling within a fixed
-    budget);
-    ``random`` draws them at random. Lines routed to people without a model proposal (cold start, model
-    errors) cannot be auto-labeled, so they stay with people and count against the budget.
+    budget); of the others, those its thresholds passed are auto-labeled and those it sent to people are
+    deferred (never auto-labeled).
+    ``random`` draws them at random and auto-labels every other image. Lines routed to people without a
+    model proposal (cold start, model errors) cannot be auto-labeled, so they stay with people and count
+    against the budget.
     """
     pool: list[_Item] = [*(("auto", i) for i in range(len(auto))), *(("human", i) for i in range(len(human)))]
 
@@ -142,7 +158,7 @@ def route_within_budget(auto: Sequence[ManifestLine], human: Sequence[ManifestLi
         # The judgement's own decision first (every image its checks sent to people before any it would
         # auto-label, so a structural failure such as a head without a person is never outranked by a
         # merely lower score), then the score, then the key for a stable order.
-        picked = sorted(free, key=lambda item: (item[0] == "auto", _score_of(line_of(item)),
+        picked = sorted(free, key=lambda item: (not _judged_human(line_of(item)), _score_of(line_of(item)),
                                                 line_of(item).source_ref))[:k]
     else:
         picked = rng.sample(free, k)
@@ -150,16 +166,22 @@ def route_within_budget(auto: Sequence[ManifestLine], human: Sequence[ManifestLi
     reason = STRATEGY_REASONS[strategy].format(budget=budget)
     new_auto: list[ManifestLine] = []
     new_human: list[ManifestLine] = []
+    deferred: list[ManifestLine] = []
     for item in pool:
         line = line_of(item)
-        if item in chosen:
+        if item not in chosen and strategy == "judgement" and _judged_human(line):
+            route = line.route()
+            deferred.append(line.with_model(ROUTE_KEY, RouteInfo(
+                route="human", reason=DEFERRED_REASON.format(budget=budget),
+                score=route.score if route else None, bundle_id=route.bundle_id if route else None)))
+        elif item in chosen:
             new_human.append(auto_to_human(line, settings, reason) if item[0] == "auto" else line.with_model(
                 ROUTE_KEY, RouteInfo(route="human", reason=reason,
                                      score=(r.score if (r := line.route()) else None),
                                      bundle_id=(r.bundle_id if r else None))))
         else:
             new_auto.append(line if item[0] == "auto" else human_to_auto(line, settings, strategy))
-    return BudgetedRouting(new_auto, new_human)
+    return BudgetedRouting(new_auto, new_human, deferred)
 
 
 def route_randomly(auto: Sequence[ManifestLine], human: Sequence[ManifestLine], budget: int, rng: random.Random,
@@ -182,13 +204,16 @@ def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int
     storage.write_text(storage.join(inference_dir, "auto.jsonl"), dumps_lines(routed.auto))
     storage.write_text(storage.join(inference_dir, "human.jsonl"), dumps_lines(routed.human))
     storage.write_text(storage.join(inference_dir, "audit_model.jsonl"), "")
-    counts = {"auto": len(routed.auto), "human": len(routed.human), "audit": 0, "quarantine": len(quarantine)}
+    storage.write_text(storage.join(inference_dir, DEFERRED_FILE), dumps_lines(routed.deferred))
+    counts = {"auto": len(routed.auto), "human": len(routed.human), "audit": 0, "quarantine": len(quarantine),
+              "deferred": len(routed.deferred)}
     summary_uri = storage.join(inference_dir, "summary.json")
     if storage.exists(summary_uri):
         summary = json.loads(storage.read_text(summary_uri))
         summary["judgement_routes"] = summary.get("routes")  # what the thresholds alone decided
         summary["routes"] = counts
         summary["human_reasons"] = {f"{strategy}_selection_within_budget": counts["human"]}
+        summary["invariant"] = (f"inputs {summary.get('inputs')} = " + " + ".join(f"{k} {v}" for k, v in counts.items()))
         summary["strategy"] = {"name": strategy, "human_budget": budget}
         storage.write_text(summary_uri, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return counts
