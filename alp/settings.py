@@ -71,8 +71,8 @@ class InferenceSettings(_Section):
     box_conf_threshold: float = Field(0.25, ge=0.0, le=1.0, description="detections below are dropped")
     max_detections: int = Field(
         20, ge=1, le=300,
-        description="most confident detections kept per image and model after NMS: a cabin seats a handful of "
-        "people, and a young model's dozens of overlapping proposals would make a task no annotator can use",
+        description="most confident detections kept per image and ONNX model after NMS: a cabin seats a handful "
+        "of people, and a young model's dozens of overlapping proposals would make a task no annotator can use",
     )
     person_match_iou: float = Field(0.5, ge=0.0, le=1.0)
     max_image_pixels: int = Field(40_000_000, ge=1)

@@ -156,6 +156,23 @@ def test_the_test_split_holds_only_labels_people_made() -> None:
     assert all(rule.split_for(k, "auto") == rule.split_for(k) for k in keys if k not in test_keys)
 
 
+def test_the_gate_scores_only_test_records_people_labeled(tmp_path: Path) -> None:
+    from training.evaluate import EvaluationError, frozen_test_lines
+
+    def record(name: str, kind: str, split: str) -> ManifestLine:
+        return ManifestLine({"source-ref": f"s3://u/incoming/{name}", "alp-source": {"kind": kind},
+                             SPLIT_KEY: split})
+
+    version = tmp_path / "v0001"
+    write_manifest(str(version / "manifest.jsonl"), [
+        record("a.jpg", "human", "test"), record("b.jpg", "auto", "test"), record("c.jpg", "seed", "test"),
+        record("d.jpg", "auto", "train")])
+    assert [line.source_ref[-5:] for line in frozen_test_lines(str(version))] == ["a.jpg", "c.jpg"]
+    write_manifest(str(version / "manifest.jsonl"), [record("b.jpg", "auto", "test")])
+    with pytest.raises(EvaluationError, match="labeled by people"):
+        frozen_test_lines(str(version))
+
+
 def test_split_shares_follow_the_fractions() -> None:
     rule = SplitRule(seed="s", test_fraction=0.2, val_fraction=0.1)
     splits = [rule.split_for(f"img_{i}.jpg") for i in range(5000)]

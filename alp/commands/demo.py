@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--seed", type=int, help="random seed of the pool and the seed set (default 0)")
     parser.add_argument("--human-share", type=float,
                         help="a fixed human budget per round as a share of the batch (e.g. 0.5): the images the "
-                             "judgement is least sure of go to people, the rest is auto-labeled even when not confident; "
+                             "judgement is least sure of go to people, those its thresholds passed are auto-labeled, "
+                             "and those it doubts beyond the budget wait for the next round (deferred); "
                              "default 0 = the judgement thresholds alone")
     parser.add_argument("--threads", type=int, default=None, help="threads for training (torch) and inference (onnxruntime); default: every core")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

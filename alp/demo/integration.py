@@ -56,6 +56,9 @@ def route_counts(batch_dir: str) -> dict[str, int]:
             counts["audit" if route is not None and route.route == "audit" else "human"] += 1
         counts["quarantine"] = len(_read_optional(storage.join(base, ROUTE_FILES["quarantine"])))
     counts["quarantine"] += len(_read_optional(storage.join(batch_dir, "quarantine.jsonl")))
+    # a human budget's back-in-the-queue images (alp.demo.strategies.reroute_batch)
+    counts["deferred"] = (int(routes["deferred"]) if isinstance(routes.get("deferred"), int)
+                          else len(_read_optional(storage.join(base, DEFERRED_FILE))))
     return counts
 
 

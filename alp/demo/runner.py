@@ -447,7 +447,9 @@ def run_demo(options: DemoOptions) -> DemoResult:
                           disable=not options.progress, file=sys.stderr) as bar:
                     for rnd in range(state.completed_rounds, total):
                         if not run.round_images(rnd):
-                            _say(f"round {rnd}: the pool is used up; stopping")
+                            waiting = state.rounds[-1].deferred if state.rounds else 0
+                            _say(f"round {rnd}: the pool is used up; stopping"
+                                 + (f" ({waiting} deferred images stay in the queue)" if waiting else ""))
                             break
                         record = run.run_round(rnd)
                         state.rounds.append(record)

@@ -40,6 +40,7 @@ from alp.manifest import (
     ObjectConfidence,
     PersonKeypoints,
     PreAnnotation,
+    Route,
     RouteInfo,
     ScoredBox,
     read_manifest,
@@ -48,6 +49,13 @@ from alp.schema import KeypointSchema
 from alp.settings import Settings
 
 RANDOM_REASON = "random_selection: baseline strategy of the label-savings bench"
+
+
+def rerouted(line: ManifestLine, route: Route, reason: str, bundle_id: str | None = None) -> ManifestLine:
+    """``line`` with a new ``alp-route``: the judgement's score (and bundle, unless given) carried over."""
+    old = line.route()
+    return line.with_model(ROUTE_KEY, RouteInfo(route=route, reason=reason, score=old.score if old else None,
+                                                bundle_id=bundle_id or (old.bundle_id if old else None)))
 
 
 def auto_to_human(line: ManifestLine, settings: Settings, reason: str = RANDOM_REASON) -> ManifestLine:
@@ -67,10 +75,7 @@ def auto_to_human(line: ManifestLine, settings: Settings, reason: str = RANDOM_R
     pre = PreAnnotation(route="human", reason=reason, image_size=size, boxes=scored,
                         persons=kps[0].persons if kps is not None else [],
                         bundle_id=route.bundle_id if route else None)
-    out = line.without(*settings.labeling.label_keys).with_model(PREANNOTATION_KEY, pre)
-    return out.with_model(ROUTE_KEY, RouteInfo(route="human", reason=reason,
-                                               score=route.score if route else None,
-                                               bundle_id=route.bundle_id if route else None))
+    return rerouted(line.without(*settings.labeling.label_keys).with_model(PREANNOTATION_KEY, pre), "human", reason)
 
 
 def human_to_auto(line: ManifestLine, settings: Settings, strategy: str = "random") -> ManifestLine:
@@ -78,7 +83,6 @@ def human_to_auto(line: ManifestLine, settings: Settings, strategy: str = "rando
     pre = line.preannotation()
     if pre is None or pre.image_size is None:
         raise ValueError(f"{line.source_ref}: no pre-annotation with an image size to auto-label from")
-    route = line.route()
     job = f"auto-{pre.bundle_id or 'model'}"
     box_label = BoundingBoxLabel(image_size=[pre.image_size], annotations=[
         BoxAnnotation(left=b.left, top=b.top, width=b.width, height=b.height) for b in pre.boxes])
@@ -89,9 +93,7 @@ def human_to_auto(line: ManifestLine, settings: Settings, strategy: str = "rando
     out = line.without(PREANNOTATION_KEY)
     out = out.with_boxes(settings.labeling.head_label_attribute, box_label, box_meta)
     out = out.with_keypoints(settings.labeling.keypoint_label_attribute, kp_label, kp_meta)
-    return out.with_model(ROUTE_KEY, RouteInfo(route="auto", reason=f"{strategy}_selection: not drawn for people within the budget",
-                                               score=route.score if route else None,
-                                               bundle_id=pre.bundle_id))
+    return rerouted(out, "auto", f"{strategy}_selection: not drawn for people within the budget", pre.bundle_id)
 
 
 @dataclass(frozen=True)
@@ -170,15 +172,10 @@ def route_within_budget(auto: Sequence[ManifestLine], human: Sequence[ManifestLi
     for item in pool:
         line = line_of(item)
         if item not in chosen and strategy == "judgement" and _judged_human(line):
-            route = line.route()
-            deferred.append(line.with_model(ROUTE_KEY, RouteInfo(
-                route="human", reason=DEFERRED_REASON.format(budget=budget),
-                score=route.score if route else None, bundle_id=route.bundle_id if route else None)))
+            deferred.append(rerouted(line, "human", DEFERRED_REASON.format(budget=budget)))
         elif item in chosen:
-            new_human.append(auto_to_human(line, settings, reason) if item[0] == "auto" else line.with_model(
-                ROUTE_KEY, RouteInfo(route="human", reason=reason,
-                                     score=(r.score if (r := line.route()) else None),
-                                     bundle_id=(r.bundle_id if r else None))))
+            new_human.append(auto_to_human(line, settings, reason) if item[0] == "auto"
+                             else rerouted(line, "human", reason))
         else:
             new_auto.append(line if item[0] == "auto" else human_to_auto(line, settings, strategy))
     return BudgetedRouting(new_auto, new_human, deferred)
@@ -213,7 +210,9 @@ def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int
         summary["judgement_routes"] = summary.get("routes")  # what the thresholds alone decided
         summary["routes"] = counts
         summary["human_reasons"] = {f"{strategy}_selection_within_budget": counts["human"]}
-        summary["invariant"] = (f"inputs {summary.get('inputs')} = " + " + ".join(f"{k} {v}" for k, v in counts.items()))
+        if isinstance(summary.get("inputs"), int) and summary["inputs"] != sum(counts.values()):
+            raise RuntimeError(f"rerouting {inference_dir} lost images: {summary['inputs']} inputs, routed {counts}")
+        summary["invariant"] = f"inputs {summary.get('inputs')} = " + " + ".join(f"{k} {v}" for k, v in counts.items())
         summary["strategy"] = {"name": strategy, "human_budget": budget}
         storage.write_text(summary_uri, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return counts
