@@ -165,6 +165,12 @@ def test_ratio_at_a_target_averages_seeds_and_is_null_unless_every_seed_reaches_
     assert at_02["random"] == pytest.approx((20 + 25) / 2)
     assert at_02["label_ratio"] == pytest.approx(17.5 / 22.5, abs=1e-4)
     assert ratio_at(seeds, 0.5)["label_ratio"] is None  # the second seed never gets there
+    assert "label_ratio_at_most" not in ratio_at(seeds, 0.5)  # judgement did not get there either
+    # judgement reaches 0.35 in both seeds (18.75, 27.5), random in one (27.5) and not the other (30 spent):
+    # the ratio is unknown, but at most 23.125 / 28.75
+    bounded = ratio_at(seeds, 0.35)
+    assert bounded["label_ratio"] is None and bounded["random"] is None
+    assert bounded["label_ratio_at_most"] == pytest.approx(23.125 / 28.75, abs=1e-4)
 
 
 def test_score_diagnostics_rank_right_above_wrong_and_bin_precision():
