@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--rounds", type=int, help="rounds after the cold start (default 3)")
     parser.add_argument("--pool", type=int, help="synthetic pool size (default 300)")
     parser.add_argument("--imgsz", type=int, help="training/inference size, a multiple of 32 (default 160)")
-    parser.add_argument("--epochs", type=int, help="epochs per model per round (default 12)")
+    parser.add_argument("--epochs", type=int, help="epochs per model per round (default 10)")
     parser.add_argument("--test-images", type=int, help="frozen test set size (default 60)")
     parser.add_argument("--seed-images", type=int, help="round 0: random images labeled by people (default 40)")
     parser.add_argument("--batch-images", type=int, help="images uploaded per round (default: pool split evenly)")

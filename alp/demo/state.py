@@ -32,9 +32,9 @@ class DemoConfig(BaseModel):
     width: int = Field(256, ge=32)
     height: int = Field(192, ge=32)
     imgsz: int = Field(160, ge=32, multiple_of=32)
-    # 12: with 15, a default run took about 11 minutes here (pretrained start, the host partly busy); the demo's
-    # budget is 10. The pretrained start needs fewer epochs to learn than random weights did.
-    epochs: int = Field(12, ge=1)
+    # 10: with 15, a default run took about 11 minutes here (pretrained start, host partly busy), and the demo's
+    # budget is 10; training is about 80% of a round. Warm starts carry the epochs over from round to round.
+    epochs: int = Field(10, ge=1)
     batch: int = Field(16, ge=1)
     broken_per_round: int = Field(1, ge=0, le=10, description="unusable uploads per round (quarantine path)")
     seed: int = 0
