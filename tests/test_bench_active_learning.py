@@ -254,6 +254,21 @@ def test_quick_bench_runs_both_strategies_with_the_same_budget_and_prints_the_he
     assert [r["human_labels"] for r in judged] == [r["human_labels"] for r in randomised]
     cost = result["cost_per_100k_images"]
     assert cost["all_human_usd"] == pytest.approx(100_000 * 0.36)
+    if jobs == 1:
+        return
+    # a resumed bench reads the finished runs back instead of training them again
+    pool_manifest = tmp_path / "bench" / "seed0-data" / "pool" / "manifest.jsonl"
+    generated_at = pool_manifest.stat().st_mtime_ns
+    rc = main(["bench", "active-learning", "--json", "--quick", "--seeds", "1", "--rounds", "1", "--pool", "20",
+               "--seed-images", "10", "--test-images", "6", "--width", "96", "--height", "64", "--imgsz", "64",
+               "--epochs", "1", "--run-dir", str(tmp_path / "bench"), "--jobs", str(jobs), "--resume"])
+    assert rc == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["per_seed"] == result["per_seed"]
+    assert pool_manifest.stat().st_mtime_ns == generated_at  # the shared pool was not generated again
+    for name in logs:
+        text = (tmp_path / "bench" / name).read_text()
+        assert "round 1 done" in text and "resuming" in text and text.count("round 1 done") == 1
 
 
 def test_given_a_run_that_fails_then_the_bench_stops_the_others_and_names_its_log(tmp_path, capsys):

@@ -384,10 +384,22 @@ def ensure_data(data_root: Path, state: DemoState, progress: bool) -> None:
 
 def shared_data(data_root: Path, config: DemoConfig) -> SharedData:
     """Generate the pool and the test set of ``config`` under ``data_root`` once, before runs that share them
-    start (concurrent runs must not each generate into the same folder)."""
+    start (concurrent runs must not each generate into the same folder).
+
+    ``data.json`` records what was generated: a later call with the same configuration (a resumed bench) reads
+    the existing manifests instead of writing the images again under runs that already use them.
+    """
+    record = data_root / "data.json"
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if (saved.get("config") == config.model_dump(mode="json")
+                and all(Path(saved.get(k, "")).is_file() for k in ("pool_manifest", "test_manifest"))):
+            return SharedData(pool_manifest=saved["pool_manifest"], test_manifest=saved["test_manifest"])
     state = DemoState(config=config)
     ensure_data(data_root, state, progress=False)
     assert state.pool_manifest is not None and state.test_manifest is not None
+    record.write_text(json.dumps({"config": config.model_dump(mode="json"), "pool_manifest": state.pool_manifest,
+                                  "test_manifest": state.test_manifest}, indent=1))
     return SharedData(pool_manifest=state.pool_manifest, test_manifest=state.test_manifest)
 
 
