@@ -34,6 +34,7 @@ from alp.manifest import (
     ManifestLine,
     dumps_lines,
     read_manifest,
+    read_manifest_if_present,
 )
 from alp.settings import Settings
 from alp.steps import DATA_ROOT_ENV
@@ -299,8 +300,8 @@ def merge_batch_result(batch_dir: str, settings: Settings, data_root: str | None
     if not storage.exists(labeled_uri) and not storage.exists(auto_uri):
         raise FileNotFoundError(f"batch {batch_dir} has neither labeling/labeled.jsonl nor inference/auto.jsonl: "
                                 "run the infer and label steps first")
-    labeled = read_manifest(labeled_uri) if storage.exists(labeled_uri) else []
-    auto = read_manifest(auto_uri) if storage.exists(auto_uri) else []
+    labeled = read_manifest_if_present(labeled_uri)
+    auto = read_manifest_if_present(auto_uri)
     rule = _split_rule(data_root, settings)
     head_attr = settings.labeling.head_label_attribute
     records: dict[str, ManifestLine] = {}

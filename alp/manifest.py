@@ -385,6 +385,13 @@ def read_manifest(uri: str) -> list[ManifestLine]:
     return list(parse_lines(storage.iter_lines(uri)))
 
 
+def read_manifest_if_present(uri: str) -> list[ManifestLine]:
+    """The manifest's lines, or none when a step wrote no such file (an empty route is not written)."""
+    from alp import storage
+
+    return read_manifest(uri) if storage.exists(uri) else []
+
+
 def write_manifest(uri: str, lines: Iterable[ManifestLine]) -> str:
     from alp import storage
 

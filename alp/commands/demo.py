@@ -23,6 +23,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from alp.demo.state import DemoConfig
+
+    def default(name: str) -> object:  # the help shows the config's own defaults, so the two never drift apart
+        return DemoConfig.model_fields[name].default
+
     parser = subparsers.add_parser(
         "demo", help="run the whole active-learning loop locally (moto as AWS, simulated workforce)",
         description=(
@@ -34,17 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("--run-dir", default="demo-run", help="run folder (default ./demo-run)")
     parser.add_argument("--fresh", action="store_true", help="delete the run folder first and start over")
-    parser.add_argument("--rounds", type=int, help="rounds after the cold start (default 3)")
-    parser.add_argument("--pool", type=int, help="synthetic pool size (default 300)")
-    parser.add_argument("--imgsz", type=int, help="training/inference size, a multiple of 32 (default 160)")
-    parser.add_argument("--epochs", type=int, help="epochs per model per round (default 10)")
-    parser.add_argument("--test-images", type=int, help="frozen test set size (default 60)")
-    parser.add_argument("--seed-images", type=int, help="round 0: random images labeled by people (default 40)")
+    parser.add_argument("--rounds", type=int, help=f"rounds after the cold start (default {default('rounds')})")
+    parser.add_argument("--pool", type=int, help=f"synthetic pool size (default {default('pool')})")
+    parser.add_argument("--imgsz", type=int, help=f"training/inference size, a multiple of 32 (default {default('imgsz')})")
+    parser.add_argument("--epochs", type=int, help=f"epochs per model per round (default {default('epochs')})")
+    parser.add_argument("--test-images", type=int, help=f"frozen test set size (default {default('test_images')})")
+    parser.add_argument("--seed-images", type=int, help=f"round 0: random images labeled by people (default {default('seed_images')})")
     parser.add_argument("--batch-images", type=int, help="images uploaded per round (default: pool split evenly)")
-    parser.add_argument("--width", type=int, help="synthetic image width (default 256)")
-    parser.add_argument("--height", type=int, help="synthetic image height (default 192)")
-    parser.add_argument("--batch", type=int, help="training batch size (default 16)")
-    parser.add_argument("--seed", type=int, help="random seed of the pool and the seed set (default 0)")
+    parser.add_argument("--width", type=int, help=f"synthetic image width (default {default('width')})")
+    parser.add_argument("--height", type=int, help=f"synthetic image height (default {default('height')})")
+    parser.add_argument("--batch", type=int, help=f"training batch size (default {default('batch')})")
+    parser.add_argument("--seed", type=int, help=f"random seed of the pool and the seed set (default {default('seed')})")
     parser.add_argument("--human-share", type=float,
                         help="a fixed human budget per round as a share of the batch (e.g. 0.5): the images the "
                              "judgement is least sure of go to people, those its thresholds passed are auto-labeled, "

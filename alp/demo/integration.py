@@ -13,7 +13,7 @@ from typing import Any
 
 from alp import storage
 from alp.demo.strategies import DEFERRED_FILE
-from alp.manifest import ROUTES, ManifestLine, read_manifest
+from alp.manifest import ROUTES, ManifestLine, read_manifest_if_present
 from alp.settings import Settings
 
 INFERENCE_DIR = "inference/"
@@ -27,14 +27,10 @@ def generate(out_dir: Path, n: int, seed: int, hard_share: float, size: tuple[in
     return str(generate_dataset(str(out_dir), n, seed, hard_share=hard_share, size=size, progress=progress))
 
 
-def _read_optional(uri: str) -> list[ManifestLine]:
-    return read_manifest(uri) if storage.exists(uri) else []
-
-
 def deferred_images(batch_dir: str) -> list[str]:
     """Base names of the images a human budget sent back to the queue (``inference/deferred.jsonl``)."""
     return [storage.basename(line.source_ref)
-            for line in _read_optional(storage.join(batch_dir, INFERENCE_DIR, DEFERRED_FILE))]
+            for line in read_manifest_if_present(storage.join(batch_dir, INFERENCE_DIR, DEFERRED_FILE))]
 
 
 def route_counts(batch_dir: str) -> dict[str, int]:
@@ -50,15 +46,15 @@ def route_counts(batch_dir: str) -> dict[str, int]:
     if all(isinstance(routes.get(r), int) for r in ROUTES):
         counts = {r: int(routes[r]) for r in ROUTES}
     else:
-        counts["auto"] = len(_read_optional(storage.join(base, ROUTE_FILES["auto"])))
-        for line in _read_optional(storage.join(base, ROUTE_FILES["human"])):
+        counts["auto"] = len(read_manifest_if_present(storage.join(base, ROUTE_FILES["auto"])))
+        for line in read_manifest_if_present(storage.join(base, ROUTE_FILES["human"])):
             route = line.route()
             counts["audit" if route is not None and route.route == "audit" else "human"] += 1
-        counts["quarantine"] = len(_read_optional(storage.join(base, ROUTE_FILES["quarantine"])))
-    counts["quarantine"] += len(_read_optional(storage.join(batch_dir, "quarantine.jsonl")))
+        counts["quarantine"] = len(read_manifest_if_present(storage.join(base, ROUTE_FILES["quarantine"])))
+    counts["quarantine"] += len(read_manifest_if_present(storage.join(batch_dir, "quarantine.jsonl")))
     # a human budget's back-in-the-queue images (alp.demo.strategies.reroute_batch)
     counts["deferred"] = (int(routes["deferred"]) if isinstance(routes.get("deferred"), int)
-                          else len(_read_optional(storage.join(base, DEFERRED_FILE))))
+                          else len(read_manifest_if_present(storage.join(base, DEFERRED_FILE))))
     return counts
 
 
@@ -111,9 +107,9 @@ def overlay_lines(batch_dir: str) -> tuple[list[tuple[ManifestLine, str]], list[
     base = storage.join(batch_dir, INFERENCE_DIR)
     auto: list[tuple[ManifestLine, str]] = []
     human: list[tuple[ManifestLine, str]] = []
-    for line in _read_optional(storage.join(base, ROUTE_FILES["auto"])):
+    for line in read_manifest_if_present(storage.join(base, ROUTE_FILES["auto"])):
         auto.append((line, _caption(line, "auto")))
-    for line in _read_optional(storage.join(base, ROUTE_FILES["human"])):
+    for line in read_manifest_if_present(storage.join(base, ROUTE_FILES["human"])):
         human.append((line, _caption(line, "human")))
     return auto, human
 

@@ -43,7 +43,7 @@ from alp.manifest import (
     Route,
     RouteInfo,
     ScoredBox,
-    read_manifest,
+    read_manifest_if_present,
 )
 from alp.schema import KeypointSchema
 from alp.settings import Settings
@@ -192,11 +192,8 @@ def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int
     """Rewrite the Infer step's outputs in ``inference_dir`` with :func:`route_within_budget`; returns counts."""
     from alp.manifest import dumps_lines
 
-    def read(name: str) -> list[ManifestLine]:
-        uri = storage.join(inference_dir, name)
-        return read_manifest(uri) if storage.exists(uri) else []
-
-    auto, human, quarantine = read("auto.jsonl"), read("human.jsonl"), read("quarantine.jsonl")
+    auto, human, quarantine = (read_manifest_if_present(storage.join(inference_dir, name))
+                               for name in ("auto.jsonl", "human.jsonl", "quarantine.jsonl"))
     routed = route_within_budget(auto, human, budget, strategy, random.Random(seed), settings)
     storage.write_text(storage.join(inference_dir, "auto.jsonl"), dumps_lines(routed.auto))
     storage.write_text(storage.join(inference_dir, "human.jsonl"), dumps_lines(routed.human))
