@@ -82,6 +82,8 @@ LABELING_PIPELINE = PipelineSpec(
              "Create the labeling jobs for human and audit items and wait for them", timeout_minutes=480),
         Step("Merge", ("merge", "--batch", "{batch_dir}"),
              "Merge human, audit and auto labels into a new immutable dataset version"),
+        Step("Requeue", ("requeue", "--batch", "{batch_dir}", "--json"),
+             "Send the images left unlabeled (failed labeling jobs, a spent human budget) back to the queue"),
     ),
     derive=_labeling_derived,
 )

@@ -176,6 +176,38 @@ def exists(uri: str) -> bool:
     return _local_path(uri).exists()
 
 
+def object_metadata(uri: str) -> dict[str, str]:
+    """The user metadata of an S3 object (``x-amz-meta-*``, lower-case names); local files have none."""
+    if not is_s3(uri):
+        if not _local_path(uri).is_file():
+            raise ObjectNotFound(f"no such file: {uri}")
+        return {}
+    loc = parse_s3_uri(uri)
+    s3 = aws.client("s3")
+    try:
+        head = s3.head_object(Bucket=loc.bucket, Key=loc.key)
+    except s3.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            raise ObjectNotFound(f"no such object: {uri}") from None
+        raise
+    return {str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()}
+
+
+def renew_object(uri: str, metadata: dict[str, str]) -> str | None:
+    """Copy an S3 object onto itself with new user metadata: the same bytes as a new version, which S3 reports
+    like an upload (``Object Created``). Returns the new version id (None in an unversioned bucket)."""
+    if not is_s3(uri):
+        raise StorageError(f"{uri}: only an S3 object can be renewed (a new version is what S3 reports as new work)")
+    loc = parse_s3_uri(uri)
+    s3 = aws.client("s3")
+    head = s3.head_object(Bucket=loc.bucket, Key=loc.key)
+    extra = {"ContentType": head["ContentType"]} if head.get("ContentType") else {}
+    resp = s3.copy_object(Bucket=loc.bucket, Key=loc.key, CopySource={"Bucket": loc.bucket, "Key": loc.key},
+                          MetadataDirective="REPLACE", Metadata=metadata, **extra)
+    version: str | None = resp.get("VersionId")
+    return version
+
+
 def list_uris(prefix: str) -> Iterator[str]:
     """Every object under ``prefix`` (recursively), in lexical order."""
     if is_s3(prefix):

@@ -238,7 +238,7 @@ class MiniPipeline:
         return run_step("labeling", step, {"batch_manifest": manifest_uri})
 
     def run_labeling(self, manifest_uri: str) -> None:
-        for step in ("Infer", "Label", "Merge"):
+        for step in ("Infer", "Label", "Merge", "Requeue"):
             rc = self.run_step(step, manifest_uri)
             if rc != 0:
                 raise RuntimeError(f"step {step} of {manifest_uri} exited {rc}")

@@ -16,7 +16,7 @@ from alp.steps import (
 
 
 def test_labeling_steps_in_order():
-    assert [s.name for s in LABELING_PIPELINE.steps] == ["Infer", "Label", "Merge"]
+    assert [s.name for s in LABELING_PIPELINE.steps] == ["Infer", "Label", "Merge", "Requeue"]
     assert [s.name for s in TRAINING_PIPELINE.steps] == ["Prepare", "Train", "Evaluate", "Register"]
 
 

@@ -72,12 +72,26 @@ def test_given_a_fresh_folder_when_the_mini_demo_runs_then_it_reports_every_roun
 
 @pytest.mark.slow
 def test_with_a_human_budget_the_least_confident_go_to_people_and_the_doubted_rest_waits_for_the_next_round(
-        tmp_path, capsys):
+        tmp_path, capsys, monkeypatch):
+    from alp.demo import runner
+
     run_dir = tmp_path / "demo-budget"
     mini = [*MINI[MINI.index("--pool"):], "--rounds", "2"]  # 7 uploads a round after the 10 seed images
-    rc = main(["demo", "--run-dir", str(run_dir), "--fresh", *mini, "--human-share", "0.5"])
+    # Ctrl-C before round 2, then a resume: the new embedded AWS must get round 1's requeued images again
+    real_round = runner.DemoRun.run_round
+
+    def stop_before_round_2(self, rnd):
+        if rnd == 2:
+            raise KeyboardInterrupt
+        return real_round(self, rnd)
+
+    monkeypatch.setattr(runner.DemoRun, "run_round", stop_before_round_2)
+    assert main(["demo", "--run-dir", str(run_dir), "--fresh", *mini, "--human-share", "0.5"]) == 130
+    monkeypatch.setattr(runner.DemoRun, "run_round", real_round)
+    rc = main(["demo", "--run-dir", str(run_dir), *mini, "--human-share", "0.5"])
     out = capsys.readouterr().out
     assert rc == 0, out
+    assert "resuming" in out and "sent back last round" in out
     rows = json.loads((run_dir / "state.json").read_text())["rounds"]
     assert rows[0]["human"] == 10 and rows[0]["auto"] == 0  # cold start: no model, no budget to apply
     budget = round(0.5 * 7)
@@ -85,8 +99,11 @@ def test_with_a_human_budget_the_least_confident_go_to_people_and_the_doubted_re
         # nothing lost: uploads (new, re-driven and broken) = auto + human + audit + quarantine + deferred
         assert r["images_seen"] == r["auto"] + r["human"] + r["audit"] + r["quarantine"] + r["deferred"], r
         assert r["human"] + r["audit"] == budget and r["quarantine"] == 1
-        # last round's deferred images came back with this round's uploads, and only those
-        assert r["redriven"] == prev["deferred"] == len(prev["deferred_images"])
+        # last round's Requeue step sent its deferred images back (new versions through the upload path), and
+        # they came with this round's uploads, only those
+        assert prev["requeued"] + prev["requeue_quarantined"] == prev["deferred"] == len(prev["deferred_images"])
+        assert prev["requeue_quarantined"] == 0  # nothing deferred 3 times in 2 rounds
+        assert r["redriven"] == prev["requeued"]
         assert r["images_seen"] == 7 + 1 + r["redriven"]
         assert len(r["deferred_images"]) == r["deferred"]
     batch = Path(str(run_dir / "aws-mirror" / "s3"))
@@ -101,6 +118,8 @@ def test_with_a_human_budget_the_least_confident_go_to_people_and_the_doubted_re
         assert r["auto"] == judged["auto"] + judged["audit"] - max(0, budget - judged["human"])
         assert summary["routes"]["deferred"] == r["deferred"] and "deferred" in summary["invariant"]
     assert rows[2]["redriven"] == rows[1]["deferred"] > 0
+    requeues = [json.loads(p.read_text()) for p in batch.rglob("requeue/summary.json")]
+    assert sorted(len(q["requeued"]) for q in requeues) == sorted(r["deferred"] for r in rows)
     deferred = [p for p in batch.rglob("inference/deferred.jsonl") if p.read_text().strip()]
     assert deferred and all("deferred:" in line for p in deferred for line in p.read_text().splitlines())
     table = [line.split("|")[1:-1] for line in (run_dir / "report" / "report.md").read_text().splitlines()

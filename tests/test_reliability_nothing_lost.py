@@ -296,6 +296,17 @@ def test_given_a_labeling_job_that_does_not_complete_then_its_items_return_to_th
     kinds = Counter(s.split(":")[0] for s in states.values())
     assert kinds["quarantined"] == 2 and sum(kinds.values()) == len(uploaded)
 
+    # "back in the queue" is real: the Requeue step sends exactly the returned images through the upload path
+    # again (EventBridge -> SQS -> batcher), as new versions; a re-run of the step sends nothing twice.
+    assert p.run_step("Requeue", manifest) == 0
+    assert p.run_step("Requeue", manifest) == 0
+    again = p.batch(p.receive_all())
+    assert again.manifest_uri is not None
+    before = {o.key: o.version_id for o in (line.object_identity() for line in read_manifest(manifest)) if o}
+    after = [o for o in (line.object_identity() for line in read_manifest(again.manifest_uri)) if o]
+    assert sorted(o.key for o in after) == sorted(returned)
+    assert all(o.version_id and o.version_id != before[o.key] for o in after)  # new versions, same keys
+
 
 def test_given_unsafe_keys_among_uploads_then_they_are_quarantined_at_the_batcher(pipe: MiniPipeline) -> None:
     """Given real uploads whose keys hold a '..' segment or a control character, then the batcher

@@ -359,3 +359,21 @@ def test_given_the_stack_then_it_outputs_names_queue_and_model_group(built: dict
                 "UploadQueueUrl", "ModelPackageGroupName", "BatchLedgerTableName"):
         assert key in outputs
     assert outputs["ModelPackageGroupName"]["Value"] == "alp-model-bundles"
+
+
+def test_given_the_requeue_step_then_only_the_labeling_steps_write_to_the_unlabeled_bucket_under_its_prefix(
+        built: dict[str, Any]) -> None:
+    """The Requeue step copies images onto themselves (a new version is new work): the labeling steps may
+    write the unlabeled prefix and nothing else of that bucket; the training steps and the batcher may not."""
+    stack = built["stack"]
+    unlabeled = _logical_id(built, stack.storage.unlabeled)
+
+    def unlabeled_writes(role: Any) -> list[str]:
+        return [json.dumps(s["Resource"]) for s in _statements_of_role(built, _logical_id(built, role))
+                if "s3:PutObject" in _as_list(s["Action"]) and unlabeled in json.dumps(s["Resource"])]
+
+    prefix = built["settings"].storage.unlabeled_prefix
+    assert unlabeled_writes(stack.labeling.build_role) == [
+        json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [unlabeled, "Arn"]}, f"/{prefix}*"]]})]
+    assert unlabeled_writes(stack.training.build_role) == []
+    assert unlabeled_writes(stack.upload.batcher.role) == []

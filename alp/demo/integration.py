@@ -33,6 +33,17 @@ def deferred_images(batch_dir: str) -> list[str]:
             for line in read_manifest_if_present(storage.join(batch_dir, INFERENCE_DIR, DEFERRED_FILE))]
 
 
+def requeue_counts(batch_dir: str) -> tuple[int, int]:
+    """(sent back, quarantined instead) by the batch's Requeue step (``requeue/summary.json``)."""
+    from alp.requeue import REQUEUE_DIR, SUMMARY_FILE, RequeueSummary
+
+    uri = storage.join(batch_dir, REQUEUE_DIR, SUMMARY_FILE)
+    if not storage.exists(uri):
+        return 0, 0
+    summary = RequeueSummary.model_validate_json(storage.read_text(uri))
+    return len(summary.requeued), sum(summary.quarantined.values())
+
+
 def route_counts(batch_dir: str) -> dict[str, int]:
     """Images per route from the inference step's outputs (``summary.json``, else the route files).
 

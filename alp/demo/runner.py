@@ -165,6 +165,8 @@ class DemoRun:
         random.Random(self.config.seed).shuffle(order)
         self.order = order
         self._round = 0
+        # the first round this process runs, when it resumes a run folder (None: a fresh run)
+        self._resumed_at = state.completed_rounds if state.rounds else None
         self.test_lines = [ManifestLine.parse(t) for t in storage.iter_lines(str(state.test_manifest))]
 
     # round plan: seed set first, then equal slices of the shuffled pool
@@ -208,13 +210,14 @@ class DemoRun:
         return keys
 
     def _run_pipeline(self, spec_name: str, variables: dict[str, str], timings: dict[str, float],
-                      after_step: Callable[[Step], None] | None = None) -> None:
-        """Every step of the declared pipeline, in order, through the CLI (what :func:`run_pipeline` does),
-        timing each; ``after_step`` lets the label-savings bench swap the router between Infer and Label."""
+                      after_step: Callable[[Step], None] | None = None, only: str | None = None) -> None:
+        """Every step of the declared pipeline (or the step ``only``), in order, through the CLI (what
+        :func:`run_pipeline` does), timing each; ``after_step`` lets the label-savings bench swap the router
+        between Infer and Label."""
         spec = PIPELINES[spec_name]
         self.folder.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.folder.logs_dir / f"round-{self._round}.log"
-        for step in spec.steps:
+        for step in spec.steps if only is None else [spec.step(only)]:
             _say(f"  [{spec.name}] {step.name}: {step.description}")
             t0 = time.monotonic()
             # A step's own output (JSON, logs) goes to the round's log; the console gets one line per step.
@@ -269,22 +272,23 @@ class DemoRun:
         names = self.round_images(rnd)
         previous = self.state.rounds[-1] if self.state.rounds else None
         prev_labels = previous.human_labels_total if previous else 0
-        # Back in the queue: the images a human budget deferred last round are uploaded again (a new object
-        # version, so the batcher takes them as new work) and judged by this round's model.
-        fresh = set(names)
-        redrive = [n for n in (previous.deferred_images if previous else []) if n not in fresh]
-        record = RoundRecord(round=rnd, images_seen=len(names) + len(redrive), redriven=len(redrive))
+        # Back in the queue: last round's Requeue step copied the images it left unlabeled (a human budget's
+        # deferred ones) onto themselves; their events wait in the queue beside this round's uploads, and this
+        # round's model judges them.
+        requeued = previous.requeued if previous else 0
+        if requeued and previous and previous.batch_dir and rnd == self._resumed_at:
+            requeued = self._requeue_again(previous.batch_dir)
+        record = RoundRecord(round=rnd, images_seen=len(names) + requeued, redriven=requeued)
         if rnd == 0:
             _say(f"round 0 (cold start): {len(names)} random images; with no approved model yet the labeling "
                  "pipeline sends every one to the local workforce")
         else:
-            _say(f"round {rnd}: {len(names)} new images" + (f" + {len(redrive)} deferred last round" if redrive
+            _say(f"round {rnd}: {len(names)} new images" + (f" + {requeued} sent back last round" if requeued
                                                              else ""))
-        names = names + redrive
         self._upload(names, self.settings.storage.unlabeled_prefix, f"upload round {rnd}")
         broken = self._upload_broken(rnd) if rnd > 0 else []
         record.images_seen += len(broken)
-        manifest_uri = self._batch(len(names) + len(broken))
+        manifest_uri = self._batch(len(names) + len(broken) + requeued)
         _say(f"  batch manifest {manifest_uri}")
         batch_dir = storage.parent(manifest_uri)
         record.batch_dir = batch_dir
@@ -302,12 +306,22 @@ class DemoRun:
         record.audit, record.quarantine = counts["audit"], counts["quarantine"]
         record.deferred = counts.get("deferred", 0)
         record.deferred_images = integration.deferred_images(batch_dir) if record.deferred else []
+        record.requeued, record.requeue_quarantined = integration.requeue_counts(batch_dir)
         dataset_uri = integration.latest_dataset(self.data_root)
         record.human_labels_total = prev_labels + record.human + record.audit
         self._train_and_score(dataset_uri, record)
         record.audit_agreement = integration.audit_agreement(dataset_uri)
         record.seconds = round(time.monotonic() - started, 1)
         return record
+
+    def _requeue_again(self, batch_dir: str) -> int:
+        """A resumed run has a new embedded AWS: the events of the last round's Requeue step were lost with the
+        old one, and the images were restored without the step's metadata, so running the step again on that
+        batch sends them anew. Returns how many it sent."""
+        timings: dict[str, float] = {}
+        self._run_pipeline("labeling", {"batch_manifest": storage.join(batch_dir, "manifest.jsonl")}, timings,
+                           only="Requeue")
+        return integration.requeue_counts(batch_dir)[0]
 
     def _budget_router(self) -> Callable[[str, int, Settings], dict[str, int]] | None:
         """With ``--human-share``: the batch's least confident images up to the budget go to people."""

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STATE_VERSION = 3  # 2: the human budget (human_share) joined the config; 3: deferred images are re-driven
+STATE_VERSION = 4  # 2: the human budget (human_share) joined the config; 3: deferred images are re-driven;
+# 4: the labeling pipeline's Requeue step sends them back (the runner no longer uploads them again)
 
 
 class DemoConfig(BaseModel):
@@ -68,8 +69,12 @@ class RoundRecord(BaseModel):
     audit: int = 0
     quarantine: int = 0
     deferred: int = Field(0, description="sent back to the queue by a human budget; re-uploaded next round")
-    redriven: int = Field(0, description="of images_seen: the previous round's deferred images, uploaded again")
+    redriven: int = Field(0, description="of images_seen: the images the previous round's Requeue step sent back")
     deferred_images: list[str] = Field(default_factory=list, description="pool names of the deferred images")
+    requeued: int = Field(0, description="sent back to the queue by this round's Requeue step (deferred or left "
+                                         "unlabeled): the next round's batch takes them")
+    requeue_quarantined: int = Field(0, description="quarantined by the Requeue step instead (sent back "
+                                                    "labeling.max_requeues times already)")
     human_labels_total: int = Field(0, description="images labeled by people so far, this round included")
     audit_agreement: float | None = None
     box_map50: float | None = None

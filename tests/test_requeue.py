@@ -1,0 +1,107 @@
+"""The Requeue step: images a batch left unlabeled go back through the upload path, a bounded number of times."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from faults import MiniPipeline
+
+from alp import aws, storage
+from alp.manifest import ManifestLine, read_manifest, write_manifest
+from alp.requeue import BATCH_META, COUNT_META, decide, requeue_batch
+from alp.settings import SETTINGS_ENV
+
+
+@pytest.fixture
+def pipe(aws_mock: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MiniPipeline:
+    p = MiniPipeline(tmp_path)
+    monkeypatch.setenv(SETTINGS_ENV, str(p.settings_file))
+    monkeypatch.setenv("ALP_METRICS_LOG", str(tmp_path / "metrics.jsonl"))
+    return p
+
+
+def test_decide_sends_back_until_the_limit_and_never_twice_for_one_batch():
+    assert decide({}, "b1", max_requeues=3) == "requeue"
+    assert decide({COUNT_META: "2", BATCH_META: "b0"}, "b1", max_requeues=3) == "requeue"
+    assert decide({COUNT_META: "3", BATCH_META: "b0"}, "b1", max_requeues=3) == "limit"
+    assert decide({COUNT_META: "1", BATCH_META: "b1"}, "b1", max_requeues=3) == "already"  # a re-run
+    assert decide({COUNT_META: "not a number"}, "b1", max_requeues=1) == "requeue"
+    assert decide({}, "b1", max_requeues=0) == "limit"  # 0: never requeue, quarantine at once
+
+
+def _batch_with(p: MiniPipeline, batch_id: str, unlabeled: list[str], deferred: list[str]) -> str:
+    batch_dir = f"s3://{p.names.data_bucket}/batches/{batch_id}/"
+    bucket = p.names.unlabeled_bucket
+    write_manifest(batch_dir + "labeling/unlabeled.jsonl",
+                   [ManifestLine.for_image(f"s3://{bucket}/{key}") for key in unlabeled])
+    write_manifest(batch_dir + "inference/deferred.jsonl",
+                   [ManifestLine.for_image(key if key.startswith("s3://") else f"s3://{bucket}/{key}")
+                    for key in deferred])
+    return batch_dir
+
+
+def test_given_unlabeled_and_deferred_images_then_each_comes_back_once_as_a_new_version(pipe: MiniPipeline):
+    p = pipe
+    keys = [p.upload(f"back-{i}.jpg", seed=i) for i in range(3)]
+    p.receive_all()  # the first uploads' events
+    batch_dir = _batch_with(p, "b-one", unlabeled=keys[:2], deferred=keys[1:])  # keys[1] is on both lists
+    summary = requeue_batch(batch_dir, unlabeled_bucket=p.names.unlabeled_bucket,
+                            unlabeled_prefix=p.settings.storage.unlabeled_prefix, max_requeues=3)
+    assert summary.counts() == {"inputs": 3, "requeued": 3, "already_requeued": 0, "quarantined": 0}
+    assert {r.origin for r in summary.requeued} == {"unlabeled", "deferred"}
+    events = p.receive_all()
+    assert len(events) == 3
+    batch = p.batch(events)
+    assert batch.manifest_uri is not None
+    assert sorted(o.key for o in (x.object_identity() for x in read_manifest(batch.manifest_uri)) if o) == keys
+    head = aws.client("s3").head_object(Bucket=p.names.unlabeled_bucket, Key=keys[0])
+    assert head["Metadata"] == {COUNT_META: "1", BATCH_META: "b-one"}
+    # the same bytes come back: the copy is not a re-encode
+    assert storage.read_bytes(f"s3://{p.names.unlabeled_bucket}/{keys[0]}") == \
+        aws.client("s3").get_object(Bucket=p.names.unlabeled_bucket, Key=keys[0],
+                                    VersionId=head["VersionId"])["Body"].read()
+
+    again = requeue_batch(batch_dir, unlabeled_bucket=p.names.unlabeled_bucket,
+                          unlabeled_prefix=p.settings.storage.unlabeled_prefix, max_requeues=3)
+    assert again.counts() == {"inputs": 3, "requeued": 0, "already_requeued": 3, "quarantined": 0}
+    assert p.receive_all() == []  # a re-run of the step sends nothing twice
+
+
+def test_given_an_image_past_the_limit_gone_or_outside_the_prefix_then_it_is_quarantined_with_the_reason(
+        pipe: MiniPipeline):
+    p = pipe
+    bucket = p.names.unlabeled_bucket
+    tired = p.upload("tired.jpg", seed=1)
+    gone = p.upload("gone.jpg", seed=2)
+    aws.client("s3").delete_object(Bucket=bucket, Key=gone)
+    p.receive_all()
+    for n in range(2):  # two earlier batches sent it back already
+        summary = requeue_batch(_batch_with(p, f"b{n}", unlabeled=[tired], deferred=[]), unlabeled_bucket=bucket,
+                                unlabeled_prefix=p.settings.storage.unlabeled_prefix, max_requeues=2)
+        assert len(summary.requeued) == 1 and summary.requeued[0].requeues == n + 1
+    p.receive_all()
+    batch_dir = _batch_with(p, "b-last", unlabeled=[tired, gone], deferred=[f"s3://{p.names.data_bucket}/x.jpg"])
+    summary = requeue_batch(batch_dir, unlabeled_bucket=bucket, unlabeled_prefix=p.settings.storage.unlabeled_prefix,
+                            max_requeues=2)
+    assert summary.quarantined == {"requeue_limit": 1, "source_missing": 1, "not_requeueable": 1}
+    assert summary.requeued == [] and p.receive_all() == []
+    quarantined = {line.source_ref: line.quarantine() for line in read_manifest(batch_dir + "requeue/quarantine.jsonl")}
+    assert {q.reason for q in quarantined.values() if q} == {"requeue_limit", "source_missing", "not_requeueable"}
+    assert all(q and q.stage == "requeue" and q.detail for q in quarantined.values())
+
+
+def test_the_step_prints_its_counts_and_invariant(pipe: MiniPipeline, capsys: pytest.CaptureFixture[str]):
+    import json
+
+    from alp.cli import main
+
+    p = pipe
+    key = p.upload("one.jpg", seed=3)
+    p.receive_all()
+    batch_dir = _batch_with(p, "b-cli", unlabeled=[key], deferred=[])
+    assert main(["requeue", "--batch", batch_dir, "--json",
+                 "--unlabeled-bucket", p.names.unlabeled_bucket]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["requeued"] == 1 and out["inputs"] == 1
+    assert out["invariant"] == "inputs 1 = requeued 1 + already 0 + quarantined 0"
