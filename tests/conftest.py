@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,17 @@ def moto_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def mini_pipe(aws_mock: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The stack's resources on in-process moto with the local workforce (``tests/faults.py: MiniPipeline``);
+    the steps read its settings file."""
+    from faults import MiniPipeline
+
+    from alp.settings import SETTINGS_ENV
+
+    p = MiniPipeline(tmp_path)
+    monkeypatch.setenv(SETTINGS_ENV, str(p.settings_file))
+    monkeypatch.setenv("ALP_METRICS_LOG", str(tmp_path / "metrics.jsonl"))
+    return p

@@ -25,7 +25,6 @@ from alp.datasets import image_key, list_versions, read_version
 from alp.labeling.local import LocalJobSimulation, LocalWorkforceBackend
 from alp.labeling.workflow import UNLABELED_KEY, run_label_step
 from alp.manifest import OBJECT_KEY, QUARANTINE_KEY, ManifestLine, read_manifest, read_manifest_if_present
-from alp.settings import SETTINGS_ENV
 
 SCRIPTED_SIZE = (320, 256)  # the scripted bundle maps a frame of this size 1:1
 
@@ -37,11 +36,8 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 @pytest.fixture
-def pipe(aws_mock: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MiniPipeline:
-    p = MiniPipeline(tmp_path)
-    monkeypatch.setenv(SETTINGS_ENV, str(p.settings_file))
-    monkeypatch.setenv("ALP_METRICS_LOG", str(tmp_path / "metrics.jsonl"))
-    return p
+def pipe(mini_pipe: MiniPipeline) -> MiniPipeline:
+    return mini_pipe
 
 
 @pytest.fixture

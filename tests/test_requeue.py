@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from faults import MiniPipeline
 
 from alp import aws, storage
 from alp.manifest import ManifestLine, read_manifest, write_manifest
 from alp.requeue import BATCH_META, COUNT_META, decide, requeue_batch
-from alp.settings import SETTINGS_ENV
 
 
 @pytest.fixture
-def pipe(aws_mock: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MiniPipeline:
-    p = MiniPipeline(tmp_path)
-    monkeypatch.setenv(SETTINGS_ENV, str(p.settings_file))
-    monkeypatch.setenv("ALP_METRICS_LOG", str(tmp_path / "metrics.jsonl"))
-    return p
+def pipe(mini_pipe: MiniPipeline) -> MiniPipeline:
+    return mini_pipe
 
 
 def test_decide_sends_back_until_the_limit_and_never_twice_for_one_batch():
