@@ -135,7 +135,7 @@ class InferenceEngine:
                 head_detector = RekognitionHeadDetector(
                     inf.rekognition_project_version_arn, min_confidence=inf.box_conf_threshold,
                     keep_running=inf.keep_rekognition_model_running,
-                    label_name=desc.models["head"].class_names[0],
+                    label_name=desc.models["head"].class_names[0], max_detections=inf.max_detections,
                 )
             else:
                 head_model = OnnxYoloModel(bundle.paths["head"], task="detect", num_keypoints=None,

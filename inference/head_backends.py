@@ -104,10 +104,14 @@ class RekognitionHeadDetector:
 
     def __init__(self, project_version_arn: str, *, min_confidence: float, label_name: str = "head",
                  keep_running: bool = False, min_inference_units: int = 1, poll_seconds: float = 30.0,
-                 start_timeout_seconds: float = 3600.0, sleep: Callable[[float], None] = time.sleep):
+                 start_timeout_seconds: float = 3600.0, sleep: Callable[[float], None] = time.sleep,
+                 max_detections: int = MAX_DETECTIONS):
         self.project_name, self.version_name = parse_project_version_arn(project_version_arn)
         self.arn = project_version_arn
         self.min_confidence = min_confidence
+        # the same cap as the ONNX detector's (settings.inference.max_detections); applied after the label and
+        # geometry filters, not as the API's MaxResults, which would count image-level labels too
+        self.max_detections = max_detections
         self.label_name = label_name
         self.keep_running = keep_running
         self.min_inference_units = min_inference_units
@@ -203,7 +207,7 @@ class RekognitionHeadDetector:
             scores.append(min(max(float(label.get("Confidence", 0.0)) / 100.0, 0.0), 1.0))
         if not boxes:
             return Detections.empty()
-        order = np.argsort(-np.asarray(scores), kind="stable")
+        order = np.argsort(-np.asarray(scores), kind="stable")[:self.max_detections]
         return Detections(boxes=np.asarray(boxes, dtype=np.float64)[order],
                           scores=np.asarray(scores, dtype=np.float64)[order])
 

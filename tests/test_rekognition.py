@@ -95,6 +95,22 @@ def test_running_model_is_left_running_and_rotated_images_are_sent_as_bytes(reko
     rekognition.assert_no_pending_responses()
 
 
+def test_detections_are_capped_like_the_onnx_detectors_keeping_the_most_confident(rekognition):
+    det = RekognitionHeadDetector(VERSION_ARN, min_confidence=0.1, max_detections=3)
+    _describe(rekognition, "RUNNING")
+    labels = [{"Name": "head", "Confidence": 20.0 + i,
+               "Geometry": {"BoundingBox": {"Left": 0.01 * i, "Top": 0.1, "Width": 0.1, "Height": 0.2}}}
+              for i in range(30)]
+    rekognition.add_response("detect_custom_labels", {"CustomLabels": [{"Name": "cabin", "Confidence": 99.9},
+                                                                       *labels]},
+                             {"ProjectVersionArn": VERSION_ARN, "Image": ANY, "MinConfidence": 10.0})
+    det.open()
+    found = det.detect_one(_image(), "s3://data/in/c.jpg")
+    np.testing.assert_allclose(found.scores, [0.49, 0.48, 0.47])
+    det.close()
+    rekognition.assert_no_pending_responses()
+
+
 def test_keep_running_setting_skips_the_stop(rekognition):
     det = RekognitionHeadDetector(VERSION_ARN, min_confidence=0.5, keep_running=True, sleep=lambda s: None)
     _describe(rekognition, "STOPPED")
