@@ -68,13 +68,16 @@ class SplitRule(BaseModel):
                    val_fraction=settings.labeling.val_split_fraction)
 
     def split_for(self, key: str, kind: SourceKind | None = None) -> Split:
-        """The split of a new record. The test split takes only labels people made (``kind`` not ``auto``):
-        a model's own labels there would have the gate judge each challenger by how well it repeats the
-        champion's predictions (seen on the label-savings bench: candidates better on the bench's own test
-        set were rejected). An auto label whose key falls in the test share trains instead."""
+        """The split of a new record. The test and val splits take only labels people made (``kind`` not
+        ``auto``): a model's own labels there would have the gate judge each challenger by how well it repeats
+        the champion's predictions (seen on the label-savings bench: candidates better on the bench's own test
+        set were rejected), and ultralytics pick the epoch (best.pt) that agrees with the champion most. An
+        auto label whose key falls in either share trains instead."""
         u = int(hashlib.sha256(f"{self.seed}|{key}".encode()).hexdigest()[:16], 16) / float(1 << 64)
+        if u < self.test_fraction + self.val_fraction and kind == "auto":
+            return "train"
         if u < self.test_fraction:
-            return "train" if kind == "auto" else "test"
+            return "test"
         if u < self.test_fraction + self.val_fraction:
             return "val"
         return "train"

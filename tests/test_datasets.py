@@ -146,14 +146,15 @@ def test_the_split_is_frozen_even_when_the_settings_change(
     assert all(after[k] == rule.split_for(k, kinds[k]) for k in after)
 
 
-def test_the_test_split_holds_only_labels_people_made() -> None:
+def test_the_test_and_val_splits_hold_only_labels_people_made() -> None:
     rule = SplitRule(seed="s", test_fraction=0.2, val_fraction=0.1)
     keys = [f"img_{i}.jpg" for i in range(500)]
-    test_keys = [k for k in keys if rule.split_for(k) == "test"]
-    assert test_keys and all(rule.split_for(k, "human") == rule.split_for(k, "seed") == "test" for k in test_keys)
-    # a model's own label never becomes test truth: it trains instead; val and train are unchanged
-    assert {rule.split_for(k, "auto") for k in test_keys} == {"train"}
-    assert all(rule.split_for(k, "auto") == rule.split_for(k) for k in keys if k not in test_keys)
+    held_out = {k: rule.split_for(k) for k in keys if rule.split_for(k) in ("test", "val")}
+    assert set(held_out.values()) == {"test", "val"}
+    assert all(rule.split_for(k, "human") == rule.split_for(k, "seed") == s for k, s in held_out.items())
+    # a model's own label never becomes test truth nor picks the epoch on val: it trains instead
+    assert {rule.split_for(k, "auto") for k in held_out} == {"train"}
+    assert all(rule.split_for(k, "auto") == "train" for k in keys)
 
 
 def test_the_gate_scores_only_test_records_people_labeled(tmp_path: Path) -> None:
