@@ -24,7 +24,8 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) -e '.[$(EXTRAS)]' 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
-	@touch $@ $(BIN)/.installed-demo
+	@touch $@
+	$(if $(and $(findstring train,$(EXTRAS)),$(or $(findstring dev,$(EXTRAS)),$(findstring demo,$(EXTRAS)))),@touch $(BIN)/.installed-demo)
 
 # The demo needs neither the CDK nor the linters: a fresh clone's `make demo` installs less (a later
 # `make test` adds the rest). A full install counts for the demo too.

@@ -11,11 +11,15 @@ The copy's metadata carries the round trips (``alp-requeues``) and the batch tha
 * an image already sent back ``labeling.max_requeues`` times is quarantined (``requeue/quarantine.jsonl``,
   reason ``requeue_limit``) rather than circling for ever;
 * a re-run of the step finds the current version already marked with this batch and does not copy it again
-  (the batcher would take a second copy as a second image).
+  (the batcher would take a second copy as a second image); it lists it as requeued all the same, so the
+  summary of a re-run equals the first one's.
 
-An image that is gone, or that is not an object of the unlabeled bucket under its prefix (the event path
-cannot bring it back), is quarantined with the reason too. Outputs under ``<batch_dir>requeue/``:
-``summary.json`` and ``quarantine.jsonl``.
+Every other image is quarantined with its reason, one by one (one bad line never stops the others): gone
+(``source_missing``), not an object under the watched prefix (``not_requeueable``), overwritten since the
+batch took it (``superseded``: the new upload is already new work), a bucket that keeps no versions
+(``unversioned_bucket``: the copy would look like the first upload to the batcher) or a copy S3 refused
+(``copy_failed``). Throttling and server errors are raised: the step fails and a retry goes on. Outputs under
+``<batch_dir>requeue/``: ``summary.json`` and ``quarantine.jsonl``.
 """
 
 from __future__ import annotations
@@ -49,14 +53,14 @@ class RequeuedImage(BaseModel):
     source_ref: str
     origin: str = Field(description="the list that named it: unlabeled or deferred")
     requeues: int = Field(description="round trips so far, this one included")
-    version_id: str | None = None
+    version_id: str | None = Field(None, description="the version the copy made")
 
 
 class RequeueSummary(BaseModel):
     batch_dir: str
     inputs: int
-    requeued: list[RequeuedImage] = Field(default_factory=list)
-    already_requeued: int = Field(0, description="copied by an earlier run of this step for this batch")
+    requeued: list[RequeuedImage] = Field(default_factory=list, description="sent back by this batch's step")
+    already_requeued: int = Field(0, description="of requeued: copied by an earlier run of the step")
     quarantined: dict[str, int] = Field(default_factory=dict, description="reason -> images")
     invariant: str = ""
 
@@ -69,20 +73,68 @@ def decide(metadata: dict[str, str], batch_id: str, max_requeues: int) -> Decisi
     """What to do with an image whose current object carries ``metadata``: pure, so the rules are testable."""
     if metadata.get(BATCH_META) == batch_id:
         return "already"
-    if _count(metadata) >= max_requeues:
+    if requeue_count(metadata) >= max_requeues:
         return "limit"
     return "requeue"
 
 
-def _count(metadata: dict[str, str]) -> int:
+def requeue_count(metadata: dict[str, str]) -> int:
     try:
         return max(0, int(metadata.get(COUNT_META, "0")))
     except ValueError:
         return 0  # a hand-edited value: count from zero rather than refuse the image
 
 
-def _quarantined(line: ManifestLine, reason: str, detail: str) -> ManifestLine:
-    return line.with_fields(**{QUARANTINE_KEY: QuarantineInfo(reason=reason, stage="requeue", detail=detail).dump()})
+def _retryable(exc: Exception) -> bool:
+    """Throttling and server errors end the step (a retry goes on); other refusals concern one object."""
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return status >= 500 or code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout")
+
+
+class _Quarantine(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _requeue_one(line: ManifestLine, origin: str, batch_id: str, *, bucket: str, prefix: str,
+                 max_requeues: int) -> tuple[RequeuedImage, bool]:
+    """Send one image back; returns its record and whether an earlier run had sent it. Raises _Quarantine."""
+    try:
+        uri = line.source_ref
+    except ValueError as exc:  # an inline-text item (no source-ref): nothing to send back
+        raise _Quarantine("not_requeueable", str(exc)) from None
+    problem = _not_requeueable(uri, bucket, prefix)
+    if problem:
+        raise _Quarantine("not_requeueable", problem)
+    try:
+        head = storage.object_head(uri)
+    except storage.ObjectNotFound:
+        raise _Quarantine("source_missing", f"{uri} no longer exists") from None
+    judged = line.object_identity()
+    decision = decide(head.metadata, batch_id, max_requeues)
+    if decision == "already":
+        return RequeuedImage(source_ref=uri, origin=origin, requeues=requeue_count(head.metadata),
+                             version_id=head.version_id), True
+    if judged and judged.version_id and head.version_id and judged.version_id != head.version_id:
+        raise _Quarantine("superseded", f"{uri} was overwritten after the batch took version {judged.version_id}; "
+                                        f"the new version {head.version_id} is new work already")
+    if decision == "limit":
+        raise _Quarantine("requeue_limit",
+                          f"sent back {requeue_count(head.metadata)} times (labeling.max_requeues)")
+    count = requeue_count(head.metadata) + 1
+    try:
+        version = storage.renew_object(uri, head, {**head.metadata, COUNT_META: str(count), BATCH_META: batch_id})
+    except Exception as exc:
+        if _retryable(exc) or getattr(exc, "response", None) is None:
+            raise
+        raise _Quarantine("copy_failed", f"{uri}: {exc}") from None
+    if version is None:
+        raise _Quarantine("unversioned_bucket", f"s3://{bucket} keeps no versions: a copy has the first upload's "
+                                                "ETag and the batcher would drop it as a duplicate")
+    return RequeuedImage(source_ref=uri, origin=origin, requeues=count, version_id=version), False
 
 
 def requeue_batch(batch_dir: str, *, unlabeled_bucket: str, unlabeled_prefix: str,
@@ -96,44 +148,46 @@ def requeue_batch(batch_dir: str, *, unlabeled_bucket: str, unlabeled_prefix: st
     seen: set[str] = set()
     for origin, rel in SOURCES.items():
         for line in read_manifest_if_present(storage.join(batch_dir, rel)):
-            uri = line.source_ref
-            if uri in seen:  # listed twice (both lists): one copy brings it back
+            ref = str(line.data.get("source-ref") or line.data.get("source") or "")
+            if ref in seen:  # listed twice (both lists): one copy brings it back
                 continue
-            seen.add(uri)
+            seen.add(ref)
             summary.inputs += 1
-            problem = _not_requeueable(uri, unlabeled_bucket, unlabeled_prefix)
-            if problem:
-                quarantine.append(_quarantined(line, "not_requeueable", problem))
-                reasons["not_requeueable"] += 1
-                continue
             try:
-                metadata = storage.object_metadata(uri)
-            except storage.ObjectNotFound:
-                quarantine.append(_quarantined(line, "source_missing", f"{uri} no longer exists"))
-                reasons["source_missing"] += 1
+                image, earlier = _requeue_one(line, origin, batch_id, bucket=unlabeled_bucket,
+                                              prefix=unlabeled_prefix, max_requeues=max_requeues)
+            except _Quarantine as q:
+                quarantine.append(line.with_fields(**{QUARANTINE_KEY: QuarantineInfo(
+                    reason=q.reason, stage="requeue", detail=q.detail).dump()}))
+                reasons[q.reason] += 1
                 continue
-            decision = decide(metadata, batch_id, max_requeues)
-            if decision == "already":
-                summary.already_requeued += 1
-            elif decision == "limit":
-                quarantine.append(_quarantined(line, "requeue_limit",
-                                               f"sent back {_count(metadata)} times (labeling.max_requeues)"))
-                reasons["requeue_limit"] += 1
-            else:
-                count = _count(metadata) + 1
-                version = storage.renew_object(uri, {**metadata, COUNT_META: str(count), BATCH_META: batch_id})
-                summary.requeued.append(RequeuedImage(source_ref=uri, origin=origin, requeues=count,
-                                                      version_id=version))
+            summary.requeued.append(image)
+            summary.already_requeued += earlier
     summary.quarantined = dict(reasons)
     counts = summary.counts()
-    if counts["inputs"] != counts["requeued"] + counts["already_requeued"] + counts["quarantined"]:
+    if counts["inputs"] != counts["requeued"] + counts["quarantined"]:
         raise AssertionError(f"requeue lost images: {counts}")  # every input has exactly one outcome
-    summary.invariant = (f"inputs {counts['inputs']} = requeued {counts['requeued']} + already "
-                         f"{counts['already_requeued']} + quarantined {counts['quarantined']}")
+    summary.invariant = (f"inputs {counts['inputs']} = requeued {counts['requeued']} (an earlier run "
+                         f"{counts['already_requeued']}) + quarantined {counts['quarantined']}")
     out = storage.join(batch_dir, REQUEUE_DIR)
     write_manifest(storage.join(out, QUARANTINE_FILE), quarantine)
     storage.write_text(storage.join(out, SUMMARY_FILE), summary.model_dump_json(indent=2))
     return summary
+
+
+def resend(summary: RequeueSummary) -> int:
+    """Copy exactly the images a summary lists as requeued once more, with the counts it recorded (the demo's
+    resume: a new embedded AWS lost the queued events and restored the images without their metadata)."""
+    batch_id = storage.basename(summary.batch_dir)
+    for image in summary.requeued:
+        head = storage.object_head(image.source_ref)
+        storage.renew_object(image.source_ref, head, {COUNT_META: str(image.requeues), BATCH_META: batch_id})
+    return len(summary.requeued)
+
+
+def read_summary(batch_dir: str) -> RequeueSummary | None:
+    uri = storage.join(batch_dir, REQUEUE_DIR, SUMMARY_FILE)
+    return RequeueSummary.model_validate_json(storage.read_text(uri)) if storage.exists(uri) else None
 
 
 def _not_requeueable(uri: str, bucket: str, prefix: str) -> str | None:

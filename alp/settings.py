@@ -171,9 +171,9 @@ class TrainingSettings(_Section):
     )
     warm_start: bool = True
     # A model that continues from the champion is fine-tuned, not trained anew. Ultralytics' automatic optimizer
-    # (AdamW at 0.002 for one class) and warm-up (at least 100 iterations, bias lr from 0.1) suit new heads; in
-    # the few epochs of a round they pull a trained champion away first. Measured on the demo's round-3 data
-    # (5 epochs from the round-2 champion, val split): pose mAP50 0.39 (champion) -> 0.25 with the defaults,
+    # (AdamW at 0.002 for one class) and warm-up (3 epochs, capped at all but the last; bias lr from 0.1) suit
+    # new heads; in the few epochs of a round they pull a trained champion away first. Measured on the demo's
+    # round-3 data (5 epochs from the round-2 champion, val split): pose mAP50 0.39 (champion) -> 0.25 with the defaults,
     # 0.56 with AdamW at 2e-4 and no warm-up (0.53 at 1e-4, 0.44 at 5e-4); head box mAP50 0.72 -> 0.76.
     warm_start_lr: float | None = Field(
         0.0002, gt=0.0, le=0.1,

@@ -176,12 +176,24 @@ def exists(uri: str) -> bool:
     return _local_path(uri).exists()
 
 
-def object_metadata(uri: str) -> dict[str, str]:
-    """The user metadata of an S3 object (``x-amz-meta-*``, lower-case names); local files have none."""
+@dataclass(frozen=True)
+class ObjectHead:
+    """What HEAD says of an S3 object: its user metadata (lower-case names), version and the headers a copy
+    onto itself must carry over."""
+
+    metadata: dict[str, str]
+    version_id: str | None
+    headers: dict[str, str]
+
+
+# headers MetadataDirective=REPLACE would drop unless given again
+_KEPT_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl")
+
+
+def object_head(uri: str) -> ObjectHead:
+    """HEAD of an S3 object; raises :class:`ObjectNotFound` when it is gone."""
     if not is_s3(uri):
-        if not _local_path(uri).is_file():
-            raise ObjectNotFound(f"no such file: {uri}")
-        return {}
+        raise StorageError(f"{uri}: not an S3 object")
     loc = parse_s3_uri(uri)
     s3 = aws.client("s3")
     try:
@@ -190,22 +202,25 @@ def object_metadata(uri: str) -> dict[str, str]:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             raise ObjectNotFound(f"no such object: {uri}") from None
         raise
-    return {str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()}
+    version = head.get("VersionId")
+    return ObjectHead(metadata={str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()},
+                      version_id=None if version in (None, "null") else str(version),
+                      headers={k: str(head[k]) for k in _KEPT_HEADERS if head.get(k)})
 
 
-def renew_object(uri: str, metadata: dict[str, str]) -> str | None:
-    """Copy an S3 object onto itself with new user metadata: the same bytes as a new version, which S3 reports
-    like an upload (``Object Created``). Returns the new version id (None in an unversioned bucket)."""
-    if not is_s3(uri):
-        raise StorageError(f"{uri}: only an S3 object can be renewed (a new version is what S3 reports as new work)")
+def renew_object(uri: str, head: ObjectHead, metadata: dict[str, str]) -> str | None:
+    """Copy the version ``head`` describes onto its own key with new user metadata: the same bytes as a new
+    version, which S3 reports like an upload (``Object Created``). Returns the new version id; None when the
+    bucket keeps no versions (then the copy has the old ETag and no version, and a deduplicating consumer
+    cannot tell it from the first upload)."""
     loc = parse_s3_uri(uri)
-    s3 = aws.client("s3")
-    head = s3.head_object(Bucket=loc.bucket, Key=loc.key)
-    extra = {"ContentType": head["ContentType"]} if head.get("ContentType") else {}
-    resp = s3.copy_object(Bucket=loc.bucket, Key=loc.key, CopySource={"Bucket": loc.bucket, "Key": loc.key},
-                          MetadataDirective="REPLACE", Metadata=metadata, **extra)
-    version: str | None = resp.get("VersionId")
-    return version
+    source: dict[str, str] = {"Bucket": loc.bucket, "Key": loc.key}
+    if head.version_id:
+        source["VersionId"] = head.version_id  # the bytes that were judged, even if the key changed since
+    resp = aws.client("s3").copy_object(Bucket=loc.bucket, Key=loc.key, CopySource=source,
+                                        MetadataDirective="REPLACE", Metadata=metadata, **head.headers)
+    version = resp.get("VersionId")
+    return None if version in (None, "null") else str(version)
 
 
 def list_uris(prefix: str) -> Iterator[str]:

@@ -121,9 +121,9 @@ def test_given_duplicated_shuffled_deliveries_then_exactly_n_entries_and_n_recor
 
 def test_given_each_step_rerun_after_success_then_nothing_is_created_twice(
         aws_mock: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Given a batch through Infer, Label and Merge, when each step runs again on its own, then each
+    """Given a batch through Infer, Label, Merge and Requeue, when each step runs again on its own, then each
     finds its earlier work: byte-identical inference outputs, the same labeling jobs (no new job folder),
-    and no new dataset version."""
+    no new dataset version, the same requeue summary."""
     p = MiniPipeline(tmp_path)
     monkeypatch.setenv(SETTINGS_ENV, str(p.settings_file))
     monkeypatch.setenv("ALP_METRICS_LOG", str(tmp_path / "metrics.jsonl"))
@@ -138,7 +138,7 @@ def test_given_each_step_rerun_after_success_then_nothing_is_created_twice(
     jobs = {u.split("/jobs/")[1].split("/")[0] for u in first if "/jobs/" in u}
     assert len(jobs) == 2  # one head-box job and one keypoint job
 
-    for step in ("Infer", "Label", "Merge"):
+    for step in ("Infer", "Label", "Merge", "Requeue"):
         assert p.run_step(step, manifest) == 0
         assert _snapshot(p) == first, f"re-running {step} changed the data bucket"
     assert {u.split("/jobs/")[1].split("/")[0] for u in _snapshot(p) if "/jobs/" in u} == jobs

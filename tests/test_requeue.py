@@ -58,8 +58,9 @@ def test_given_unlabeled_and_deferred_images_then_each_comes_back_once_as_a_new_
 
     again = requeue_batch(batch_dir, unlabeled_bucket=p.names.unlabeled_bucket,
                           unlabeled_prefix=p.settings.storage.unlabeled_prefix, max_requeues=3)
-    assert again.counts() == {"inputs": 3, "requeued": 0, "already_requeued": 3, "quarantined": 0}
-    assert p.receive_all() == []  # a re-run of the step sends nothing twice
+    assert again.counts() == {"inputs": 3, "requeued": 3, "already_requeued": 3, "quarantined": 0}
+    assert again.requeued == summary.requeued  # a re-run writes the same record...
+    assert p.receive_all() == []  # ...and sends nothing twice
 
 
 def test_given_an_image_past_the_limit_gone_or_outside_the_prefix_then_it_is_quarantined_with_the_reason(
@@ -98,4 +99,55 @@ def test_the_step_prints_its_counts_and_invariant(pipe: MiniPipeline, capsys: py
                  "--unlabeled-bucket", p.names.unlabeled_bucket]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["requeued"] == 1 and out["inputs"] == 1
-    assert out["invariant"] == "inputs 1 = requeued 1 + already 0 + quarantined 0"
+    assert out["invariant"] == "inputs 1 = requeued 1 (an earlier run 0) + quarantined 0"
+
+
+def test_one_bad_line_or_refused_copy_is_quarantined_alone_and_an_overwritten_image_is_not_sent_twice(
+        pipe: MiniPipeline):
+    from alp.manifest import ObjectIdentity
+
+    p = pipe
+    bucket = p.names.unlabeled_bucket
+    good, changed = p.upload("good.jpg", seed=1), p.upload("changed.jpg", seed=2)
+    first = aws.client("s3").head_object(Bucket=bucket, Key=changed)["VersionId"]
+    p.upload("changed.jpg", seed=3)  # the uploader replaced it after the batch took the first version
+    p.receive_all()
+    batch_dir = f"s3://{p.names.data_bucket}/batches/b-mixed/"
+    inline = ManifestLine({"source": "a text item, not an image"})
+    judged_first = ManifestLine.for_image(f"s3://{bucket}/{changed}").with_fields(
+        **{"alp-object": ObjectIdentity(bucket=bucket, key=changed, version_id=first).dump()})
+    write_manifest(batch_dir + "labeling/unlabeled.jsonl",
+                   [inline, judged_first, ManifestLine.for_image(f"s3://{bucket}/{good}")])
+    summary = requeue_batch(batch_dir, unlabeled_bucket=bucket, unlabeled_prefix=p.settings.storage.unlabeled_prefix,
+                            max_requeues=3)
+    assert summary.quarantined == {"not_requeueable": 1, "superseded": 1}
+    assert [r.source_ref for r in summary.requeued] == [f"s3://{bucket}/{good}"]
+    assert len(p.receive_all()) == 1
+
+
+def test_given_a_bucket_without_versions_then_the_image_is_quarantined_not_silently_dropped(pipe: MiniPipeline):
+    p = pipe
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="plain-uploads")  # never versioned
+    s3.put_object(Bucket="plain-uploads", Key="incoming/x.jpg", Body=b"\xff\xd8 bytes")
+    batch_dir = f"s3://{p.names.data_bucket}/batches/b-plain/"
+    write_manifest(batch_dir + "labeling/unlabeled.jsonl", [ManifestLine.for_image("s3://plain-uploads/incoming/x.jpg")])
+    summary = requeue_batch(batch_dir, unlabeled_bucket="plain-uploads", unlabeled_prefix="incoming/", max_requeues=3)
+    assert summary.quarantined == {"unversioned_bucket": 1} and summary.requeued == []
+
+
+def test_a_resume_resends_exactly_the_recorded_images_with_their_counts(pipe: MiniPipeline):
+    from alp.requeue import read_summary, resend
+
+    p = pipe
+    keys = [p.upload(f"r-{i}.jpg", seed=i) for i in range(2)]
+    p.receive_all()
+    batch_dir = _batch_with(p, "b-resume", unlabeled=keys, deferred=[])
+    requeue_batch(batch_dir, unlabeled_bucket=p.names.unlabeled_bucket,
+                  unlabeled_prefix=p.settings.storage.unlabeled_prefix, max_requeues=3)
+    p.receive_all()
+    summary = read_summary(batch_dir)
+    assert summary is not None
+    assert resend(summary) == 2 and len(p.receive_all()) == 2
+    head = aws.client("s3").head_object(Bucket=p.names.unlabeled_bucket, Key=keys[0])
+    assert head["Metadata"] == {COUNT_META: "1", BATCH_META: "b-resume"}  # the recorded count, not a new trip

@@ -4,8 +4,9 @@ Same pool, same frozen test set, same per-round human budget ``B`` (``--human-sh
 same training settings; two strategies (``alp.demo.strategies``):
 
 * ``judgement``: the ``B`` images with the lowest judgement score go to people (uncertainty sampling), the
-  images its thresholds passed are auto-labeled, and those it doubts beyond the budget are deferred: re-uploaded
-  with the next round's batch for the next model to judge (nothing it doubts is auto-labeled);
+  images its thresholds passed are auto-labeled, and those it doubts beyond the budget are deferred: the
+  Requeue step sends them back into the next round's batch for the next model to judge (nothing it doubts is
+  auto-labeled; after ``labeling.max_requeues`` round trips an image is quarantined);
 * ``random``: ``B`` images drawn at random go to people, and the model's predictions auto-label all the rest
   (without a judgement there is nothing to tell trusted proposals from doubtful ones). Both run the whole demo loop
 (embedded AWS, batcher, the labeling and training pipelines' steps, the local workforce); only the Infer
@@ -358,6 +359,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 compute_s += sum(v for k, v in r.step_seconds.items() if k.startswith("training/"))
             if rows_of["judgement"]:
                 seen -= rows_of["judgement"][-1].deferred  # still in the queue: neither labeled nor auto-labeled
+            # quarantined by the Requeue step after max_requeues round trips: neither labeled nor auto-labeled
+            seen -= sum(r.requeue_quarantined for r in rows_of["judgement"][:-1])
             curves = {name: [{"round": r.round, "human_labels": r.human_labels_total, "auto_labels": r.auto,
                               "deferred": r.deferred,
                               "box_map50": r.box_map50, "kpt_oks_map50": r.kpt_oks_map50,

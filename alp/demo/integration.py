@@ -35,13 +35,10 @@ def deferred_images(batch_dir: str) -> list[str]:
 
 def requeue_counts(batch_dir: str) -> tuple[int, int]:
     """(sent back, quarantined instead) by the batch's Requeue step (``requeue/summary.json``)."""
-    from alp.requeue import REQUEUE_DIR, SUMMARY_FILE, RequeueSummary
+    from alp.requeue import read_summary
 
-    uri = storage.join(batch_dir, REQUEUE_DIR, SUMMARY_FILE)
-    if not storage.exists(uri):
-        return 0, 0
-    summary = RequeueSummary.model_validate_json(storage.read_text(uri))
-    return len(summary.requeued), sum(summary.quarantined.values())
+    summary = read_summary(batch_dir)
+    return (len(summary.requeued), sum(summary.quarantined.values())) if summary else (0, 0)
 
 
 def route_counts(batch_dir: str) -> dict[str, int]:

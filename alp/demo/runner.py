@@ -210,14 +210,13 @@ class DemoRun:
         return keys
 
     def _run_pipeline(self, spec_name: str, variables: dict[str, str], timings: dict[str, float],
-                      after_step: Callable[[Step], None] | None = None, only: str | None = None) -> None:
-        """Every step of the declared pipeline (or the step ``only``), in order, through the CLI (what
-        :func:`run_pipeline` does), timing each; ``after_step`` lets the label-savings bench swap the router
-        between Infer and Label."""
+                      after_step: Callable[[Step], None] | None = None) -> None:
+        """Every step of the declared pipeline, in order, through the CLI (what :func:`run_pipeline` does),
+        timing each; ``after_step`` lets the label-savings bench swap the router between Infer and Label."""
         spec = PIPELINES[spec_name]
         self.folder.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.folder.logs_dir / f"round-{self._round}.log"
-        for step in spec.steps if only is None else [spec.step(only)]:
+        for step in spec.steps:
             _say(f"  [{spec.name}] {step.name}: {step.description}")
             t0 = time.monotonic()
             # A step's own output (JSON, logs) goes to the round's log; the console gets one line per step.
@@ -316,12 +315,12 @@ class DemoRun:
 
     def _requeue_again(self, batch_dir: str) -> int:
         """A resumed run has a new embedded AWS: the events of the last round's Requeue step were lost with the
-        old one, and the images were restored without the step's metadata, so running the step again on that
-        batch sends them anew. Returns how many it sent."""
-        timings: dict[str, float] = {}
-        self._run_pipeline("labeling", {"batch_manifest": storage.join(batch_dir, "manifest.jsonl")}, timings,
-                           only="Requeue")
-        return integration.requeue_counts(batch_dir)[0]
+        old one, and the images were restored without the step's metadata. Send exactly the images that step
+        sent, with the counts it recorded (deciding again would start every count at 0). Returns how many."""
+        from alp.requeue import read_summary, resend
+
+        summary = read_summary(batch_dir)
+        return resend(summary) if summary else 0
 
     def _budget_router(self) -> Callable[[str, int, Settings], dict[str, int]] | None:
         """With ``--human-share``: the batch's least confident images up to the budget go to people."""

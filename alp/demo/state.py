@@ -68,7 +68,7 @@ class RoundRecord(BaseModel):
     human: int = 0
     audit: int = 0
     quarantine: int = 0
-    deferred: int = Field(0, description="sent back to the queue by a human budget; re-uploaded next round")
+    deferred: int = Field(0, description="held back by a human budget; the Requeue step sends them back")
     redriven: int = Field(0, description="of images_seen: the images the previous round's Requeue step sent back")
     deferred_images: list[str] = Field(default_factory=list, description="pool names of the deferred images")
     requeued: int = Field(0, description="sent back to the queue by this round's Requeue step (deferred or left "

@@ -4,8 +4,8 @@ Both strategies spend the same per-round human budget ``B``:
 
 * ``judgement``: people get the ``B`` images the judgement function is least sure of (its own human
   decisions first, lowest score first); the images its thresholds passed are auto-labeled; the images it
-  sent to people beyond the budget are **deferred**: back in the queue (``deferred.jsonl``), re-uploaded
-  with the next round's batch and judged again by the next, better model. Nothing the judgement doubts
+  sent to people beyond the budget are **deferred**: back in the queue (``deferred.jsonl``, which the
+  labeling pipeline's Requeue step sends back), judged again by the next, better model with the next batch. Nothing the judgement doubts
   is auto-labeled;
 * ``random``: ``B`` images drawn at random go to people and the same model's predictions auto-label the rest
   of the batch (without a judgement there is no telling which proposals to trust).
