@@ -162,6 +162,11 @@ def write_file(uri: str, local_path: str | Path, *, content_type: str | None = N
     return uri
 
 
+def _not_found(exc: Exception) -> bool:
+    """A HEAD's 404 (HEAD answers carry no body, so the code is the status)."""
+    return getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
 def exists(uri: str) -> bool:
     if is_s3(uri):
         loc = parse_s3_uri(uri)
@@ -170,7 +175,7 @@ def exists(uri: str) -> bool:
             s3.head_object(Bucket=loc.bucket, Key=loc.key)
             return True
         except s3.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _not_found(exc):
                 return False
             raise
     return _local_path(uri).exists()
@@ -199,7 +204,7 @@ def object_head(uri: str) -> ObjectHead:
     try:
         head = s3.head_object(Bucket=loc.bucket, Key=loc.key)
     except s3.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if _not_found(exc):
             raise ObjectNotFound(f"no such object: {uri}") from None
         raise
     version = head.get("VersionId")
