@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from alp import aws
@@ -188,11 +189,13 @@ class ObjectHead:
 
     metadata: dict[str, str]
     version_id: str | None
-    headers: dict[str, str]
+    headers: dict[str, Any]
 
 
-# headers MetadataDirective=REPLACE would drop unless given again
-_KEPT_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl")
+# what a copy would change unless given again: the headers MetadataDirective=REPLACE drops, the storage class
+# (a copy is STANDARD by default) and the object's own KMS key (a copy takes the bucket's default key)
+_KEPT_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl",
+                 "Expires", "StorageClass")
 
 
 def object_head(uri: str) -> ObjectHead:
@@ -208,9 +211,16 @@ def object_head(uri: str) -> ObjectHead:
             raise ObjectNotFound(f"no such object: {uri}") from None
         raise
     version = head.get("VersionId")
+    headers: dict[str, Any] = {k: head[k] for k in _KEPT_HEADERS if head.get(k)}
+    if head.get("ServerSideEncryption") == "aws:kms" and head.get("SSEKMSKeyId"):
+        headers.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=head["SSEKMSKeyId"])
     return ObjectHead(metadata={str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()},
-                      version_id=None if version in (None, "null") else str(version),
-                      headers={k: str(head[k]) for k in _KEPT_HEADERS if head.get(k)})
+                      version_id=None if version in (None, "null") else str(version), headers=headers)
+
+
+def bucket_versioned(bucket: str) -> bool:
+    """True when ``bucket`` keeps object versions now (versioning ``Enabled``; not never-enabled or suspended)."""
+    return bool(aws.client("s3").get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled")
 
 
 def renew_object(uri: str, head: ObjectHead, metadata: dict[str, str]) -> str | None:

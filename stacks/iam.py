@@ -80,6 +80,17 @@ class ScopedPolicy:
         self._objects(bucket, prefixes, READ_OBJECT + WRITE_OBJECT,
                       f"Reads and writes objects under its own prefix: {why}")
 
+    def copy_objects_onto_themselves(self, bucket: s3.IBucket, prefix: str, why: str) -> None:
+        """``s3:PutObject`` under ``prefix`` for CopyObject requests only, whose source lies under the same
+        prefix and whose metadata is replaced: a role holding it can give an image a new version (and new
+        metadata) but cannot write bytes of its own there. Plus ``s3:GetBucketVersioning``: a copy onto
+        itself is new work only in a versioned bucket, which the caller checks before copying."""
+        self.allow(["s3:PutObject"], [bucket.arn_for_objects(f"{prefix}*")],
+                   reason=f"Copies objects under its own prefix onto themselves: {why}",
+                   conditions={"StringLike": {"s3:x-amz-copy-source": f"{bucket.bucket_name}/{prefix}*"},
+                               "StringEquals": {"s3:x-amz-metadata-directive": "REPLACE"}})
+        self.allow(["s3:GetBucketVersioning"], [bucket.bucket_arn])
+
     def list_bucket(self, bucket: s3.IBucket, prefixes: Iterable[str]) -> None:
         """``s3:ListBucket`` on the bucket, without an ``s3:prefix`` condition on purpose: S3 answers a GET
         or HEAD of a missing key with 404 (not 403) only when ListBucket is allowed for that request, and

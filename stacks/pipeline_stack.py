@@ -126,9 +126,10 @@ class ActiveLabelingStack(Stack):
         s = settings.storage
         prefix = s.resource_prefix
         policy.read_objects(self.storage.unlabeled, [s.unlabeled_prefix], "the uploaded images to infer and label")
-        # The Requeue step copies images a batch left unlabeled onto themselves (a new version is new work).
-        policy.write_objects(self.storage.unlabeled, [s.unlabeled_prefix],
-                             "images sent back to the queue by the Requeue step (copied onto themselves)")
+        # The Requeue step copies images a batch left unlabeled onto themselves (a new version is new work);
+        # the grant allows exactly such copies, so no labeling step can write bytes of its own over an upload.
+        policy.copy_objects_onto_themselves(self.storage.unlabeled, s.unlabeled_prefix,
+                                            "images sent back to the queue by the Requeue step")
         policy.list_bucket(self.storage.unlabeled, [s.unlabeled_prefix])
         policy.read_objects(self.storage.data, [s.config_key, s.templates_prefix, s.models_prefix],
                             "settings, worker templates and the approved model bundle")

@@ -56,7 +56,11 @@ class Storage(Construct):
             self, "Unlabeled", bucket_name=names.unlabeled_bucket, access_logs=self.access_logs, versioned=True,
             event_bridge=True,
             lifecycle_rules=[s3.LifecycleRule(id="abort-incomplete-uploads",
-                                              abort_incomplete_multipart_upload_after=Duration.days(7))],
+                                              abort_incomplete_multipart_upload_after=Duration.days(7)),
+                             # Each round trip of the Requeue step leaves the older version (the same bytes)
+                             # behind; the steps read the current version only.
+                             s3.LifecycleRule(id="expire-old-versions",
+                                              noncurrent_version_expiration=Duration.days(retention))],
             # The Ground Truth worker UI loads images straight from S3 (presigned GETs) in the browser.
             cors=[s3.CorsRule(allowed_methods=[s3.HttpMethods.GET], allowed_origins=["*"],
                               exposed_headers=["Access-Control-Allow-Origin"])],

@@ -34,6 +34,11 @@ def _executions(p: MiniPipeline, pipeline: str) -> list[dict[str, Any]]:
     return cp.list_pipeline_executions(pipelineName=pipeline)["pipelineExecutionSummaries"]
 
 
+def _unlabeled_versions(p: MiniPipeline) -> list[tuple[str, str]]:
+    pages = aws.client("s3").get_paginator("list_object_versions").paginate(Bucket=p.names.unlabeled_bucket)
+    return sorted((v["Key"], v["VersionId"]) for page in pages for v in page.get("Versions", []))
+
+
 def _snapshot(p: MiniPipeline) -> dict[str, bytes]:
     """Every object of the data bucket except files that legitimately differ per run (timings)."""
     out = {}
@@ -132,15 +137,23 @@ def test_given_each_step_rerun_after_success_then_nothing_is_created_twice(
     result = p.batch(p.receive_all())
     manifest = result.manifest_uri
     assert manifest is not None
-    p.run_labeling(manifest)
     batch_dir = storage.parent(manifest)
+    # one image the batch defers (a spent human budget), so the Requeue step has an image to send back
+    storage.write_text(storage.join(batch_dir, "inference", "deferred.jsonl"),
+                       storage.read_text(manifest).splitlines()[0] + "\n")
+    p.run_labeling(manifest)
+    assert len(p.receive_all()) == 1  # the deferred image, back in the queue once
     first = _snapshot(p)
+    versions = _unlabeled_versions(p)
     jobs = {u.split("/jobs/")[1].split("/")[0] for u in first if "/jobs/" in u}
     assert len(jobs) == 2  # one head-box job and one keypoint job
+    assert json.loads(storage.read_text(storage.join(batch_dir, "requeue", "summary.json")))["requeued"]
 
     for step in ("Infer", "Label", "Merge", "Requeue"):
         assert p.run_step(step, manifest) == 0
         assert _snapshot(p) == first, f"re-running {step} changed the data bucket"
+        assert _unlabeled_versions(p) == versions, f"re-running {step} wrote to the unlabeled bucket"
+        assert p.receive_all() == [], f"re-running {step} sent an upload event"
     assert {u.split("/jobs/")[1].split("/")[0] for u in _snapshot(p) if "/jobs/" in u} == jobs
     for name in OUTPUTS:
         assert storage.exists(storage.join(batch_dir, "inference", name))

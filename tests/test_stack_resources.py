@@ -368,12 +368,28 @@ def test_given_the_requeue_step_then_only_the_labeling_steps_write_to_the_unlabe
     stack = built["stack"]
     unlabeled = _logical_id(built, stack.storage.unlabeled)
 
-    def unlabeled_writes(role: Any) -> list[str]:
-        return [json.dumps(s["Resource"]) for s in _statements_of_role(built, _logical_id(built, role))
+    def unlabeled_writes(role: Any) -> list[dict[str, Any]]:
+        return [s for s in _statements_of_role(built, _logical_id(built, role))
                 if "s3:PutObject" in _as_list(s["Action"]) and unlabeled in json.dumps(s["Resource"])]
 
     prefix = built["settings"].storage.unlabeled_prefix
-    assert unlabeled_writes(stack.labeling.build_role) == [
-        json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [unlabeled, "Arn"]}, f"/{prefix}*"]]})]
+    [write] = unlabeled_writes(stack.labeling.build_role)
+    assert _as_list(write["Action"]) == ["s3:PutObject"]  # no multipart upload: a copy is one request
+    assert write["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [unlabeled, "Arn"]}, f"/{prefix}*"]]}
+    # copies only, from the same prefix, with new metadata: no step can write bytes of its own over an upload
+    assert write["Condition"] == {
+        "StringLike": {"s3:x-amz-copy-source": {"Fn::Join": ["", [{"Ref": unlabeled}, f"/{prefix}*"]]}},
+        "StringEquals": {"s3:x-amz-metadata-directive": "REPLACE"}}
     assert unlabeled_writes(stack.training.build_role) == []
     assert unlabeled_writes(stack.upload.batcher.role) == []
+    versioning = [s for s in _statements_of_role(built, _logical_id(built, stack.labeling.build_role))
+                  if "s3:GetBucketVersioning" in _as_list(s["Action"])]
+    assert [s["Resource"] for s in versioning] == [{"Fn::GetAtt": [unlabeled, "Arn"]}]
+
+
+def test_given_the_unlabeled_bucket_then_the_versions_a_requeue_leaves_behind_expire(built: dict[str, Any]) -> None:
+    """Each round trip of the Requeue step keeps the older version (the same bytes): they expire."""
+    unlabeled = _logical_id(built, built["stack"].storage.unlabeled)
+    rules = built["json"]["Resources"][unlabeled]["Properties"]["LifecycleConfiguration"]["Rules"]
+    days = built["settings"].storage.artifact_retention_days
+    assert any(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == days for r in rules)
