@@ -114,8 +114,26 @@ def test_state_round_trips_and_other_flags_are_refused(tmp_path):
     assert again.completed_rounds == 1 and again.rounds[0].human == 10
     with pytest.raises(RunFolderError, match="--fresh"):
         folder.load_state(DemoConfig(rounds=3, pool=40))
+    # the bench has no --fresh: its runs name its own way to start over
+    with pytest.raises(RunFolderError, match="run the bench without --resume to start over"):
+        RunFolder(folder.root, start_over="run the bench without --resume").load_state(DemoConfig(rounds=3, pool=40))
     folder.prepare(fresh=True)
     assert not folder.state_path.exists()
+
+
+def test_ctrl_c_while_the_state_is_saved_acts_after_the_save():
+    """The copy of the embedded AWS and state.json are written under signals_held: a Ctrl-C in between waits."""
+    import os
+    import signal
+
+    from alp.demo.runner import signals_held
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("copy")
+        done.append("state.json")
+    assert done == ["copy", "state.json"]
 
 
 def test_fresh_refuses_to_wipe_a_folder_the_demo_did_not_make(tmp_path):

@@ -217,7 +217,7 @@ def run_strategy(task: StrategyRun) -> list[RoundRecord]:
 
     options = DemoOptions(run_dir=task.run_dir, fresh=not task.resume, config=task.config, progress=False, data=task.data,
                           threads=task.threads, resource_prefix=f"alp{task.strategy[0]}", report=False,
-                          reroute=router)
+                          reroute=router, start_over="run the bench without --resume")
     if task.log_path is None:
         return run_demo(options).rows
     # A worker stopped by the bench (SIGTERM) unwinds like Ctrl-C: the running step's process is killed and
@@ -259,8 +259,12 @@ def _run_all(tasks: list[StrategyRun], jobs: int, log: Any) -> dict[tuple[int, s
         for task in tasks:
             print(f"[bench] seed {task.seed}: {task.strategy} strategy, {task.budget} human labels per round",
                   file=log, flush=True)
-            with contextlib.redirect_stdout(log):
-                done[(task.seed, task.strategy)] = run_strategy(task)
+            try:
+                with contextlib.redirect_stdout(log):
+                    done[(task.seed, task.strategy)] = run_strategy(task)
+            except Exception as exc:
+                raise RunFailed(f"seed {task.seed} {task.strategy} failed ({type(exc).__name__}: {exc}); its "
+                                f"steps' output is in {task.run_dir / 'logs'}") from exc
         return done
     import multiprocessing
 

@@ -8,13 +8,15 @@ active-learning``).
 
 Run folder (default ``./demo-run``)::
 
-    state.json        flags + one record per completed round (rewritten atomically after each round)
+    state.json        flags + one record per completed round (rewritten atomically after each round,
+                      with aws-mirror/, Ctrl-C held until both are written)
     settings.json     the Settings every step loads (ALP_SETTINGS_URI)
     pool/, test/      the synthetic pool (truth = the simulated workforce's answers) and the frozen test set
     aws-mirror/       the embedded AWS state after the last completed round: bucket objects + registry
     logs/round-N.log  each step's own output
     metrics.jsonl     what the steps publish (ALP_METRICS_LOG)
     ultralytics/, matplotlib/, tmp/, work/   tool config, temp files, bundle cache
+    home/             HOME for the libraries that cache under it (onnxruntime, matplotlib)
     report/           report.md and its PNGs
 
 Resume: moto keeps its state in memory, so after every completed round the objects of the stack's

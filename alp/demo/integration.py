@@ -33,6 +33,11 @@ def deferred_images(batch_dir: str) -> list[str]:
             for line in read_manifest_if_present(storage.join(batch_dir, INFERENCE_DIR, DEFERRED_FILE))]
 
 
+def unlabeled_count(batch_dir: str) -> int:
+    """Images the batch's labeling jobs left unlabeled (``labeling/unlabeled.jsonl``)."""
+    return len(read_manifest_if_present(storage.join(batch_dir, "labeling", "unlabeled.jsonl")))
+
+
 def requeue_counts(batch_dir: str) -> tuple[int, int]:
     """(sent back, quarantined instead) by the batch's Requeue step (``requeue/summary.json``)."""
     from alp.requeue import read_summary
@@ -59,11 +64,16 @@ def route_counts(batch_dir: str) -> dict[str, int]:
             route = line.route()
             counts["audit" if route is not None and route.route == "audit" else "human"] += 1
         counts["quarantine"] = len(read_manifest_if_present(storage.join(base, ROUTE_FILES["quarantine"])))
-    counts["quarantine"] += len(read_manifest_if_present(storage.join(batch_dir, "quarantine.jsonl")))
+    counts["quarantine"] += batcher_quarantined(batch_dir)
     # a human budget's back-in-the-queue images (alp.demo.strategies.reroute_batch)
     counts["deferred"] = (int(routes["deferred"]) if isinstance(routes.get("deferred"), int)
                           else len(read_manifest_if_present(storage.join(base, DEFERRED_FILE))))
     return counts
+
+
+def batcher_quarantined(batch_dir: str) -> int:
+    """Images the batcher itself quarantined (unsafe keys, empty objects), before the Infer step saw them."""
+    return len(read_manifest_if_present(storage.join(batch_dir, "quarantine.jsonl")))
 
 
 def latest_dataset(data_root: str) -> str:

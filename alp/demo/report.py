@@ -193,8 +193,8 @@ NO_AUTO_LABELS = (
     "None in these rounds: no image passed the judgement's checks (boxes at `judgement.box_threshold`, "
     "keypoint certainty at `judgement.keypoint_threshold`, heads and persons pairing up; every line of a "
     "batch's `inference/` manifests carries its score under `alp-route`), so people labeled every image. "
-    "Young models are not confident enough yet; more rounds or epochs (`alp demo --rounds 6 --epochs 30`) raise "
-    "their confidence. `alp demo --human-share 0.5` caps people's share per round: the images the judgement "
+    "Young models are not confident enough yet; more rounds or epochs raise their confidence (a new run: "
+    "`alp demo --fresh --rounds 6 --epochs 15`, about three times the default's time). `alp demo --human-share 0.5` caps people's share per round: the images the judgement "
     "doubts beyond that budget wait for a later round."
 )
 

@@ -63,6 +63,7 @@ class DemoOptions:
     reroute: Callable[[str, int, Settings], dict[str, int]] | None = None
     resource_prefix: str | None = None
     report: bool = True
+    start_over: str = "add --fresh"  # how a user starts the run folder over (the bench: without --resume)
 
 
 @dataclass
@@ -300,14 +301,18 @@ class DemoRun:
                 rerouted.update(reroute(batch_dir, rnd, self.settings))
 
         self._run_pipeline("labeling", {"batch_manifest": manifest_uri}, record.step_seconds, after_step)
-        counts = rerouted or integration.route_counts(batch_dir)
+        # the rerouted counts are the Infer step's; the batcher's quarantine (unsafe keys) comes before it
+        counts = ({**rerouted, "quarantine": rerouted["quarantine"] + integration.batcher_quarantined(batch_dir)}
+                  if rerouted else integration.route_counts(batch_dir))
         record.auto, record.human = counts["auto"], counts["human"]
         record.audit, record.quarantine = counts["audit"], counts["quarantine"]
         record.deferred = counts.get("deferred", 0)
         record.deferred_images = integration.deferred_images(batch_dir) if record.deferred else []
         record.requeued, record.requeue_quarantined = integration.requeue_counts(batch_dir)
         dataset_uri = integration.latest_dataset(self.data_root)
-        record.human_labels_total = prev_labels + record.human + record.audit
+        # what people labeled: an image their jobs left unlabeled comes back and is counted when it is labeled
+        record.unlabeled = integration.unlabeled_count(batch_dir)
+        record.human_labels_total = prev_labels + record.human + record.audit - record.unlabeled
         self._train_and_score(dataset_uri, record)
         record.audit_agreement = integration.audit_agreement(dataset_uri)
         record.seconds = round(time.monotonic() - started, 1)
@@ -431,10 +436,24 @@ def improvement_note(rows: list[RoundRecord]) -> str:
             f"{last.human_labels_total} human labels): {trend}.")
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends (then they act): for work that must not stop half-way."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run (or resume) the demo; returns the table rows and the report path."""
     started = time.monotonic()
-    folder = RunFolder(options.run_dir.resolve())
+    folder = RunFolder(options.run_dir.resolve(), start_over=options.start_over)
     folder.prepare(fresh=options.fresh)
     state = folder.load_state(options.config)
     folder.save_state(state)
@@ -478,8 +497,11 @@ def run_demo(options: DemoOptions) -> DemoResult:
                             break
                         record = run.run_round(rnd)
                         state.rounds.append(record)
-                        embedded.snapshot_state(settings, names, folder.mirror_dir)
-                        folder.save_state(state)
+                        # The copy of the embedded AWS and state.json record the same rounds: a Ctrl-C between
+                        # them would resume from a copy that holds a round state.json does not list.
+                        with signals_held():
+                            embedded.snapshot_state(settings, names, folder.mirror_dir)
+                            folder.save_state(state)
                         bar.update(1)
                         _say(f"round {rnd} done in {record.seconds:.0f}s: box_map50={record.box_map50} "
                              f"kpt_oks_map50={record.kpt_oks_map50} approved={record.approved}")

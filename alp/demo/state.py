@@ -75,6 +75,8 @@ class RoundRecord(BaseModel):
                                          "unlabeled): the next round's batch takes them")
     requeue_quarantined: int = Field(0, description="quarantined by the Requeue step instead (sent back "
                                                     "labeling.max_requeues times already)")
+    unlabeled: int = Field(0, description="sent to people but not labeled (a failed, stopped or partial labeling "
+                                          "job): not counted as labeled; the Requeue step sends them back")
     human_labels_total: int = Field(0, description="images labeled by people so far, this round included")
     audit_agreement: float | None = None
     box_map50: float | None = None
@@ -117,6 +119,7 @@ class RunFolder:
     """Paths of a run folder."""
 
     root: Path
+    start_over: str = "add --fresh"  # the flag that starts over, named in errors
 
     @property
     def state_path(self) -> Path:
@@ -167,16 +170,16 @@ class RunFolder:
         try:
             state = DemoState.model_validate_json(self.state_path.read_text())
         except ValueError as exc:
-            raise RunFolderError(f"{self.state_path} is unreadable ({exc}); re-run with --fresh") from None
+            raise RunFolderError(f"{self.state_path} is unreadable ({exc}); {self.start_over} to start over") from None
         if state.state_version != STATE_VERSION:
             raise RunFolderError(f"{self.root} holds a run of an earlier alp (state version {state.state_version}, "
-                                 f"this one writes {STATE_VERSION}); re-run with --fresh to start over")
+                                 f"this one writes {STATE_VERSION}); {self.start_over} to start over")
         if state.config != config:
             diff = {k: (v, getattr(config, k)) for k, v in state.config.model_dump().items()
                     if getattr(config, k) != v}
             raise RunFolderError(
                 f"{self.root} holds a run made with other settings {diff} (saved, asked); "
-                "re-run with the same flags to resume, or add --fresh to start over"
+                f"re-run with the same flags to resume, or {self.start_over} to start over"
             )
         return state
 
