@@ -249,3 +249,26 @@ def test_a_run_folder_of_an_earlier_state_version_is_refused_not_resumed(tmp_pat
     folder.state_path.write_text(json.dumps(data))
     with pytest.raises(RunFolderError, match="--fresh"):
         folder.load_state(DemoConfig())
+
+
+def test_a_steps_progress_reports_become_one_console_bar_at_a_time_and_none_without_progress():
+    import io
+
+    from alp import progress
+    from alp.demo.runner import _StepBars
+
+    console = io.StringIO()
+    bars = _StepBars(console, enabled=True)
+    with progress.listening(bars):
+        for model in ("head", "pose_main"):
+            for epoch in (1, 2, 3):
+                progress.report(f"train {model}", epoch, 3, "epoch")
+                assert list(bars.bars) == [f"train {model}"] and bars.bars[f"train {model}"].n == epoch
+    bars.close()
+    assert "train head" in console.getvalue() and "train pose_main" in console.getvalue()
+    progress.report("train head", 1, 3, "epoch")  # outside the block: nobody listens, nothing breaks
+
+    quiet = io.StringIO()
+    with progress.listening(_StepBars(quiet, enabled=False)):
+        progress.report("train head", 1, 3, "epoch")
+    assert quiet.getvalue() == ""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from alp import aws, registry, storage
+from alp import aws, progress, registry, storage
 from alp.bundle import load_bundle, sha256_file
 from alp.cli import main
 from alp.settings import Settings
@@ -41,9 +41,17 @@ def trained(tmp_path_factory):
     settings = _settings()
     version = write_sample_version(str(root / "data"), settings, n_train=4, n_val=1, n_test=3, img_w=128, img_h=96)
     work = root / "job"
-    desc = train_bundle(version, str(root / "bundle"), settings, epochs=EPOCHS, imgsz=IMGSZ, batch=BATCH,
-                        threads=2, work_dir=work)
-    return {"root": root, "version": version, "bundle": str(root / "bundle"), "desc": desc, "work": work}
+    reports: list[tuple[str, int, int, str]] = []
+    with progress.listening(lambda *report: reports.append(report)):
+        desc = train_bundle(version, str(root / "bundle"), settings, epochs=EPOCHS, imgsz=IMGSZ, batch=BATCH,
+                            threads=2, work_dir=work)
+    return {"root": root, "version": version, "bundle": str(root / "bundle"), "desc": desc, "work": work,
+            "progress": reports}
+
+
+def test_training_reports_each_models_epochs_for_the_console_bars(trained):
+    assert trained["progress"] == [(f"train {m}", e, EPOCHS, "epoch")
+                                   for m in ("head", "pose_main", "pose_visible") for e in range(1, EPOCHS + 1)]
 
 
 def _copy_bundle(trained: dict, dest: Path, bundle_id: str | None = None) -> str:

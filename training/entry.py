@@ -81,8 +81,12 @@ class TrainingOutcome(BaseModel):
 def _train_one(model_name: str, data_yaml: Path, start: StartPoint, params: TrainParams, runs_dir: Path) -> tuple[Path, dict[str, Any], int]:
     from ultralytics import YOLO  # type: ignore[attr-defined]
 
+    from alp import progress
+
     task = "detect" if model_name == "head" else "pose"
     model = YOLO(start.source, task=task)
+    model.add_callback("on_train_epoch_end", lambda trainer: progress.report(
+        f"train {model_name}", int(trainer.epoch) + 1, int(trainer.epochs), "epoch"))
     # a warm start is a fine-tune: a small fixed learning rate and no warm-up (settings.training.warm_start_lr)
     finetune: dict[str, Any] = ({"optimizer": "AdamW", "lr0": params.warm_start_lr, "warmup_epochs": 0,
                                  "warmup_bias_lr": 0.0} if start.kind == "warm" and params.warm_start_lr else {})

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alp import storage
+from alp import progress, storage
 from alp.demo import embedded, integration
 from alp.demo.report import Overlay, format_table, write_report
 from alp.demo.state import DemoConfig, DemoState, RoundRecord, RunFolder, RunFolderError
@@ -96,6 +96,31 @@ def demo_settings(config: DemoConfig, truth_uri: str, threads: int = 0) -> Setti
 
 def _say(message: str) -> None:
     print(message, flush=True)
+
+
+class _StepBars:
+    """The progress a running step reports (:mod:`alp.progress`), as one console bar per task."""
+
+    def __init__(self, stream: Any, *, enabled: bool) -> None:
+        self.stream, self.enabled = stream, enabled
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, task: str, done: int, total: int, unit: str) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(task)
+        if bar is None:
+            self.close()  # one task at a time (the models train one after another): one line, not a stack
+            bar = self.bars[task] = tqdm(total=total, desc=f"      {task}", unit=unit, file=self.stream,
+                                         leave=False, dynamic_ncols=True)
+        bar.update(max(0, min(done, total) - bar.n))
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
 
 
 def _bar(total: int, desc: str, enabled: bool) -> Any:
@@ -222,8 +247,9 @@ class DemoRun:
             t0 = time.monotonic()
             # A step's own output (JSON, logs) goes to the round's log; the console gets one line per step.
             root_handlers = list(logging.getLogger().handlers)
+            bars = _StepBars(sys.stderr, enabled=self.options.progress)  # the console, before the redirect
             with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
-                    contextlib.redirect_stderr(log):
+                    contextlib.redirect_stderr(log), progress.listening(bars), contextlib.closing(bars):
                 print(f"===== {spec.name}/{step.name} {variables}", flush=True)
                 try:
                     rc = run_step(spec_name, step.name, variables)
