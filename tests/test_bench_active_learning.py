@@ -283,3 +283,35 @@ def test_given_a_run_that_fails_then_the_bench_stops_the_others_and_names_its_lo
     assert "seed 0 random failed (NotADirectoryError" in captured.err
     assert str(tmp_path / "seed0-random.log") in captured.err
     assert "NotADirectoryError" in (tmp_path / "seed0-random.log").read_text()  # the traceback is kept
+
+
+def test_given_a_worker_killed_from_outside_then_the_bench_stops_with_an_error_instead_of_waiting(tmp_path):
+    """An out-of-memory kill leaves no exception behind: the bench must notice the dead worker and stop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    cmd = [sys.executable, "-m", "alp.cli", "bench", "active-learning", "--json", "--quick", "--seeds", "1",
+           "--rounds", "1", "--pool", "20", "--seed-images", "10", "--test-images", "6", "--width", "96",
+           "--height", "64", "--imgsz", "64", "--epochs", "1", "--run-dir", str(tmp_path), "--jobs", "2"]
+    bench = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and not workers:  # the runs' logs appear once the workers run
+            time.sleep(0.5)
+            if (tmp_path / "seed0-random.log").exists():
+                children = Path(f"/proc/{bench.pid}/task/{bench.pid}/children").read_text().split()
+                workers = [int(pid) for pid in children
+                           if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+        assert workers, "the bench started no worker"
+        os.kill(workers[0], signal.SIGKILL)
+        out, err = bench.communicate(timeout=180)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert bench.returncode == 1 and out == ""
+    assert "died without a word" in err

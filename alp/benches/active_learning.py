@@ -267,27 +267,45 @@ def _run_all(tasks: list[StrategyRun], jobs: int, log: Any) -> dict[tuple[int, s
                                 f"steps' output is in {task.run_dir / 'logs'}") from exc
         return done
     import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn, not fork: a forked torch with live thread pools can hang, and every run sets its own
-    # environment; one task per worker, so no library keeps a handle on the previous run's log
-    pool = multiprocessing.get_context("spawn").Pool(processes=jobs, maxtasksperchild=1)
+    # environment; one task per worker, so no library keeps a handle on the previous run's log. An executor,
+    # not a multiprocessing.Pool: a worker killed from outside (out of memory) breaks it and the bench stops
+    # with an error, where a Pool would wait for that task for ever.
+    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   max_tasks_per_child=1)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped bench stops its workers too
     for task in tasks:
         print(f"[bench] seed {task.seed}: {task.strategy} strategy, {task.budget} human labels per round "
               f"-> log {task.log_path}", file=log, flush=True)
+    futures = {executor.submit(_run_in_worker, task): task for task in tasks}
     try:
-        for task, rows in pool.imap_unordered(_run_in_worker, tasks):
-            done[(task.seed, task.strategy)] = rows
-            last = rows[-1] if rows else None
-            print(f"[bench] seed {task.seed} {task.strategy}: {len(rows)} round(s) done"
-                  + (f", last kpt_oks_map50={last.kpt_oks_map50}" if last else "")
-                  + f" ({len(done)}/{len(tasks)} runs)", file=log, flush=True)
-        pool.close()
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = futures[future]
+                try:
+                    _, rows = future.result()
+                except BrokenProcessPool:
+                    raise RunFailed(f"seed {task.seed} {task.strategy}: a worker process died without a word "
+                                    f"(killed from outside, e.g. out of memory); see {task.log_path}") from None
+                done[(task.seed, task.strategy)] = rows
+                last = rows[-1] if rows else None
+                print(f"[bench] seed {task.seed} {task.strategy}: {len(rows)} round(s) done"
+                      + (f", last kpt_oks_map50={last.kpt_oks_map50}" if last else "")
+                      + f" ({len(done)}/{len(tasks)} runs)", file=log, flush=True)
     except BaseException:
-        pool.terminate()  # stop now rather than wait for the other runs (SIGTERM unwinds each like Ctrl-C)
+        # stop now rather than wait for the other runs: SIGTERM unwinds each worker like Ctrl-C
+        for future in futures:
+            future.cancel()
+        for child in multiprocessing.active_children():
+            child.terminate()
         raise
     finally:
-        pool.join()
+        executor.shutdown(wait=True, cancel_futures=True)
         signal.signal(signal.SIGTERM, previous)
     return done
 

@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--human-share", type=float,
                         help="a fixed human budget per round as a share of the batch (e.g. 0.5): the images the "
                              "judgement is least sure of go to people, those its thresholds passed are auto-labeled, "
-                             "and those it doubts beyond the budget wait for the next round (deferred); "
-                             "default 0 = the judgement thresholds alone")
+                             "and those it doubts beyond the budget wait for the next round (deferred); no separate "
+                             "audit sample then; default 0 = the judgement thresholds alone")
     parser.add_argument("--threads", type=int, default=None, help="threads for training (torch) and inference (onnxruntime); default: every core")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_demo)
