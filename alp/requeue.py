@@ -19,7 +19,8 @@ Every other image is quarantined with its reason, one by one (one bad line never
 (``source_missing``), not an object under the watched prefix (``not_requeueable``), overwritten since the
 batch took it (``superseded``: the new upload is already new work), a bucket that keeps no versions
 (``unversioned_bucket``, checked before any copy: the copy would look like the first upload to the batcher),
-an object S3 will not describe or copy (``head_failed``, ``copy_failed``: an SSE-C object, a copy over 5 GB).
+an archived object (``archived``: Glacier, Deep Archive or an archive tier; restore it first) or one S3 will
+not describe or copy (``head_failed``, ``copy_failed``: an SSE-C object, a copy over 5 GB).
 Throttling, server errors and faults of the whole setup (access denied, no such bucket, a KMS refusal) are
 raised: the step fails and a retry, once the cause is fixed, goes on. Outputs under ``<batch_dir>requeue/``:
 ``summary.json`` and ``quarantine.jsonl``.
@@ -100,6 +101,10 @@ _SETUP_FAULTS = ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "Sig
                  "ExpiredToken", "NoSuchBucket", "403")
 
 
+# one object's state, though S3 answers 403: an archived object (Glacier, Deep Archive, an archive tier)
+_ARCHIVED = ("InvalidObjectState", "ObjectNotInActiveTierError")
+
+
 def _fails_the_step(exc: Exception) -> bool:
     """True for errors a retry or a fix of the setup cures (throttling, server errors, access denied, a KMS
     refusal, a missing bucket), and for anything that is not an AWS answer; False when S3 refused one object."""
@@ -107,6 +112,8 @@ def _fails_the_step(exc: Exception) -> bool:
     if response is None:
         return True
     code = str(response.get("Error", {}).get("Code", ""))
+    if code in _ARCHIVED:
+        return False
     status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     return (status >= 500 or status == 403 or code in _SETUP_FAULTS or code.startswith("KMS.")
             or code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"))
@@ -164,6 +171,10 @@ def _requeue_one(line: ManifestLine, origin: str, batch_id: str, *, bucket: str,
     except Exception as exc:
         if _fails_the_step(exc):
             raise
+        code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
+        if code in _ARCHIVED:
+            raise _Quarantine("archived", f"{uri} is in an archive storage class; restore it to send it "
+                                          "back") from None
         raise _Quarantine("copy_failed", f"{uri}: {exc}") from None
     if version is None:  # versioning suspended between the check and the copy
         raise _unversioned(bucket)

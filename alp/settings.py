@@ -38,7 +38,9 @@ class StorageSettings(_Section):
     """Bucket names and the layout of the data bucket."""
 
     resource_prefix: str = Field("alp", pattern=r"^[a-z][a-z0-9-]{1,20}$")
-    unlabeled_prefix: str = Field("incoming/", pattern=r"^([A-Za-z0-9!_.*'()-]+/)*$")
+    # plain characters only: the prefix is also an IAM condition value (s3:x-amz-copy-source), where `*` is a
+    # wildcard and `!'()` arrive percent-encoded
+    unlabeled_prefix: str = Field("incoming/", pattern=r"^([A-Za-z0-9_.-]+/)*$")
     manifests_prefix: str = "manifests/"
     batches_prefix: str = "batches/"
     datasets_prefix: str = "datasets/"

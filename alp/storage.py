@@ -193,9 +193,11 @@ class ObjectHead:
 
 
 # what a copy would change unless given again: the headers MetadataDirective=REPLACE drops, the storage class
-# (a copy is STANDARD by default) and the object's own KMS key (a copy takes the bucket's default key)
+# (a copy is STANDARD by default; never an archive class: the copy must stay readable) and the object's own
+# KMS key (a copy takes the bucket's default key)
 _KEPT_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl",
-                 "Expires", "StorageClass")
+                 "Expires")
+_READABLE_STORAGE_CLASSES = ("STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "REDUCED_REDUNDANCY")
 
 
 def object_head(uri: str) -> ObjectHead:
@@ -212,8 +214,10 @@ def object_head(uri: str) -> ObjectHead:
         raise
     version = head.get("VersionId")
     headers: dict[str, Any] = {k: head[k] for k in _KEPT_HEADERS if head.get(k)}
-    if head.get("ServerSideEncryption") == "aws:kms" and head.get("SSEKMSKeyId"):
-        headers.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=head["SSEKMSKeyId"])
+    if head.get("StorageClass") in _READABLE_STORAGE_CLASSES:
+        headers["StorageClass"] = head["StorageClass"]
+    if head.get("ServerSideEncryption") in ("aws:kms", "aws:kms:dsse") and head.get("SSEKMSKeyId"):
+        headers.update(ServerSideEncryption=head["ServerSideEncryption"], SSEKMSKeyId=head["SSEKMSKeyId"])
     return ObjectHead(metadata={str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()},
                       version_id=None if version in (None, "null") else str(version), headers=headers)
 

@@ -249,3 +249,27 @@ def test_a_resume_resends_exactly_the_recorded_images_with_their_counts(pipe: Mi
     assert resend(summary) == 2 and len(p.receive_all()) == 2
     head = aws.client("s3").head_object(Bucket=p.names.unlabeled_bucket, Key=keys[0])
     assert head["Metadata"] == {COUNT_META: "1", BATCH_META: "b-resume"}  # the recorded count, not a new trip
+
+
+def test_an_archived_object_is_quarantined_archived_though_s3_answers_403(pipe: MiniPipeline,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    p = pipe
+    key = p.upload("cold.jpg", seed=1)
+    p.receive_all()
+
+    def archived(uri: str, *args: Any) -> Any:
+        raise _client_error("InvalidObjectState", 403)
+
+    monkeypatch.setattr(storage, "renew_object", archived)
+    summary = _requeue(p, _batch_with(p, "b-cold", unlabeled=[key], deferred=[]))
+    assert summary.quarantined == {"archived": 1} and summary.requeued == []
+
+
+def test_the_copy_keeps_a_readable_storage_class_and_never_an_archive_one(pipe: MiniPipeline):
+    p = pipe
+    s3 = aws.client("s3")
+    bucket = p.names.unlabeled_bucket
+    s3.put_object(Bucket=bucket, Key="incoming/ia.jpg", Body=b"\xff\xd8 ia", StorageClass="STANDARD_IA")
+    assert storage.object_head(f"s3://{bucket}/incoming/ia.jpg").headers["StorageClass"] == "STANDARD_IA"
+    s3.put_object(Bucket=bucket, Key="incoming/deep.jpg", Body=b"\xff\xd8 deep", StorageClass="DEEP_ARCHIVE")
+    assert "StorageClass" not in storage.object_head(f"s3://{bucket}/incoming/deep.jpg").headers

@@ -290,8 +290,13 @@ def _run_all(tasks: list[StrategyRun], jobs: int, log: Any) -> dict[tuple[int, s
                 try:
                     _, rows = future.result()
                 except BrokenProcessPool:
-                    raise RunFailed(f"seed {task.seed} {task.strategy}: a worker process died without a word "
-                                    f"(killed from outside, e.g. out of memory); see {task.log_path}") from None
+                    # every unfinished run gets this at once, so the dead one cannot be told apart: name them all
+                    logs = ", ".join(str(t.log_path) for t in futures.values() if (t.seed, t.strategy) not in done)
+                    raise RunFailed("a worker process died without a word (killed from outside, e.g. out of "
+                                    f"memory); the unfinished runs' logs: {logs}") from None
+                except (SystemExit, KeyboardInterrupt):
+                    raise RunFailed(f"seed {task.seed} {task.strategy} was stopped from outside (SIGTERM or "
+                                    f"Ctrl-C in its worker); see {task.log_path}") from None
                 done[(task.seed, task.strategy)] = rows
                 last = rows[-1] if rows else None
                 print(f"[bench] seed {task.seed} {task.strategy}: {len(rows)} round(s) done"

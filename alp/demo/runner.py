@@ -464,16 +464,23 @@ def improvement_note(rows: list[RoundRecord]) -> str:
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends (then they act): for work that must not stop half-way."""
-    held = {signal.SIGINT, signal.SIGTERM}
+    """Hold Ctrl-C and SIGTERM until the block ends (then they act): for work that must not stop half-way.
+
+    The handlers are swapped for ones that only take note, rather than the signals masked: a mask holds
+    for the main thread alone, and moto's server and the thread pools would take the signal instead."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: caught.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # now the usual handler acts (Ctrl-C: KeyboardInterrupt)
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
