@@ -129,11 +129,16 @@ def test_ctrl_c_while_the_state_is_saved_acts_after_the_save():
     from alp.demo.runner import signals_held
 
     done = []
-    with pytest.raises(KeyboardInterrupt), signals_held():
-        os.kill(os.getpid(), signal.SIGINT)
-        done.append("copy")
-        done.append("state.json")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever an earlier test installed
+    try:
+        with pytest.raises(KeyboardInterrupt), signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("copy")
+            done.append("state.json")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert done == ["copy", "state.json"]
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 def test_fresh_refuses_to_wipe_a_folder_the_demo_did_not_make(tmp_path):

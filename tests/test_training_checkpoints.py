@@ -95,6 +95,9 @@ def test_only_a_warm_start_is_fine_tuned_with_the_small_learning_rate_and_no_war
         def __init__(self, source: str, task: str) -> None:
             self.trainer = None
 
+        def add_callback(self, event: str, callback: object) -> None:
+            assert event == "on_train_epoch_end"  # the console's epoch bar
+
         def train(self, **kwargs: object) -> None:
             seen.update(kwargs)
             best = tmp_path / "best.pt"

@@ -13,6 +13,7 @@ internet access (network isolation, private subnets) use an image with ultralyti
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -66,11 +67,14 @@ def source_archive() -> bytes:
     files[ENTRY_PROGRAM] = (training_dir / "entry.py").read_bytes()
     files["requirements.txt"] = JOB_REQUIREMENTS.encode()
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+    # same source -> same bytes -> same object key: every member's mtime and the gzip header's are 0
+    # (tarfile's "w:gz" would stamp the gzip header with the current second)
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):
             info = tarfile.TarInfo(name)
             info.size = len(files[name])
-            info.mtime = 0  # same source -> same bytes -> same object key
+            info.mtime = 0
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(files[name]))
     return buf.getvalue()
