@@ -173,6 +173,16 @@ def test_ratio_at_a_target_averages_seeds_and_is_null_unless_every_seed_reaches_
     assert bounded["label_ratio_at_most"] == pytest.approx(23.125 / 28.75, abs=1e-4)
 
 
+def test_the_goal_is_met_by_the_ratio_or_by_a_bound_under_it_and_unknown_otherwise():
+    from alp.benches.active_learning import goal_met
+
+    assert goal_met({"label_ratio": 0.45}) is True
+    assert goal_met({"label_ratio": 0.55, "label_ratio_at_most": None}) is False
+    assert goal_met({"label_ratio": None, "label_ratio_at_most": 0.47}) is True  # the true ratio is lower still
+    assert goal_met({"label_ratio": None, "label_ratio_at_most": 0.58}) is None  # could be either
+    assert goal_met({"label_ratio": None}) is None
+
+
 def test_score_diagnostics_rank_right_above_wrong_and_bin_precision():
     perfect = [(0.9, True), (0.8, True), (0.2, False), (None, False)]  # no score = nothing detected = 0
     d = score_diagnostics(perfect)
@@ -241,7 +251,7 @@ def test_quick_bench_runs_both_strategies_with_the_same_budget_and_prints_the_he
     assert logs == (["seed0-judgement.log", "seed0-random.log"] if jobs > 1 else [])
     for name in logs:
         assert "round 1 done" in (tmp_path / "bench" / name).read_text()
-    for key in ("label_ratio", "labels_to_target_judgement", "labels_to_target_random", "auto_label_precision",
+    for key in ("label_ratio", "label_ratio_goal_met", "labels_to_target_judgement", "labels_to_target_random", "auto_label_precision",
                 "cost_per_100k_images", "per_seed", "notes"):
         assert key in result
     assert result["label_ratio"] is None or result["label_ratio"] > 0
