@@ -51,8 +51,9 @@ QUICK = {"rounds": 2, "pool": 48, "test_images": 16, "seed_images": 12, "width":
          "imgsz": 96, "epochs": 2, "batch": 8}
 # 5 rounds of 90 uploads after 40 seed images, 45 human labels a round: 265 labels at the end. With 4 rounds
 # (220 labels) no random run reached the 0.7 target (0.669 and 0.655 in seeds 0-1) while every judgement run
-# had passed it near 130 labels, so the headline could only be a bound. About 2 h 20 min on 2 cores with
-# --jobs 2 (a random run about 55 min, a judgement run about 30).
+# had passed it near 130 labels. With 5, one of three random runs gets there (the other two stall at .70 and
+# .55), so the headline is still a bound (0.47 over 3 seeds). About 2 h 30 min on 2 cores with --jobs 2 (a
+# random run 60-75 min, a judgement run about 40).
 FULL = {"rounds": 5, "pool": 490, "test_images": 60, "seed_images": 40, "width": 256, "height": 192,
         "imgsz": 160, "epochs": 15, "batch": 16}
 
