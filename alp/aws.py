@@ -31,6 +31,18 @@ def client(service: str) -> Any:
         return _clients[key]
 
 
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError (a HEAD's is its HTTP status); "" for anything else."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status of a botocore ClientError's answer; 0 for anything else."""
+    response = getattr(exc, "response", None) or {}
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
 def reset_clients() -> None:
     """Forget cached clients (tests that start a new moto server call this)."""
     with _lock:

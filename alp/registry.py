@@ -82,7 +82,7 @@ def _group_exists(sm: Any, name: str) -> bool:
         sm.describe_model_package_group(ModelPackageGroupName=name)
         return True
     except sm.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+        if aws.error_code(exc) in ("ValidationException", "ResourceNotFound"):
             return False
         raise
 

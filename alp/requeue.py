@@ -36,7 +36,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from alp import storage
+from alp import aws, storage
 from alp.batching import MANIFEST_NAME
 from alp.manifest import (
     QUARANTINE_KEY,
@@ -108,13 +108,11 @@ _ARCHIVED = ("InvalidObjectState", "ObjectNotInActiveTierError")
 def _fails_the_step(exc: Exception) -> bool:
     """True for errors a retry or a fix of the setup cures (throttling, server errors, access denied, a KMS
     refusal, a missing bucket), and for anything that is not an AWS answer; False when S3 refused one object."""
-    response = getattr(exc, "response", None)
-    if response is None:
+    if getattr(exc, "response", None) is None:
         return True
-    code = str(response.get("Error", {}).get("Code", ""))
+    code, status = aws.error_code(exc), aws.http_status(exc)
     if code in _ARCHIVED:
         return False
-    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     return (status >= 500 or status == 403 or code in _SETUP_FAULTS or code.startswith("KMS.")
             or code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"))
 
@@ -171,8 +169,7 @@ def _requeue_one(line: ManifestLine, origin: str, batch_id: str, *, bucket: str,
     except Exception as exc:
         if _fails_the_step(exc):
             raise
-        code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
-        if code in _ARCHIVED:
+        if aws.error_code(exc) in _ARCHIVED:
             raise _Quarantine("archived", f"{uri} is in an archive storage class; restore it to send it "
                                           "back") from None
         raise _Quarantine("copy_failed", f"{uri}: {exc}") from None

@@ -165,7 +165,7 @@ def write_file(uri: str, local_path: str | Path, *, content_type: str | None = N
 
 def _not_found(exc: Exception) -> bool:
     """A HEAD's 404 (HEAD answers carry no body, so the code is the status)."""
-    return getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+    return aws.error_code(exc) in ("404", "NoSuchKey", "NotFound")
 
 
 def exists(uri: str) -> bool:

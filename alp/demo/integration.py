@@ -35,7 +35,9 @@ def deferred_images(batch_dir: str) -> list[str]:
 
 def unlabeled_count(batch_dir: str) -> int:
     """Images the batch's labeling jobs left unlabeled (``labeling/unlabeled.jsonl``)."""
-    return len(read_manifest_if_present(storage.join(batch_dir, "labeling", "unlabeled.jsonl")))
+    from alp.requeue import SOURCES
+
+    return len(read_manifest_if_present(storage.join(batch_dir, SOURCES["unlabeled"])))
 
 
 def requeue_counts(batch_dir: str) -> tuple[int, int]:
@@ -64,16 +66,11 @@ def route_counts(batch_dir: str) -> dict[str, int]:
             route = line.route()
             counts["audit" if route is not None and route.route == "audit" else "human"] += 1
         counts["quarantine"] = len(read_manifest_if_present(storage.join(base, ROUTE_FILES["quarantine"])))
-    counts["quarantine"] += batcher_quarantined(batch_dir)
+    counts["quarantine"] += len(read_manifest_if_present(storage.join(batch_dir, "quarantine.jsonl")))
     # a human budget's back-in-the-queue images (alp.demo.strategies.reroute_batch)
     counts["deferred"] = (int(routes["deferred"]) if isinstance(routes.get("deferred"), int)
                           else len(read_manifest_if_present(storage.join(base, DEFERRED_FILE))))
     return counts
-
-
-def batcher_quarantined(batch_dir: str) -> int:
-    """Images the batcher itself quarantined (unsafe keys, empty objects), before the Infer step saw them."""
-    return len(read_manifest_if_present(storage.join(batch_dir, "quarantine.jsonl")))
 
 
 def latest_dataset(data_root: str) -> str:

@@ -318,18 +318,14 @@ class DemoRun:
         _say(f"  batch manifest {manifest_uri}")
         batch_dir = storage.parent(manifest_uri)
         record.batch_dir = batch_dir
-        rerouted: dict[str, int] = {}
-
         reroute = self.options.reroute or self._budget_router()
 
         def after_step(step: Step) -> None:
             if step.name == "Infer" and reroute is not None:
-                rerouted.update(reroute(batch_dir, rnd, self.settings))
+                reroute(batch_dir, rnd, self.settings)  # rewrites the Infer step's outputs and summary
 
         self._run_pipeline("labeling", {"batch_manifest": manifest_uri}, record.step_seconds, after_step)
-        # the rerouted counts are the Infer step's; the batcher's quarantine (unsafe keys) comes before it
-        counts = ({**rerouted, "quarantine": rerouted["quarantine"] + integration.batcher_quarantined(batch_dir)}
-                  if rerouted else integration.route_counts(batch_dir))
+        counts = integration.route_counts(batch_dir)  # the Infer summary's routes (rerouted or not) + the batcher's
         record.auto, record.human = counts["auto"], counts["human"]
         record.audit, record.quarantine = counts["audit"], counts["quarantine"]
         record.deferred = counts.get("deferred", 0)

@@ -34,9 +34,9 @@ class DemoConfig(BaseModel):
     height: int = Field(192, ge=32)
     imgsz: int = Field(160, ge=32, multiple_of=32)
     # 5: on an idle 2-core machine the demo took 12.6 min with 10 epochs, 9.3 with 6 and 8.4 with 5 (plus 80 s
-    # for a fresh clone's venv); its budget is 10 minutes. A later, quieter run: 6.5 min with 5 epochs and
-    # with 6 alike; machines vary by a quarter, so 5 keeps the margin. ONNX export and int8 quantization add about 25 s a
-    # round whatever the epochs. Each round fine-tunes the champion, so the epochs add up from round to round.
+    # for a fresh clone's venv); its budget is 10 minutes. A later, quieter run: 6.5 min with 5 epochs and with
+    # 6 alike; machines vary by a quarter, so 5 keeps the margin. ONNX export and int8 quantization add about
+    # 25 s a round whatever the epochs. Each round fine-tunes the champion, so the epochs add up.
     epochs: int = Field(5, ge=1)
     batch: int = Field(16, ge=1)
     broken_per_round: int = Field(1, ge=0, le=10, description="unusable uploads per round (quarantine path)")

@@ -89,7 +89,7 @@ class GroundTruthBackend(LabelingBackend):
         try:
             resp = self.client.describe_labeling_job(LabelingJobName=name)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ValidationException"):
+            if aws.error_code(exc) in ("ResourceNotFound", "ValidationException"):
                 return None
             raise
         return _status(resp)
@@ -102,7 +102,7 @@ class GroundTruthBackend(LabelingBackend):
             self.client.create_labeling_job(**self.create_request(spec))
         except ClientError as exc:
             # A concurrent run created it between our look-up and our call: use that job.
-            if exc.response.get("Error", {}).get("Code") != "ResourceInUse":
+            if aws.error_code(exc) != "ResourceInUse":
                 raise
         return self.describe_job(spec.name)
 
