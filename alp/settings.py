@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alp.schema import KeypointSchema, SchemaName, get_schema
 
@@ -24,10 +24,26 @@ SETTINGS_ENV = "ALP_SETTINGS_URI"
 CONTEXT_KEY = "alp"
 _LABEL_ATTR = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,126}$")
 _WORKTEAM_ARN = re.compile(r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]+:\d{12}:workteam/[\w\-/]+$")
+# The Infer step's CodeBuild build waits for its SageMaker Processing job, and CodeBuild stops any build after
+# at most 2160 minutes. The build needs a margin around the job (install, submit, instance start-up, output
+# upload, the shard merge), so a job may run at most that long less the margin; the stack sets the Infer
+# build's timeout to the job's limit plus the margin (stacks/step_pipeline.py).
+CODEBUILD_MAX_TIMEOUT_MINUTES = 2160
+PROCESSING_WAIT_MARGIN_MINUTES = 60
+PROCESSING_MAX_RUNTIME_LIMIT_SECONDS = (CODEBUILD_MAX_TIMEOUT_MINUTES - PROCESSING_WAIT_MARGIN_MINUTES) * 60
 
 
 class SettingsError(ValueError):
     """A settings value is invalid; the message names the field."""
+
+
+class _CrossFieldError(ValueError):
+    """A value that is wrong only together with another section's value; ``field`` is its dotted path, so the
+    message names it like any single-field error (a model validator's error would otherwise name the root)."""
+
+    def __init__(self, field: str, message: str, value: object) -> None:
+        super().__init__(message)
+        self.field, self.message, self.value = field, message, value
 
 
 class _Section(BaseModel):
@@ -81,12 +97,31 @@ class InferenceSettings(_Section):
     min_image_side: int = Field(32, ge=1)
     intra_op_threads: int = Field(0, ge=0, description="0 = one per core")
     batch_size: int = Field(4, ge=1, le=256)
-    processing_threshold_images: int = Field(20_000, ge=1, description="above: SageMaker Processing")
+    # 500: below the largest batch the trigger forms (trigger.max_batch_records, 1000), so large batches do
+    # reach SageMaker Processing; the Settings validator refuses a threshold no batch can pass.
+    processing_threshold_images: int = Field(
+        500, ge=1, description="above: SageMaker Processing; must be below trigger.max_batch_records")
     processing_image_uri: str | None = Field(
         None, description="container image with the alp package for SageMaker Processing inference"
     )
     processing_volume_gb: int = Field(30, ge=1, le=16384)
-    processing_max_runtime_seconds: int = Field(86400, ge=60, le=432000)
+    # 6 h: the engine takes ~0.1 s per image (README, `alp bench infer`), so even the largest batch
+    # (trigger.max_batch_records at most 10,000) on the Processing instances needs well under an hour, plus up to
+    # an hour to start a stopped Rekognition model; the Infer build that waits for the job then times out at 7 h.
+    processing_max_runtime_seconds: int = Field(
+        21600, ge=60, description="a Processing job's MaxRuntimeInSeconds; the Infer build waits this long plus "
+        f"{PROCESSING_WAIT_MARGIN_MINUTES} minutes, so at most {PROCESSING_MAX_RUNTIME_LIMIT_SECONDS}")
+
+    @field_validator("processing_max_runtime_seconds")
+    @classmethod
+    def _processing_runtime_fits_codebuild(cls, v: int) -> int:
+        if v > PROCESSING_MAX_RUNTIME_LIMIT_SECONDS:
+            raise ValueError(
+                f"must be at most {PROCESSING_MAX_RUNTIME_LIMIT_SECONDS} s ({PROCESSING_MAX_RUNTIME_LIMIT_SECONDS // 3600} h): "
+                f"the Infer step's CodeBuild build waits for the Processing job, CodeBuild allows a build at most "
+                f"{CODEBUILD_MAX_TIMEOUT_MINUTES} minutes, and the build needs {PROCESSING_WAIT_MARGIN_MINUTES} of them "
+                "around the job")
+        return v
 
 
 class JudgementSettings(_Section):
@@ -250,6 +285,20 @@ class Settings(_Section):
     observability: ObservabilitySettings = ObservabilitySettings()
     cost: CostSettings = CostSettings()
 
+    @model_validator(mode="after")
+    def _processing_threshold_is_reachable(self) -> Settings:
+        """The Infer step sends a batch to SageMaker Processing when it holds more images than the threshold,
+        and no batch holds more than ``trigger.max_batch_records``: a threshold at or above it would leave the
+        Processing path unreachable."""
+        threshold, largest = self.inference.processing_threshold_images, self.trigger.max_batch_records
+        if threshold >= largest:
+            raise _CrossFieldError(
+                "inference.processing_threshold_images",
+                f"must be below trigger.max_batch_records ({largest}), the largest batch the upload trigger forms; "
+                f"at {threshold} no batch would ever run on SageMaker Processing",
+                threshold)
+        return self
+
     @property
     def schema_(self) -> KeypointSchema:
         return get_schema(self.keypoint_schema)
@@ -283,6 +332,10 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
+        cross = e.get("ctx", {}).get("error")
+        if isinstance(cross, _CrossFieldError):
+            lines.append(f"settings.{cross.field}: {cross.message} (got {cross.value!r})")
+            continue
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"
         got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
         lines.append(f"settings.{loc}: {e['msg']}{got}")

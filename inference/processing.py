@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 from alp import aws, storage
 from alp.manifest import ROUTES, ManifestLine
-from alp.settings import Settings
+from alp.settings import PROCESSING_MAX_RUNTIME_LIMIT_SECONDS, Settings
 from inference.runner import (
     OUTPUT_FILES,
     SUMMARY_FILE,
@@ -33,6 +34,14 @@ from inference.runner import (
 PROCESSING_INPUT_DIR = "/opt/ml/processing/input/manifest"
 PROCESSING_OUTPUT_DIR = "/opt/ml/processing/output"
 RESOURCE_CONFIG = "/opt/ml/config/resourceconfig.json"
+# The image the stack builds from docker/processing.Dockerfile reaches the Infer step as this environment
+# variable of its CodeBuild project (stacks/pipeline_stack.py); inference.processing_image_uri overrides it.
+PROCESSING_IMAGE_ENV = "ALP_PROCESSING_IMAGE_URI"
+# How long the Infer step waits beyond the job's own MaxRuntimeInSeconds: SageMaker stops the job at that
+# limit, so this covers only instance start-up and the output upload. It stays inside the margin the stack
+# adds to the Infer build's timeout (alp.settings.PROCESSING_WAIT_MARGIN_MINUTES), so the wait gives up with
+# a message before CodeBuild ends the build.
+PROCESSING_START_UP_SECONDS = 30 * 60
 Executor = Literal["codebuild", "processing"]
 
 
@@ -58,12 +67,23 @@ def shard_from_resource_config(path: str | Path = RESOURCE_CONFIG) -> tuple[int,
     return hosts.index(config["current_host"]), len(hosts)
 
 
+def processing_image_uri(settings: Settings) -> str | None:
+    """The Processing container image: ``inference.processing_image_uri`` when set, else the image the stack
+    built (``$ALP_PROCESSING_IMAGE_URI`` on the Infer build), else None."""
+    return settings.inference.processing_image_uri or os.environ.get(PROCESSING_IMAGE_ENV) or None
+
+
+def processing_wait_seconds(settings: Settings) -> float:
+    """How long to wait for a Processing job of these settings before giving up on it."""
+    return float(settings.inference.processing_max_runtime_seconds + PROCESSING_START_UP_SECONDS)
+
+
 def choose_executor(image_count: int, settings: Settings) -> Executor:
     """CodeBuild for batches up to the threshold, SageMaker Processing above it.
 
-    Processing needs a container image with this package (``inference.processing_image_uri``); without
-    one, large batches stay on CodeBuild (slower, but nothing fails for want of an image)."""
-    if image_count > settings.inference.processing_threshold_images and settings.inference.processing_image_uri:
+    Processing needs a container image with this package (:func:`processing_image_uri`); without one,
+    large batches stay on CodeBuild (slower, but nothing fails for want of an image)."""
+    if image_count > settings.inference.processing_threshold_images and processing_image_uri(settings):
         return "processing"
     return "codebuild"
 
@@ -84,10 +104,10 @@ def build_processing_request(settings: Settings, *, job_name: str, manifest_uri:
     """The ``CreateProcessingJob`` request for one batch (``bundle_uri`` None = cold start)."""
     if not storage.is_s3(manifest_uri) or not storage.is_s3(out_uri):
         raise ValueError("a Processing job reads and writes S3: --manifest and --out must be s3:// URIs")
-    image = image_uri or settings.inference.processing_image_uri
+    image = image_uri or processing_image_uri(settings)
     if not image:
-        raise ValueError("settings.inference.processing_image_uri is not set: the Processing job needs a "
-                         "container image with the alp package installed")
+        raise ValueError(f"settings.inference.processing_image_uri is not set and ${PROCESSING_IMAGE_ENV} is "
+                         "empty: the Processing job needs a container image with the alp package installed")
     count = instance_count or settings.compute.processing_instance_count
     local_manifest = f"{PROCESSING_INPUT_DIR}/{storage.basename(manifest_uri)}"
     args = ["--manifest", local_manifest, "--out", PROCESSING_OUTPUT_DIR, "--shard-index", "auto",
@@ -121,8 +141,11 @@ def build_processing_request(settings: Settings, *, job_name: str, manifest_uri:
         "StoppingCondition": {"MaxRuntimeInSeconds": settings.inference.processing_max_runtime_seconds},
         "Tags": [{"Key": "alp:step", "Value": "infer-batch"}],
     }
+    # The container's boto3 clients (alp.aws) take their Region from the environment; the jobs run in the
+    # stack's Region, and the Rekognition head backend must call the Region its model lives in.
+    request["Environment"] = {"AWS_DEFAULT_REGION": settings.region}
     if settings_uri:
-        request["Environment"] = {"ALP_SETTINGS_URI": settings_uri}
+        request["Environment"]["ALP_SETTINGS_URI"] = settings_uri
     return request
 
 
@@ -131,9 +154,13 @@ def submit_processing_job(request: dict[str, Any]) -> str:
     return str(response["ProcessingJobArn"])
 
 
-def wait_processing_job(job_name: str, *, poll_seconds: float = 30.0, timeout_seconds: float = 86400.0,
+def wait_processing_job(job_name: str, *, poll_seconds: float = 30.0,
+                        timeout_seconds: float = PROCESSING_MAX_RUNTIME_LIMIT_SECONDS + PROCESSING_START_UP_SECONDS,
                         sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Poll until the job ends; raise :class:`ProcessingJobFailed` unless it completed."""
+    """Poll until the job ends; raise :class:`ProcessingJobFailed` unless it completed.
+
+    The default timeout covers the longest job the settings allow; pass :func:`processing_wait_seconds` to
+    give up as soon as this job's own limit (plus start-up) has passed."""
     sm = aws.client("sagemaker")
     deadline = time.monotonic() + timeout_seconds
     while True:

@@ -8,6 +8,7 @@ it, naming the finding and why the wildcard is needed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from aws_cdk import Aws, Stack, Token
@@ -15,10 +16,16 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import IConstruct
 
+from alp.settings import Settings
 from stacks.secure_defaults import acknowledge
 
 READ_OBJECT = ("s3:GetObject", "s3:GetObjectVersion")
 WRITE_OBJECT = ("s3:PutObject", "s3:AbortMultipartUpload")
+ECR_PULL = ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability")
+# arn:<partition>:rekognition:<region>:<account>:project/<name>/version/<version>/<timestamp> (the same form
+# inference/head_backends.py parses at run time; checked here so a bad ARN fails the synth, not a batch).
+_PROJECT_VERSION_ARN = re.compile(
+    r"^(?P<service>arn:aws[a-z-]*:rekognition:[a-z0-9-]+:\d{12}):project/(?P<project>[^/]+)/version/[^/]+/\d+$")
 
 
 def finding_resource(scope: IConstruct, resource: str) -> str:
@@ -113,6 +120,52 @@ def pass_role(policy: ScopedPolicy, role: iam.IRole) -> None:
     """Allow handing ``role`` to SageMaker (training, processing and labeling jobs) and nothing else."""
     policy.allow(["iam:PassRole"], [role.role_arn],
                  conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}})
+
+
+def pull_images(policy: ScopedPolicy, repository_arns: Iterable[str]) -> None:
+    """Pull images from exactly these ECR repositories (plus the registry login, which takes no resource)."""
+    repositories = list(dict.fromkeys(repository_arns))  # one statement, each repository once
+    if repositories:
+        policy.allow(list(ECR_PULL), repositories)
+    policy.allow(["ecr:GetAuthorizationToken"], ["*"], sid="EcrLogin",
+                 reason="ecr:GetAuthorizationToken has no resource-level permissions; the image pulls themselves "
+                        "are scoped to the repositories of the training and processing images.")
+
+
+def rekognition_project_arns(version_arn: str) -> tuple[str, str]:
+    """(project ARN pattern, project-version ARN) of a Custom Labels model version.
+
+    A project's ARN ends in the project's own creation timestamp (``project/<name>/<timestamp>``), which the
+    version's ARN does not carry: the pattern names the project and leaves that timestamp to ``*``."""
+    m = _PROJECT_VERSION_ARN.match(version_arn)
+    if not m:
+        raise ValueError(f"settings.inference.rekognition_project_version_arn {version_arn!r} is not a Rekognition "
+                         "Custom Labels project-version ARN "
+                         "(arn:aws:rekognition:<region>:<account>:project/<name>/version/<version>/<timestamp>)")
+    return f"{m['service']}:project/{m['project']}/*", version_arn
+
+
+def grant_rekognition_head_detector(policy: ScopedPolicy, settings: Settings) -> bool:
+    """What :class:`inference.head_backends.RekognitionHeadDetector` calls, when the settings select it.
+
+    ``status()`` looks the project up by name (DescribeProjects) and the version's status in it
+    (DescribeProjectVersions); ``open()``/``close()`` start and stop the model version; ``detect()`` runs it.
+    Resources as the Service Authorization Reference defines them: DescribeProjects takes none (``*``),
+    DescribeProjectVersions the project, the other three the project version. The images it sends by S3
+    reference are read with the caller's own grant on the unlabeled bucket. Returns whether it granted."""
+    inference = settings.inference
+    if inference.head_detector_backend != "rekognition-custom-labels" or not inference.rekognition_project_version_arn:
+        return False
+    project, version = rekognition_project_arns(inference.rekognition_project_version_arn)
+    policy.allow(["rekognition:DetectCustomLabels", "rekognition:StartProjectVersion",
+                  "rekognition:StopProjectVersion"], [version], sid="RekognitionHeadModel")
+    policy.allow(["rekognition:DescribeProjectVersions"], [project], sid="RekognitionHeadModelStatus",
+                 reason="The head model's own Custom Labels project; its ARN ends in the project's creation "
+                        "timestamp, which the configured version ARN does not carry.")
+    policy.allow(["rekognition:DescribeProjects"], ["*"], sid="RekognitionFindProject",
+                 reason="rekognition:DescribeProjects supports no resource-level permissions; the head backend "
+                        "asks only for its own project (ProjectNames filter).")
+    return True
 
 
 def is_token(value: str) -> bool:

@@ -12,12 +12,14 @@ from constructs import Construct
 from alp.resources import ResourceNames
 from alp.settings import Settings
 from alp.steps import LABELING_PIPELINE, TRAINING_PIPELINE
+from inference.processing import PROCESSING_IMAGE_ENV
 from stacks.functions import GroundTruthFunctions
-from stacks.iam import ScopedPolicy, pass_role, sagemaker_arn
+from stacks.iam import ScopedPolicy, grant_rekognition_head_detector, pass_role, sagemaker_arn
 from stacks.monitoring import Monitoring
 from stacks.nag import acknowledge_cdk_singletons
+from stacks.processing_image import ProcessingImage
 from stacks.sagemaker import SageMakerAccess
-from stacks.step_pipeline import SourceBundle, StepPipeline
+from stacks.step_pipeline import INFER_STEP, SourceBundle, StepPipeline
 from stacks.storage import TRAINING_JOB_PREFIXES, Storage
 from stacks.upload_trigger import UploadTrigger
 
@@ -58,15 +60,18 @@ class ActiveLabelingStack(Stack):
 
         self.ground_truth = GroundTruthFunctions(self, "GroundTruth", settings=settings, names=names, code=code,
                                                  data_bucket=data, settings_uri=settings_uri)
-        self.sagemaker = SageMakerAccess(self, "SageMaker", settings=settings, names=names,
-                                         unlabeled_bucket=unlabeled, data_bucket=data,
-                                         training_artifact_bucket=self.storage.training_artifacts,
-                                         ground_truth_functions=self.ground_truth.functions)
+        # Scale-out inference needs a container image: the one the settings name, else one the stack builds.
+        self.processing_image = (None if settings.inference.processing_image_uri
+                                 else ProcessingImage(self, "ProcessingImage", repo_root=repo_root))
+        self.sagemaker = SageMakerAccess(
+            self, "SageMaker", settings=settings, names=names, unlabeled_bucket=unlabeled, data_bucket=data,
+            training_artifact_bucket=self.storage.training_artifacts, ground_truth_functions=self.ground_truth.functions,
+            processing_image_repository_arn=self.processing_image.repository_arn if self.processing_image else None)
 
         self.labeling = StepPipeline(
             self, "LabelingPipeline", spec=LABELING_PIPELINE, pipeline_name=names.labeling_pipeline,
             settings=settings, artifact_bucket=self.storage.labeling_artifacts, settings_uri=settings_uri,
-            data_root=data_root,
+            data_root=data_root, step_environment=self._infer_environment(),
             source=SourceBundle(self, "LabelingSource", repo_root=repo_root, bucket=self.storage.labeling_artifacts))
         self.training = StepPipeline(
             self, "TrainingPipeline", spec=TRAINING_PIPELINE, pipeline_name=names.training_pipeline,
@@ -111,6 +116,15 @@ class ActiveLabelingStack(Stack):
         for key, value in outputs.items():
             CfnOutput(self, key, value=value)
 
+    def _infer_environment(self) -> dict[str, dict[str, str]]:
+        """The built image's URI reaches the Infer step as an environment variable of its build, the one step
+        that starts Processing jobs (inference/processing.py reads it). Not in the deployed settings: they are
+        the settings exactly as given (their hash is recorded in dataset versions and bundles), and the URI is
+        known only at deploy time."""
+        if self.processing_image is None:
+            return {}
+        return {INFER_STEP[1]: {PROCESSING_IMAGE_ENV: self.processing_image.image_uri}}
+
     # --- grants of the CodeBuild steps: exactly what each pipeline's steps touch ------------------------
     def _model_registry_read(self, policy: ScopedPolicy, names: ResourceNames) -> None:
         group = names.model_package_group
@@ -148,12 +162,8 @@ class ActiveLabelingStack(Stack):
         self._model_registry_read(policy, names)
         # The Merge step starts the training pipeline on the new dataset version (alp/commands/merge.py).
         policy.allow(["codepipeline:StartPipelineExecution"], [self.training.pipeline.pipeline_arn])
-        version_arn = settings.inference.rekognition_project_version_arn
-        if settings.inference.head_detector_backend == "rekognition-custom-labels" and version_arn:
-            project_arn = version_arn.split("/version/")[0]
-            policy.allow(["rekognition:DetectCustomLabels", "rekognition:StartProjectVersion",
-                          "rekognition:StopProjectVersion"], [version_arn])
-            policy.allow(["rekognition:DescribeProjectVersions"], [project_arn])
+        # The Infer step runs the bundle with the configured head backend.
+        grant_rekognition_head_detector(policy, settings)
 
     def _grant_training_steps(self, policy: ScopedPolicy, settings: Settings, names: ResourceNames) -> None:
         s = settings.storage
@@ -161,6 +171,11 @@ class ActiveLabelingStack(Stack):
         group = names.model_package_group
         policy.read_objects(self.storage.data, [s.config_key, s.datasets_prefix],
                             "settings and the dataset version to train on")
+        # A dataset version's lines name their images by source-ref in the unlabeled bucket: Prepare copies
+        # them into the YOLO datasets and Evaluate infers on the test split's images.
+        policy.read_objects(self.storage.unlabeled, [s.unlabeled_prefix],
+                            "the images a dataset version's source-refs name (Prepare, Evaluate)")
+        policy.list_bucket(self.storage.unlabeled, [s.unlabeled_prefix])
         policy.read_write_objects(self.storage.data, [s.models_prefix], "candidate bundles and evaluation reports")
         policy.list_bucket(self.storage.data, [s.datasets_prefix, s.models_prefix])
         policy.read_write_objects(self.storage.training_artifacts, TRAINING_JOB_PREFIXES,
@@ -179,3 +194,5 @@ class ActiveLabelingStack(Stack):
         policy.allow(["sagemaker:UpdateModelPackage"], [sagemaker_arn(f"model-package/{group}/*")],
                      reason="Sets the approval status of the project's own model package versions.")
         self._model_registry_read(policy, names)
+        # The Evaluate step runs the candidate bundle with the configured head backend.
+        grant_rekognition_head_detector(policy, settings)

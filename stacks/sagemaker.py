@@ -13,10 +13,10 @@ from constructs import Construct
 
 from alp.resources import ResourceNames
 from alp.settings import Settings
-from stacks.iam import ScopedPolicy, sagemaker_arn
+from stacks.iam import ScopedPolicy, grant_rekognition_head_detector, pull_images, sagemaker_arn
 
 
-def _ecr_repository_arn(image_uri: str) -> str | None:
+def ecr_repository_arn(image_uri: str) -> str | None:
     """``<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`` -> the repository ARN (None if not ECR)."""
     host, _, rest = image_uri.partition("/")
     parts = host.split(".")
@@ -30,12 +30,16 @@ class SageMakerAccess(Construct):
     """One role SageMaker assumes for every job of the pipeline, plus the model registry group.
 
     The role may invoke exactly the two Ground Truth functions, read the uploaded images, read and write
-    its own prefixes of the data bucket, pull the training image, and write its job logs.
+    its own prefixes of the data bucket, pull the training and processing images, run the Rekognition head
+    model when the settings select it (the Processing shards infer with it), and write its job logs.
+    ``processing_image_repository_arn`` is the repository of the image the stack builds for Processing
+    (None when ``inference.processing_image_uri`` names one of the user's own).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, names: ResourceNames,
                  unlabeled_bucket: s3.IBucket, data_bucket: s3.IBucket, training_artifact_bucket: s3.IBucket,
-                 ground_truth_functions: Sequence[lambda_.IFunction]) -> None:
+                 ground_truth_functions: Sequence[lambda_.IFunction],
+                 processing_image_repository_arn: str | None = None) -> None:
         super().__init__(scope, construct_id)
         storage = settings.storage
         self.role = iam.Role(self, "Role", role_name=names.sagemaker_role,
@@ -59,16 +63,21 @@ class SageMakerAccess(Construct):
                       for kind in ("TrainingJobs", "ProcessingJobs", "LabelingJobs")]
         policy.allow(["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                      log_groups, reason="SageMaker names one log stream per job inside these fixed log groups.")
-        repository = _ecr_repository_arn(settings.training.training_image_uri)
-        if repository is not None:
-            policy.allow(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                         [repository])
-        policy.allow(["ecr:GetAuthorizationToken"], ["*"], sid="EcrLogin",
-                     reason="ecr:GetAuthorizationToken has no resource-level permissions; the image pull itself "
-                            "is scoped to the training image's repository.")
+        pull_images(policy, self._image_repositories(settings, processing_image_repository_arn))
+        grant_rekognition_head_detector(policy, settings)
         self.model_package_group = sagemaker.CfnModelPackageGroup(
             self, "ModelPackageGroup",
             model_package_group_name=names.model_package_group,
             model_package_group_description="Model bundles (head detector + two pose models) of the pipeline",
         )
         self.model_package_group_arn = sagemaker_arn(f"model-package-group/{names.model_package_group}")
+
+    @staticmethod
+    def _image_repositories(settings: Settings, processing_image_repository_arn: str | None) -> list[str]:
+        """ECR repositories of the training image and of the Processing image (the stack's own image asset,
+        or the one ``inference.processing_image_uri`` names); images outside ECR need no grant."""
+        uris = [settings.training.training_image_uri, settings.inference.processing_image_uri or ""]
+        repositories = [arn for arn in map(ecr_repository_arn, uris) if arn is not None]
+        if processing_image_repository_arn is not None:
+            repositories.append(processing_image_repository_arn)
+        return repositories

@@ -13,6 +13,8 @@ declaration the local runner executes. Pipeline variables reach the build as the
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from aws_cdk import Duration, Fn
@@ -24,8 +26,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
-from alp.settings import SETTINGS_ENV, Settings
-from alp.steps import DATA_ROOT_ENV, PipelineSpec, Step
+from alp.settings import PROCESSING_WAIT_MARGIN_MINUTES, SETTINGS_ENV, Settings
+from alp.steps import DATA_ROOT_ENV, LABELING_PIPELINE, PipelineSpec, Step
 from stacks.iam import ScopedPolicy
 from stacks.nag import acknowledge_artifact_grant, acknowledge_codebuild_default_logs
 from stacks.secure_defaults import acknowledge, log_group
@@ -45,6 +47,22 @@ _COMPUTE_TYPES = {
     "BUILD_GENERAL1_SMALL": codebuild.ComputeType.SMALL, "BUILD_GENERAL1_MEDIUM": codebuild.ComputeType.MEDIUM,
     "BUILD_GENERAL1_LARGE": codebuild.ComputeType.LARGE, "BUILD_GENERAL1_2XLARGE": codebuild.ComputeType.X2_LARGE,
 }
+
+
+# The labeling pipeline's Infer step: above inference.processing_threshold_images it runs the batch as a
+# SageMaker Processing job and waits for it in the build.
+INFER_STEP = (LABELING_PIPELINE.name, LABELING_PIPELINE.step("Infer").name)
+
+
+def step_timeout_minutes(spec: PipelineSpec, step: Step, settings: Settings) -> int:
+    """The build timeout of ``step``: its declared one, raised for the Infer step to cover the longest
+    Processing job the settings allow plus the margin the build needs around it. The settings cap the job's
+    runtime so that this stays within CodeBuild's 2160 minutes."""
+    minutes = step.timeout_minutes
+    if (spec.name, step.name) == INFER_STEP:
+        job_minutes = math.ceil(settings.inference.processing_max_runtime_seconds / 60)
+        minutes = max(minutes, job_minutes + PROCESSING_WAIT_MARGIN_MINUTES)
+    return minutes
 
 
 def step_command(spec: PipelineSpec, step: Step) -> str:
@@ -97,13 +115,17 @@ class StepPipeline(Construct):
     """One CodePipeline V2 (QUEUED executions) for ``spec``; ``build_policy`` takes the step grants.
 
     QUEUED, not the default SUPERSEDED: every execution is one batch (or one dataset version) and must run
-    to the end; a superseded batch would never be merged.
+    to the end; a superseded batch would never be merged. ``step_environment`` adds environment variables
+    to single steps' builds (step name -> variables), beside the settings URI and data root every step gets.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, spec: PipelineSpec, pipeline_name: str,
                  settings: Settings, artifact_bucket: s3.IBucket, source: SourceBundle, settings_uri: str,
-                 data_root: str) -> None:
+                 data_root: str, step_environment: Mapping[str, Mapping[str, str]] | None = None) -> None:
         super().__init__(scope, construct_id)
+        unknown = set(step_environment or {}) - {step.name for step in spec.steps}
+        if unknown:
+            raise ValueError(f"pipeline {spec.name!r} has no step {sorted(unknown)} to give environment variables")
         self.spec = spec
         self.pipeline_role = iam.Role(self, "PipelineRole",
                                       assumed_by=iam.ServicePrincipal("codepipeline.amazonaws.com"),
@@ -139,9 +161,11 @@ class StepPipeline(Construct):
                 environment_variables={
                     SETTINGS_ENV: codebuild.BuildEnvironmentVariable(value=settings_uri),
                     DATA_ROOT_ENV: codebuild.BuildEnvironmentVariable(value=data_root),
+                    **{name: codebuild.BuildEnvironmentVariable(value=value)
+                       for name, value in (step_environment or {}).get(step.name, {}).items()},
                 },
                 role=self.build_role,
-                timeout=Duration.minutes(step.timeout_minutes),
+                timeout=Duration.minutes(step_timeout_minutes(spec, step, settings)),
                 logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(
                     log_group=self.build_logs, prefix=step.name.lower())),
                 grant_report_group_permissions=False,

@@ -457,8 +457,8 @@ def create_stack(template: StackTemplate, *, deploy_contents: bool = True,
         if creator is _deploy_bucket_contents and not deploy_contents:
             continue
         creator(stack)
-        if creator is _create_buckets and before_events is not None:
-            before_events()
+    if before_events is not None:
+        before_events()
     _enable_bucket_events(stack)  # last: from here on an upload is an event
     stack.outputs = {k: str(template.resolve(v.get("Value"), k)) for k, v in template.body.get("Outputs", {}).items()}
     return stack

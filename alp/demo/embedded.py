@@ -1,9 +1,10 @@
 """The embedded AWS of the demo: a moto server on 127.0.0.1 holding the stack's resources.
 
-The demo creates, in moto, the resources the CDK stack defines, with the names :class:`ResourceNames`
-derives from the same settings: the buckets, the upload queue and its dead-letter queue, the EventBridge
-rule that sends the unlabeled bucket's ``Object Created`` events to the queue, the two CodePipelines
-(moto accepts and records them; executions are started by the batcher) and the model package group.
+The demo creates, in moto, the resources of the CDK stack as synthesized for its settings
+(:mod:`alp.cloudformation`): the buckets with their versioning, encryption and lifecycle, the upload queue
+and its dead-letter queue, the EventBridge rule that sends the unlabeled bucket's ``Object Created`` events
+to the queue, the batch ledger, the IAM roles, the two CodePipelines (moto records them; executions are
+started by the batcher), the model package group and what the stack deploys into the data bucket.
 
 moto keeps everything in memory, so a resumed run rebuilds its S3 and registry state from a mirror kept in
 the run folder (:func:`snapshot_state` after each completed round, :func:`restore_state` on start). The
@@ -22,11 +23,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alp import aws
 from alp.resources import ResourceNames
 from alp.settings import Settings
+
+if TYPE_CHECKING:
+    from alp.cloudformation.embedded_stack import EmbeddedStack
 
 FAKE_ACCOUNT = "123456789012"  # moto's default account
 # moto accepts any credentials; these keep boto3 from looking for real ones. Not secrets.
@@ -115,138 +119,26 @@ def account_id() -> str:
 
 
 # --- resources -------------------------------------------------------------------------------------
-def create_buckets(names: ResourceNames) -> list[str]:
-    s3 = aws.client("s3")
-    buckets = [names.unlabeled_bucket, names.data_bucket, names.labeling_artifact_bucket,
-               names.training_artifact_bucket, names.access_log_bucket]
-    for bucket in buckets:
-        if names.region == "us-east-1":
-            s3.create_bucket(Bucket=bucket)
-        else:
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": names.region})
-    # The stack versions the unlabeled bucket: batch identities carry the version id.
-    s3.put_bucket_versioning(Bucket=names.unlabeled_bucket, VersioningConfiguration={"Status": "Enabled"})
-    return buckets
+def create_stack_from_templates(settings: Settings, names: ResourceNames, *, mirror: Path | None = None,
+                                cdk_out: Path | None = None) -> EmbeddedStack:
+    """The stack as synthesized for ``settings`` (or read from ``cdk_out``), created in the embedded AWS.
 
+    With ``mirror``, the S3 objects and the registry kept there are restored before the bucket's upload
+    events are switched on."""
+    from alp.cloudformation.embedded_stack import create_stack
+    from alp.cloudformation.synth import synthesize_cached
+    from alp.cloudformation.template import StackTemplate
 
-def create_upload_trigger(settings: Settings, names: ResourceNames) -> str:
-    """Queue + DLQ, EventBridge on the unlabeled bucket, and the rule targeting the queue. Returns the queue URL."""
-    sqs = aws.client("sqs")
-    dlq_url = sqs.create_queue(QueueName=names.upload_dlq)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    visibility = max(6 * settings.trigger.batcher_timeout_seconds, 30)
-    queue_url = sqs.create_queue(
-        QueueName=names.upload_queue,
-        Attributes={
-            "VisibilityTimeout": str(visibility),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.trigger.max_receive_count)}
-            ),
-        },
-    )["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events = aws.client("events")
-    rule_arn = events.put_rule(
-        Name=names.upload_rule,
-        EventPattern=json.dumps(upload_event_pattern(settings, names)),
-        State="ENABLED",
-        Description="Objects created in the unlabeled bucket -> upload queue",
-    )["RuleArn"]
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": "events.amazonaws.com"},
-            "Action": "sqs:SendMessage",
-            "Resource": queue_arn,
-            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
-        }],
-    })})
-    events.put_targets(Rule=names.upload_rule, Targets=[{"Id": "upload-queue", "Arn": queue_arn}])
-    return str(queue_url)
-
-
-def enable_bucket_events(names: ResourceNames) -> None:
-    aws.client("s3").put_bucket_notification_configuration(
-        Bucket=names.unlabeled_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
-    )
-
-
-def create_pipelines(names: ResourceNames) -> None:
-    """Record both CodePipelines (V2, with their variables) so the batcher's start call finds them."""
-    from alp.steps import LABELING_PIPELINE, TRAINING_PIPELINE
-
-    iam = aws.client("iam")
-    role_name = f"{names.labeling_pipeline}-pipeline-role"
-    trust = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "codepipeline.amazonaws.com"}, "Action": "sts:AssumeRole",
-    }]}
-    role_arn = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    cp = aws.client("codepipeline")
-    for pipeline_name, spec in ((names.labeling_pipeline, LABELING_PIPELINE),
-                                (names.training_pipeline, TRAINING_PIPELINE)):
-        stages: list[dict[str, Any]] = [{
-            "name": "Source",
-            "actions": [{
-                "name": "Settings", "actionTypeId": {"category": "Source", "owner": "AWS", "provider": "S3",
-                                                    "version": "1"},
-                "configuration": {"S3Bucket": names.data_bucket, "S3ObjectKey": "config/source.zip",
-                                  "PollForSourceChanges": "false"},
-                "outputArtifacts": [{"name": "Source"}],
-            }],
-        }]
-        for step in spec.steps:
-            stages.append({"name": step.name, "actions": [{
-                "name": step.name,
-                "actionTypeId": {"category": "Build", "owner": "AWS", "provider": "CodeBuild", "version": "1"},
-                "configuration": {"ProjectName": f"{pipeline_name}-{step.name.lower()}"},
-                "inputArtifacts": [{"name": "Source"}],
-            }]})
-        cp.create_pipeline(pipeline={
-            "name": pipeline_name,
-            "roleArn": role_arn,
-            "artifactStore": {"type": "S3", "location": names.training_artifact_bucket},
-            "stages": stages,
-            "pipelineType": "V2",
-            "variables": [{"name": v.name, "defaultValue": v.default or "unset", "description": v.description}
-                          for v in spec.variables],
-        })
-
-
-def create_batch_ledger(names: ResourceNames) -> None:
-    """The batcher's exactly-once ledger: partition key ``pk``, TTL on ``expires_at`` (as the stack)."""
-    from alp.batching import LEDGER_KEY
-
-    if not names.batch_ledger_table:
-        return
-    ddb = aws.client("dynamodb")
-    ddb.create_table(
-        TableName=names.batch_ledger_table,
-        AttributeDefinitions=[{"AttributeName": LEDGER_KEY, "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": LEDGER_KEY, "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    ddb.update_time_to_live(TableName=names.batch_ledger_table,
-                            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+    folder = cdk_out or synthesize_cached(settings)
+    template = StackTemplate.load(folder, account=names.account, region=names.region)
+    restore = (lambda: restore_state(settings, names, mirror)) if mirror is not None else None
+    return create_stack(template, before_events=restore)
 
 
 def create_stack_resources(settings: Settings, names: ResourceNames, *, mirror: Path | None = None) -> str:
-    """Everything the demo needs from the stack; returns the upload queue URL.
-
-    With ``mirror``, the S3 objects and the registry kept there are restored before the upload trigger
-    is switched on.
-    """
-    from alp.registry import ensure_model_package_group
-
-    create_buckets(names)
-    if mirror is not None:
-        restore_state(settings, names, mirror)
-    queue_url = create_upload_trigger(settings, names)
-    enable_bucket_events(names)
-    create_pipelines(names)
-    create_batch_ledger(names)
-    ensure_model_package_group(settings)
-    return queue_url
+    """Everything the demo needs from the stack, from its synthesized template; returns the upload queue URL."""
+    stack = create_stack_from_templates(settings, names, mirror=mirror)
+    return stack.queue_for(names.batcher_function)
 
 
 # --- mirror of the in-memory state, for resume -------------------------------------------------------
