@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -16,6 +17,9 @@ from botocore.config import Config
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None, str | None], Any] = {}
+# Called with (service, client) for every new client: the deploy rehearsal records and checks every call
+# there (alp.rehearsal.principals). Empty in the cloud and the demo.
+_observers: list[Callable[[str, Any], None]] = []
 _RETRIES = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=120)
 
 
@@ -27,8 +31,25 @@ def client(service: str) -> Any:
     with _lock:
         if key not in _clients:
             # boto3-stubs types client() per literal service name; ours is a runtime string.
-            _clients[key] = boto3.session.Session().client(service, region_name=region, config=_RETRIES)  # type: ignore[call-overload]
+            made = boto3.session.Session().client(service, region_name=region, config=_RETRIES)  # type: ignore[call-overload]
+            for observe in _observers:
+                observe(service, made)
+            _clients[key] = made
         return _clients[key]
+
+
+def add_client_observer(observer: Callable[[str, Any], None]) -> None:
+    """Call ``observer(service, client)`` for every client made from now on (cached clients are dropped)."""
+    with _lock:
+        _observers.append(observer)
+        _clients.clear()
+
+
+def remove_client_observer(observer: Callable[[str, Any], None]) -> None:
+    with _lock:
+        if observer in _observers:
+            _observers.remove(observer)
+        _clients.clear()
 
 
 def error_code(exc: BaseException) -> str:

@@ -22,6 +22,14 @@ from stacks.pipeline_stack import ActiveLabelingStack, cdk_json_context  # noqa:
 
 ROOT = Path(__file__).resolve().parent.parent
 _ONE_FINDING = re.compile(r"^AwsSolutions-[A-Z]+\d+(\[(Action|Resource|Policy)::[^\]]+\])?$")
+# Settings that add grants of their own: the Rekognition head backend (a DescribeProjects on "*", a project
+# wildcard) on three roles, and a Processing image of the user's own instead of the built one.
+REKOGNITION = {
+    "alp:inference.head_detector_backend": "rekognition-custom-labels",
+    "alp:inference.rekognition_project_version_arn":
+        "arn:aws:rekognition:us-east-1:123456789012:project/heads/version/heads.v1/1767225600000",
+    "alp:inference.processing_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/alp-processing:1",
+}
 
 
 def _violations(report_path: Path) -> list[tuple[str, str]]:
@@ -44,6 +52,24 @@ def test_given_the_real_app_when_synthesized_with_the_nag_pack_then_nothing_is_u
     assert (outdir / "AlpActiveLabelingPipeline.template.json").is_file()
 
 
+def _nag_app(outdir: Path, asset_dir: Path, overrides: dict[str, object]) -> cdk.App:
+    app = cdk.App(context={**cdk_json_context(ROOT / "cdk.json"), **overrides}, outdir=str(outdir))
+    settings = settings_from_context(app.node.get_all_context())
+    ActiveLabelingStack(app, "AlpActiveLabelingPipeline", settings=settings,
+                        lambda_code_dir=build_lambda_asset(ROOT, asset_dir),
+                        env=cdk.Environment(region=settings.region))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app
+
+
+def test_given_the_rekognition_backend_and_an_own_image_then_nothing_is_unacknowledged(tmp_path: Path) -> None:
+    outdir = tmp_path / "cdk.out"
+    _nag_app(outdir, tmp_path / "asset", REKOGNITION).synth()  # an unacknowledged finding would raise
+    report = outdir / "validation-report.json"
+    if report.exists():
+        assert [v for v in _violations(report) if v[0].startswith("AwsSolutions")] == []
+
+
 class _RecordingValidations:
     """Stands in for ``Validations.of(scope)``: records acknowledgements instead of applying them."""
 
@@ -58,8 +84,9 @@ class _RecordingValidations:
         self._real.add_plugins(*plugins)
 
 
+@pytest.mark.parametrize("overrides", [{}, REKOGNITION], ids=["defaults", "rekognition"])
 def test_given_no_acknowledgements_then_each_one_we_make_matches_a_real_finding(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, object]) -> None:
     """Synthesize with acknowledgements switched off: the plugin must fail (so it is really active), and
     the findings it reports must be exactly those our acknowledgements name, each on or under its construct."""
     acknowledgements: list[tuple[str, str, str]] = []
@@ -67,12 +94,7 @@ def test_given_no_acknowledgements_then_each_one_we_make_matches_a_real_finding(
     monkeypatch.setattr(cdk.Validations, "of",
                         staticmethod(lambda scope: _RecordingValidations(real_of(scope), scope, acknowledgements)))
     outdir = tmp_path / "cdk.out"
-    app = cdk.App(context=cdk_json_context(ROOT / "cdk.json"), outdir=str(outdir))
-    settings = settings_from_context(app.node.get_all_context())
-    ActiveLabelingStack(app, "AlpActiveLabelingPipeline", settings=settings,
-                        lambda_code_dir=build_lambda_asset(ROOT, tmp_path / "asset"),
-                        env=cdk.Environment(region=settings.region))
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    app = _nag_app(outdir, tmp_path / "asset", overrides)
     with pytest.raises(RuntimeError, match="ValidationFailed"):
         app.synth()
     findings = _violations(outdir / "validation-report.json")

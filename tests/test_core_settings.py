@@ -9,6 +9,9 @@ import pytest
 
 from alp import storage
 from alp.settings import (
+    CODEBUILD_MAX_TIMEOUT_MINUTES,
+    PROCESSING_MAX_RUNTIME_LIMIT_SECONDS,
+    PROCESSING_WAIT_MARGIN_MINUTES,
     Settings,
     SettingsError,
     load_settings,
@@ -91,3 +94,53 @@ def test_env_variable_points_steps_at_the_deployed_settings(tmp_path, monkeypatc
     path.write_text(json.dumps({"training": {"epochs": 7}}))
     monkeypatch.setenv("ALP_SETTINGS_URI", str(path))
     assert load_settings().training.epochs == 7
+
+
+def test_default_processing_threshold_is_below_the_largest_batch():
+    """Scale-out inference is reachable with the defaults: a full batch holds more images than the threshold."""
+    s = Settings()
+    assert s.inference.processing_threshold_images < s.trigger.max_batch_records
+    assert s.inference.processing_threshold_images == 500 and s.trigger.max_batch_records == 1000
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"inference": {"processing_threshold_images": 1000}},  # equal: no batch holds more
+        {"inference": {"processing_threshold_images": 20000}},  # the former default
+        {"trigger": {"max_batch_records": 400}},  # lowering the batch size below the default threshold
+        {"inference": {"processing_threshold_images": 10000}, "trigger": {"max_batch_records": 10000}},
+    ],
+)
+def test_a_processing_threshold_no_batch_can_pass_is_refused_naming_both_settings(data):
+    with pytest.raises(SettingsError) as exc:
+        parse_settings(data)
+    message = str(exc.value)
+    assert message.startswith("settings.inference.processing_threshold_images: must be below "
+                              "trigger.max_batch_records")
+    assert "SageMaker Processing" in message and "(got " in message
+
+
+def test_a_processing_threshold_below_the_batch_size_is_accepted_from_any_source():
+    assert parse_settings({"inference": {"processing_threshold_images": 9999},
+                           "trigger": {"max_batch_records": 10000}}).trigger.max_batch_records == 10000
+    s = settings_from_context({"alp": {}, "alp:trigger.max_batch_records": "50",
+                               "alp:inference.processing_threshold_images": "10"})
+    assert (s.inference.processing_threshold_images, s.trigger.max_batch_records) == (10, 50)
+    with pytest.raises(SettingsError, match="^settings.inference.processing_threshold_images"):
+        Settings().with_overrides({"trigger.max_batch_records": 500})
+
+
+def test_processing_max_runtime_is_capped_so_the_infer_build_can_wait_for_it():
+    assert PROCESSING_MAX_RUNTIME_LIMIT_SECONDS == (CODEBUILD_MAX_TIMEOUT_MINUTES - PROCESSING_WAIT_MARGIN_MINUTES) * 60
+    at_limit = parse_settings({"inference": {"processing_max_runtime_seconds": PROCESSING_MAX_RUNTIME_LIMIT_SECONDS}})
+    assert at_limit.inference.processing_max_runtime_seconds == 126000
+    with pytest.raises(SettingsError) as exc:
+        parse_settings({"inference": {"processing_max_runtime_seconds": PROCESSING_MAX_RUNTIME_LIMIT_SECONDS + 1}})
+    message = str(exc.value)
+    assert message.startswith("settings.inference.processing_max_runtime_seconds")
+    assert "at most 126000 s" in message and "2160 minutes" in message
+    # SageMaker's own maximum (5 days), the former bound, is refused too
+    with pytest.raises(SettingsError, match="processing_max_runtime_seconds"):
+        parse_settings({"inference": {"processing_max_runtime_seconds": 432000}})
+    assert Settings().inference.processing_max_runtime_seconds == 21600

@@ -34,7 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Actions whose API has no resource-level permissions (the Service Authorization Reference lists "*" only).
 RESOURCE_STAR_ACKNOWLEDGED = {
-    "ecr:GetAuthorizationToken": "registry-wide token for pulling the training image; the API takes no resource",
+    "ecr:GetAuthorizationToken": "registry-wide token for pulling the training and processing images; the API "
+                                 "takes no resource",
+    "rekognition:DescribeProjects": "the Rekognition head backend finds its project by name; DescribeProjects "
+                                    "takes no resource (the project's version calls are scoped to their ARNs)",
     "sagemaker:ListModelPackages": "List* calls of SageMaker support no resource-level permissions",
     "cloudwatch:PutMetricData": "metric data has no ARN; scoped by a namespace condition where used",
     "xray:PutTraceSegments": "X-Ray segments have no ARN",
@@ -45,11 +48,24 @@ BUCKET_DEPLOYMENT_ROLE_PREFIX = "CustomCDKBucketDeployment"
 CDK_ASSETS_BUCKET = "cdk-hnb659fds-assets-"
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+# Every check below runs on the default stack and on the one with the Rekognition head backend, whose grants
+# (one of them on "*") exist only then.
+VARIANTS = {
+    "defaults": {},
+    "rekognition": {
+        "alp:inference.head_detector_backend": "rekognition-custom-labels",
+        "alp:inference.rekognition_project_version_arn":
+            "arn:aws:rekognition:us-east-1:123456789012:project/heads/version/heads.v1/1767225600000",
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("iam")
     context = cdk_json_context(ROOT / "cdk.json")
     context["alp:labeling.workteam_arn"] = "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/heads"
+    context.update(VARIANTS[request.param])
     app = cdk.App(context=context, outdir=str(tmp / "cdk.out"))
     settings = settings_from_context(app.node.get_all_context())
     stack = ActiveLabelingStack(app, "IamStack", settings=settings,
@@ -182,3 +198,28 @@ def test_bucket_and_queue_policies_allow_no_anonymous_principal(template: dict[s
             for st in res["Properties"]["PolicyDocument"]["Statement"]:
                 if st.get("Effect") == "Allow":
                     assert st.get("Principal") not in ("*", {"AWS": "*"}), (pid, st)
+
+
+def test_star_resources_are_alone_in_their_statements(template: dict[str, Any]) -> None:
+    """A "*" statement holds only actions that take no resource, so no scoped action rides along on it."""
+    for pid, _, st in statements(template):
+        if "*" in _as_list(st.get("Resource")):
+            assert _as_list(st["Resource"]) == ["*"], (pid, st)
+
+
+def test_rekognition_calls_are_scoped_to_the_configured_model(template: dict[str, Any]) -> None:
+    """Only DescribeProjects (no resource-level permissions) is on "*"; the version calls name the configured
+    project version, and DescribeProjectVersions the project (its creation timestamp left to the wildcard)."""
+    for pid, _, st in statements(template):
+        actions = [a for a in _as_list(st["Action"]) if a.startswith("rekognition:")]
+        if not actions:
+            continue
+        resources = _as_list(st["Resource"])
+        if resources == ["*"]:
+            assert actions == ["rekognition:DescribeProjects"], (pid, st)
+        elif actions == ["rekognition:DescribeProjectVersions"]:
+            assert resources == ["arn:aws:rekognition:us-east-1:123456789012:project/heads/*"], (pid, st)
+        else:
+            assert sorted(actions) == ["rekognition:DetectCustomLabels", "rekognition:StartProjectVersion",
+                                       "rekognition:StopProjectVersion"], (pid, st)
+            assert resources == [VARIANTS["rekognition"]["alp:inference.rekognition_project_version_arn"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 from collections import Counter
@@ -12,18 +13,27 @@ import pytest
 from bundle_factory import bright_image, scripted_bundle
 from PIL import Image
 
-from alp.settings import Settings
+from alp.settings import PROCESSING_MAX_RUNTIME_LIMIT_SECONDS, PROCESSING_WAIT_MARGIN_MINUTES, Settings
 from inference.engine import InferenceEngine
 from inference.processing import (
+    PROCESSING_IMAGE_ENV,
     build_processing_request,
     choose_executor,
     merge_shards,
+    processing_image_uri,
+    processing_wait_seconds,
     shard_from_resource_config,
     shard_of,
     submit_processing_job,
     wait_processing_job,
 )
 from inference.runner import run_batch
+
+
+@pytest.fixture(autouse=True)
+def _no_stack_image(monkeypatch):
+    """Tests start without the image URI the stack gives the Infer build."""
+    monkeypatch.delenv(PROCESSING_IMAGE_ENV, raising=False)
 
 
 def test_executor_by_batch_size():
@@ -70,7 +80,8 @@ def test_processing_request_is_accepted_by_sagemaker_on_moto(aws_mock):
     assert args[args.index("--manifest") + 1] == "/opt/ml/processing/input/manifest/manifest.jsonl"
     assert request["ProcessingResources"]["ClusterConfig"] == {
         "InstanceCount": 3, "InstanceType": "ml.c5.2xlarge", "VolumeSizeInGB": 30}
-    assert request["Environment"] == {"ALP_SETTINGS_URI": "s3://data/config/settings.json"}
+    assert request["Environment"] == {"ALP_SETTINGS_URI": "s3://data/config/settings.json",
+                                      "AWS_DEFAULT_REGION": "us-east-1"}
     arn = submit_processing_job(request)
     assert arn.endswith("processing-job/alp-infer-abc")
     job = wait_processing_job("alp-infer-abc", sleep=lambda s: None)
@@ -117,3 +128,44 @@ def test_shards_merge_into_the_single_run_outputs(tmp_path, aws_mock):
         a = s3.get_object(Bucket="alp-shards", Key=f"single/{name}")["Body"].read()
         b = s3.get_object(Bucket="alp-shards", Key=f"sharded/{name}")["Body"].read()
         assert a == b, name
+
+
+STACK_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/cdk-hnb659fds-container-assets-123456789012-us-east-1:abc"
+OWN_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/alp:7"
+
+
+def test_a_full_batch_goes_to_processing_with_the_stack_built_image(monkeypatch):
+    """With the default settings (no image named) and the image URI the stack sets on the Infer build, the
+    largest batch the trigger forms takes the Processing path, and its request names that image."""
+    settings = Settings()
+    assert choose_executor(settings.trigger.max_batch_records, settings) == "codebuild"  # no image yet
+    monkeypatch.setenv(PROCESSING_IMAGE_ENV, STACK_IMAGE)
+    assert processing_image_uri(settings) == STACK_IMAGE
+    assert choose_executor(settings.trigger.max_batch_records, settings) == "processing"
+    assert choose_executor(settings.inference.processing_threshold_images, settings) == "codebuild"
+    request = build_processing_request(settings, job_name="alp-infer-x", manifest_uri="s3://d/b/m.jsonl",
+                                       out_uri="s3://d/b/inference/", bundle_uri=None, role_arn="r")
+    assert request["AppSpecification"]["ImageUri"] == STACK_IMAGE
+    assert request["AppSpecification"]["ContainerEntrypoint"] == ["alp", "infer-batch"]
+
+
+def test_the_settings_image_wins_over_the_stack_built_one(monkeypatch):
+    monkeypatch.setenv(PROCESSING_IMAGE_ENV, STACK_IMAGE)
+    own = Settings().with_overrides({"inference.processing_image_uri": OWN_IMAGE})
+    assert processing_image_uri(own) == OWN_IMAGE
+    request = build_processing_request(own, job_name="j", manifest_uri="s3://d/m.jsonl", out_uri="s3://d/o/",
+                                       bundle_uri=None, role_arn="r")
+    assert request["AppSpecification"]["ImageUri"] == OWN_IMAGE
+    monkeypatch.setenv(PROCESSING_IMAGE_ENV, "")
+    assert processing_image_uri(Settings()) is None
+
+
+def test_the_wait_outlasts_the_job_and_stays_inside_the_infer_build():
+    """The Infer step waits for the job's own limit plus start-up, within the margin the stack adds to the
+    build's timeout; the default wait covers the longest job the settings allow."""
+    settings = Settings()
+    wait = processing_wait_seconds(settings)
+    assert wait > settings.inference.processing_max_runtime_seconds
+    assert wait < settings.inference.processing_max_runtime_seconds + PROCESSING_WAIT_MARGIN_MINUTES * 60
+    default = inspect.signature(wait_processing_job).parameters["timeout_seconds"].default
+    assert default >= PROCESSING_MAX_RUNTIME_LIMIT_SECONDS

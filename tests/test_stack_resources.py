@@ -18,21 +18,37 @@ import aws_cdk as cdk  # noqa: E402
 from aws_cdk.assertions import Match, Template  # noqa: E402
 
 from alp.lambda_asset import build_lambda_asset  # noqa: E402
-from alp.settings import settings_from_context  # noqa: E402
+from alp.settings import (  # noqa: E402
+    CODEBUILD_MAX_TIMEOUT_MINUTES,
+    PROCESSING_MAX_RUNTIME_LIMIT_SECONDS,
+    PROCESSING_WAIT_MARGIN_MINUTES,
+    Settings,
+    settings_from_context,
+)
 from alp.steps import LABELING_PIPELINE, TRAINING_PIPELINE  # noqa: E402
+from inference.processing import PROCESSING_IMAGE_ENV  # noqa: E402
 from stacks.pipeline_stack import ActiveLabelingStack, cdk_json_context  # noqa: E402
+from stacks.processing_image import DOCKERFILE  # noqa: E402
+from stacks.step_pipeline import step_timeout_minutes  # noqa: E402
 from stacks.upload_trigger import queue_visibility_seconds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKTEAM = "arn:aws:sagemaker:eu-west-1:123456789012:workteam/private-crowd/heads"
+REKOGNITION_VERSION = "arn:aws:rekognition:eu-west-1:123456789012:project/heads/version/heads.v1/1767225600000"
+OWN_PROCESSING_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/alp-processing:3"
+# The other deployment shape: the Rekognition head backend and a Processing image of the user's own.
+VARIANT = {
+    "alp:inference.head_detector_backend": "rekognition-custom-labels",
+    "alp:inference.rekognition_project_version_arn": REKOGNITION_VERSION,
+    "alp:inference.processing_image_uri": OWN_PROCESSING_IMAGE,
+}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp = tmp_path_factory.mktemp("stack")
+def _build(tmp: Path, overrides: dict[str, object]) -> dict[str, Any]:
     context = cdk_json_context(ROOT / "cdk.json")
     context["alp:labeling.workteam_arn"] = WORKTEAM
     context["alp:region"] = "eu-west-1"
+    context.update(overrides)
     app = cdk.App(context=context, outdir=str(tmp / "cdk.out"))
     settings = settings_from_context(app.node.get_all_context())
     stack = ActiveLabelingStack(app, "TestStack", settings=settings,
@@ -42,6 +58,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assembly = app.synth()
     return {"stack": stack, "template": template, "settings": settings, "json": template.to_json(),
             "outdir": Path(assembly.directory)}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _build(tmp_path_factory.mktemp("stack"), {})
+
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _build(tmp_path_factory.mktemp("variant"), VARIANT)
 
 
 def _resources(built: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
@@ -296,9 +322,11 @@ def test_given_a_declared_pipeline_then_it_renders_as_v2_with_one_stage_per_step
         project = built["json"]["Resources"][action["Configuration"]["ProjectName"]["Ref"]]["Properties"]
         buildspec = json.loads(project["Source"]["BuildSpec"])
         assert buildspec["phases"]["build"]["commands"] == [f"alp steps run {spec.name} {step.name}"]
-        assert project["TimeoutInMinutes"] == step.timeout_minutes
+        assert project["TimeoutInMinutes"] == step_timeout_minutes(spec, step, built["settings"])
+        assert project["TimeoutInMinutes"] == step.timeout_minutes or (spec, step.name) == (LABELING_PIPELINE, "Infer")
         project_env = {e["Name"]: e["Value"] for e in project["Environment"]["EnvironmentVariables"]}
-        assert set(project_env) == {"ALP_SETTINGS_URI", "ALP_DATA_ROOT"}
+        infer = (spec, step.name) == (LABELING_PIPELINE, "Infer")
+        assert set(project_env) == {"ALP_SETTINGS_URI", "ALP_DATA_ROOT", *([PROCESSING_IMAGE_ENV] if infer else [])}
         assert project["Environment"]["PrivilegedMode"] is False
         assert project["ServiceRole"] == {"Fn::GetAtt": [_logical_id(built, pipeline.build_role), "Arn"]}
 
@@ -393,3 +421,163 @@ def test_given_the_unlabeled_bucket_then_the_versions_a_requeue_leaves_behind_ex
     rules = built["json"]["Resources"][unlabeled]["Properties"]["LifecycleConfiguration"]["Rules"]
     days = built["settings"].storage.artifact_retention_days
     assert any(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == days for r in rules)
+
+
+# --- deploy gaps: what a real account needs beyond least privilege ------------------------------------
+def _project_of_step(built: dict[str, Any], pipeline: Any, step: str) -> dict[str, Any]:
+    return built["json"]["Resources"][_logical_id(built, pipeline.projects[step])]["Properties"]
+
+
+def _resolve(built: dict[str, Any], value: Any) -> Any:
+    return built["stack"].resolve(value)
+
+
+def test_given_the_training_steps_then_they_may_read_the_images_their_source_refs_name(built: dict[str, Any]) -> None:
+    """Prepare and Evaluate open every image of a dataset version through its source-ref in the unlabeled
+    bucket: the training build role reads the unlabeled prefix (objects and versions) and may list the bucket
+    (so a missing image is a 404, not a 403), and writes nothing there."""
+    stack = built["stack"]
+    unlabeled = _logical_id(built, stack.storage.unlabeled)
+    prefix = built["settings"].storage.unlabeled_prefix
+    statements = _statements_of_role(built, _logical_id(built, stack.training.build_role))
+    reads = [s for s in statements if unlabeled in json.dumps(s["Resource"]) and "s3:GetObject" in _as_list(s["Action"])]
+    assert [(s["Action"], s["Resource"]) for s in reads] == [
+        (["s3:GetObject", "s3:GetObjectVersion"], {"Fn::Join": ["", [{"Fn::GetAtt": [unlabeled, "Arn"]}, f"/{prefix}*"]]})]
+    lists = [s for s in statements if "s3:ListBucket" in _as_list(s["Action"]) and unlabeled in json.dumps(s["Resource"])]
+    assert [s["Resource"] for s in lists] == [{"Fn::GetAtt": [unlabeled, "Arn"]}]
+    on_unlabeled = {a for s in statements if unlabeled in json.dumps(s["Resource"]) for a in _as_list(s["Action"])}
+    assert on_unlabeled == {"s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"}
+
+
+def test_given_no_processing_image_setting_then_the_stack_builds_one_from_the_dockerfile(built: dict[str, Any]) -> None:
+    """The image asset: the repository's Dockerfile, linux/amd64, a build context of the package sources only
+    (the allow-list .dockerignore keeps virtual environments, node_modules and cdk.out out of it)."""
+    manifest = json.loads((built["outdir"] / "TestStack.assets.json").read_text())
+    [image] = manifest["dockerImages"].values()
+    assert image["source"]["dockerFile"] == DOCKERFILE
+    assert image["source"]["platform"] == "linux/amd64"
+    context = built["outdir"] / image["source"]["directory"]
+    assert {p.name for p in context.iterdir()} >= {"alp", "inference", "pyproject.toml", "constraints.txt", "docker"}
+    assert not {".venv", "node_modules", "cdk.out", "tests", "training", ".git"} & {p.name for p in context.iterdir()}
+    assert (context / DOCKERFILE).is_file()
+    dockerfile = (ROOT / DOCKERFILE).read_text()
+    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
+    instructions = [line for line in dockerfile.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert 'ENTRYPOINT ["alp"]' in instructions
+    assert not [line for line in instructions if "torch" in line or "[train" in line]  # inference only
+
+
+def test_given_the_built_image_then_only_the_infer_step_gets_its_uri(built: dict[str, Any]) -> None:
+    stack = built["stack"]
+    image_uri = _resolve(built, stack.processing_image.image_uri)
+    for pipeline in (stack.labeling, stack.training):
+        for step in pipeline.projects:
+            env = {e["Name"]: e["Value"] for e in
+                   _project_of_step(built, pipeline, step)["Environment"]["EnvironmentVariables"]}
+            if pipeline is stack.labeling and step == "Infer":
+                assert env[PROCESSING_IMAGE_ENV] == image_uri
+            else:
+                assert PROCESSING_IMAGE_ENV not in env
+
+
+def test_given_the_built_image_then_the_sagemaker_role_may_pull_it_and_nothing_else(built: dict[str, Any]) -> None:
+    stack = built["stack"]
+    statements = _statements_of_role(built, _logical_id(built, stack.sagemaker.role))
+    pulls = [s for s in statements if "ecr:BatchGetImage" in _as_list(s["Action"])]
+    assert len(pulls) == 1
+    assert sorted(pulls[0]["Action"]) == ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+                                          "ecr:GetDownloadUrlForLayer"]
+    training_repo = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
+                                       ":ecr:us-east-1:763104351884:repository/pytorch-training"]]}
+    assert _as_list(pulls[0]["Resource"]) == [training_repo, _resolve(built, stack.processing_image.repository_arn)]
+    assert "container-assets" in json.dumps(pulls[0]["Resource"][1])
+    for role in (stack.labeling.build_role, stack.training.build_role):  # the steps never pull images
+        assert not [s for s in _statements_of_role(built, _logical_id(built, role)) if "ecr:" in json.dumps(s["Action"])]
+
+
+def test_given_the_infer_step_then_its_timeout_covers_a_processing_job_and_a_margin(built: dict[str, Any]) -> None:
+    settings = built["settings"]
+    minutes = _project_of_step(built, built["stack"].labeling, "Infer")["TimeoutInMinutes"]
+    assert minutes * 60 >= settings.inference.processing_max_runtime_seconds + 30 * 60
+    assert minutes <= CODEBUILD_MAX_TIMEOUT_MINUTES
+    infer = LABELING_PIPELINE.step("Infer")
+    # the longest job the settings allow still fits CodeBuild's limit, with the same margin
+    longest = Settings().with_overrides({"inference.processing_max_runtime_seconds": PROCESSING_MAX_RUNTIME_LIMIT_SECONDS})
+    assert step_timeout_minutes(LABELING_PIPELINE, infer, longest) == CODEBUILD_MAX_TIMEOUT_MINUTES
+    short = Settings().with_overrides({"inference.processing_max_runtime_seconds": 61})
+    assert step_timeout_minutes(LABELING_PIPELINE, infer, short) == 2 + PROCESSING_WAIT_MARGIN_MINUTES  # rounded up
+    train = TRAINING_PIPELINE.step("Train")
+    assert step_timeout_minutes(TRAINING_PIPELINE, train, longest) == train.timeout_minutes  # only Infer waits on it
+
+
+def test_given_the_labeling_steps_then_they_may_start_processing_jobs_as_the_sagemaker_role(built: dict[str, Any]) -> None:
+    """CreateProcessingJob (with its tags) on the project's own job names, and PassRole of the SageMaker role
+    to SageMaker; the image is pulled by the SageMaker role, not by the caller."""
+    stack = built["stack"]
+    statements = _statements_of_role(built, _logical_id(built, stack.labeling.build_role))
+    [create] = [s for s in statements if "sagemaker:CreateProcessingJob" in _as_list(s["Action"])]
+    assert {"sagemaker:AddTags", "sagemaker:DescribeProcessingJob"} <= set(create["Action"])
+    assert json.dumps(create["Resource"]).endswith(':processing-job/alp-*"]]}')
+    [passes] = [s for s in statements if "iam:PassRole" in _as_list(s["Action"])]
+    assert passes["Resource"] == {"Fn::GetAtt": [_logical_id(built, stack.sagemaker.role), "Arn"]}
+
+
+def test_given_an_own_processing_image_then_no_image_is_built_and_its_repository_is_pulled(
+        variant: dict[str, Any]) -> None:
+    stack = variant["stack"]
+    assert stack.processing_image is None
+    manifest = json.loads((variant["outdir"] / "TestStack.assets.json").read_text())
+    assert manifest.get("dockerImages", {}) == {}
+    infer_env = [e["Name"] for e in
+                 _project_of_step(variant, stack.labeling, "Infer")["Environment"]["EnvironmentVariables"]]
+    assert PROCESSING_IMAGE_ENV not in infer_env  # the deployed settings name the image
+    [pull] = [s for s in _statements_of_role(variant, _logical_id(variant, stack.sagemaker.role))
+              if "ecr:BatchGetImage" in _as_list(s["Action"])]
+    assert {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
+                              ":ecr:eu-west-1:123456789012:repository/team/alp-processing"]]} in pull["Resource"]
+
+
+REKOGNITION_CALLS = {"rekognition:DescribeProjects", "rekognition:DescribeProjectVersions",
+                     "rekognition:StartProjectVersion", "rekognition:StopProjectVersion",
+                     "rekognition:DetectCustomLabels"}
+
+
+def _rekognition_grants(built: dict[str, Any], role: Any) -> dict[str, Any]:
+    """action -> its resource, for the role's Rekognition statements."""
+    out: dict[str, Any] = {}
+    for st in _statements_of_role(built, _logical_id(built, role)):
+        for action in _as_list(st["Action"]):
+            if action.startswith("rekognition:"):
+                assert action not in out, f"{action} granted twice"
+                out[action] = st["Resource"]
+    return out
+
+
+def test_given_the_rekognition_head_backend_then_every_role_that_infers_may_run_it(variant: dict[str, Any]) -> None:
+    """Infer (labeling build role), Evaluate (training build role) and the Processing shards (SageMaker role)
+    all run the bundle with the head backend: each gets exactly RekognitionHeadDetector's five calls, each on
+    the resource the Service Authorization Reference names for it."""
+    stack = variant["stack"]
+    expected = {
+        "rekognition:DetectCustomLabels": REKOGNITION_VERSION,
+        "rekognition:StartProjectVersion": REKOGNITION_VERSION,
+        "rekognition:StopProjectVersion": REKOGNITION_VERSION,
+        "rekognition:DescribeProjectVersions": "arn:aws:rekognition:eu-west-1:123456789012:project/heads/*",
+        "rekognition:DescribeProjects": "*",
+    }
+    for role in (stack.labeling.build_role, stack.training.build_role, stack.sagemaker.role):
+        assert _rekognition_grants(variant, role) == expected, role.node.path
+    others = [stack.labeling.pipeline_role, stack.training.pipeline_role, stack.upload.batcher.role,
+              stack.ground_truth.pre.role, stack.ground_truth.post.role]
+    for role in others:
+        assert _rekognition_grants(variant, role) == {}, role.node.path
+
+
+def test_given_the_default_head_backend_then_no_role_may_call_rekognition(built: dict[str, Any]) -> None:
+    assert "rekognition:" not in json.dumps(_resources(built, "AWS::IAM::Policy"))
+
+
+def test_given_a_malformed_rekognition_arn_then_synth_fails_naming_the_setting(tmp_path: Path) -> None:
+    bad = {**VARIANT, "alp:inference.rekognition_project_version_arn": "arn:aws:rekognition:eu-west-1:1:project/x"}
+    with pytest.raises(ValueError, match="rekognition_project_version_arn"):
+        _build(tmp_path, bad)

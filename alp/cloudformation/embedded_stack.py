@@ -133,6 +133,27 @@ def _is_s3_action(action: str) -> bool:
     return action.lower().startswith("s3:")
 
 
+# moto checks the API operation's own name as the action; IAM checks these operations under another action.
+_MOTO_ACTION_ALIASES = {
+    "sqs:deletemessage": ("sqs:DeleteMessageBatch",),
+    "sqs:sendmessage": ("sqs:SendMessageBatch",),
+    "sqs:changemessagevisibility": ("sqs:ChangeMessageVisibilityBatch",),
+    "s3:getobject": ("s3:HeadObject",),
+    "s3:getobjectversion": ("s3:HeadObject", "s3:GetObject"),
+    "s3:listbucket": ("s3:HeadBucket", "s3:ListObjects", "s3:ListObjectsV2"),
+    "s3:listbucketversions": ("s3:ListObjectVersions",),
+    "s3:putobject": ("s3:CopyObject", "s3:CreateMultipartUpload", "s3:UploadPart", "s3:CompleteMultipartUpload"),
+    "s3:deleteobject": ("s3:DeleteObjects",),
+}
+
+
+def _with_aliases(actions: list[str]) -> list[str]:
+    out = list(actions)
+    for action in actions:
+        out.extend(a for a in _MOTO_ACTION_ALIASES.get(action.lower(), ()) if a not in out)
+    return out
+
+
 def moto_view(document: dict[str, Any]) -> dict[str, Any]:
     """The policy as moto can enforce it: conditions dropped (moto turns an unmet or unknown condition of an
     Allow into a Deny) and non-S3 resources widened to ``*`` (moto passes ``*`` as the resource of every
@@ -144,6 +165,8 @@ def moto_view(document: dict[str, Any]) -> dict[str, Any]:
         stmt = {k: v for k, v in raw.items() if k not in ("Condition", "Sid")}
         actions = stmt.get("Action", [])
         actions = actions if isinstance(actions, list) else [actions]
+        if "Action" in stmt:
+            stmt["Action"] = _with_aliases(actions)
         if "Resource" in stmt and not all(_is_s3_action(a) for a in actions):
             if raw.get("Effect") == "Deny" and raw.get("Condition"):
                 continue  # a conditional Deny moto cannot evaluate would deny everything

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from alp import storage
+from alp import principals, storage
 from alp.labeling.backend import OUTPUT_MANIFEST, JobSpec, JobStatus, LabelingBackend
 from alp.labeling.consolidation import Box, match_boxes
 from alp.labeling.render import FormSpec, parse_form, render_task
@@ -42,6 +42,7 @@ from alp.manifest import (
     utc_now_iso,
     write_manifest,
 )
+from alp.resources import ResourceNames
 from alp.schema import VISIBILITY_NAMES
 from alp.settings import Settings
 
@@ -150,6 +151,7 @@ class LocalWorkforceBackend(LabelingBackend):
         from lambdas import gt_post_annotation, gt_pre_annotation
 
         sim = self.simulation
+        names = ResourceNames.from_settings(self.settings, account=LOCAL_ACCOUNT)
         lines = read_manifest(spec.input_manifest_uri)
         total = len(lines)
         if sim.outcome == "failed":
@@ -168,8 +170,10 @@ class LocalWorkforceBackend(LabelingBackend):
                     failed[i] = "simulated: no worker finished this object"
                 continue
             try:
-                task = gt_pre_annotation.handler({"version": "2018-10-16", "labelingJobArn": arn,
-                                                  "dataObject": line.data})["taskInput"]
+                with principals.acting_as_role(names.sagemaker_role):  # Ground Truth invokes with the job's role
+                    task = principals.invoke_function(
+                        names.pre_annotation_function, gt_pre_annotation.handler,
+                        {"version": "2018-10-16", "labelingJobArn": arn, "dataObject": line.data})["taskInput"]
             except ValueError as exc:
                 failed[i] = f"pre-annotation failed: {exc}"
                 continue
@@ -183,15 +187,17 @@ class LocalWorkforceBackend(LabelingBackend):
             payload.append({"datasetObjectId": str(i), "dataObject": {"s3Uri": line.data.get("source-ref")},
                             "annotations": annotations})
         payload_uri = spec.folder + PAYLOAD_PATH
-        storage.write_text(payload_uri, json.dumps(payload, sort_keys=True), content_type="application/json")
+        with principals.acting_as_role(names.sagemaker_role):  # Ground Truth writes the workers' answers
+            storage.write_text(payload_uri, json.dumps(payload, sort_keys=True), content_type="application/json")
         event = {
             "version": "2018-10-16", "labelingJobArn": arn, "labelCategories": None,
             "labelAttributeName": spec.label_attribute,
             "roleArn": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/local-labeling",
             "payload": {"s3Uri": payload_uri}, "outputConfig": spec.folder + "annotations/consolidated-annotation/output",
         }
-        consolidated = {o["datasetObjectId"]: o["consolidatedAnnotation"]["content"]
-                        for o in gt_post_annotation.handler(event)}
+        with principals.acting_as_role(names.sagemaker_role):
+            answers = principals.invoke_function(names.post_annotation_function, gt_post_annotation.handler, event)
+        consolidated = {o["datasetObjectId"]: o["consolidatedAnnotation"]["content"] for o in answers}
         out_lines = []
         now = utc_now_iso()
         for i, line in enumerate(lines):
