@@ -10,12 +10,13 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_NO_INPUT := 1
 
-.PHONY: setup test demo synth lint bench deploy clean help
+.PHONY: setup test demo synth rehearse lint bench deploy clean help
 
 help:
 	@echo "make demo    run the whole active-learning loop locally (moto as AWS, simulated workforce)"
 	@echo "make test    run the test suite (moto-backed; no AWS account, no network)"
 	@echo "make synth   synthesize the CDK app into cdk.out/ (offline, no credentials)"
+	@echo "make rehearse  run the synthesized stack under its own IAM (embedded AWS) before a deploy"
 	@echo "make lint    ruff, mypy, bandit, cfn-lint"
 	@echo "make bench   the benchmarks (JSON on stdout)"
 	@echo "make deploy  cdk deploy --all (needs AWS credentials and a bootstrapped account)"
@@ -27,8 +28,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	@touch $@
 	$(if $(and $(findstring train,$(EXTRAS)),$(or $(findstring dev,$(EXTRAS)),$(findstring demo,$(EXTRAS)))),@touch $(BIN)/.installed-demo)
 
-# The demo needs neither the CDK nor the linters: a fresh clone's `make demo` installs less (a later
-# `make test` adds the rest). A full install counts for the demo too.
+# The demo needs the CDK library (its embedded AWS is created from the synthesized stack) but not the CDK
+# CLI or the linters: a fresh clone's `make demo` installs less (a later `make test` adds the rest). A full
+# install counts for the demo too.
 $(BIN)/.installed-demo: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
@@ -51,6 +53,10 @@ synth: setup
 	CDK_OUTDIR=cdk.out $(BIN)/python app.py
 	@echo "templates in cdk.out/"
 
+# Before the first `cdk deploy`: every step under its own role, IAM enforced (report in rehearsal-run/).
+rehearse: setup
+	$(BIN)/alp rehearse --work-dir rehearsal-run --json-out rehearsal-run/report.json
+
 lint: setup synth
 	$(BIN)/ruff check .
 	$(BIN)/mypy alp lambdas inference
@@ -67,4 +73,4 @@ deploy: setup
 	PATH=$$PWD/$(BIN):$$PATH npx cdk deploy --all
 
 clean:
-	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf cdk.out build rehearsal-run .pytest_cache .mypy_cache .ruff_cache

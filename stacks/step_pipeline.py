@@ -34,7 +34,7 @@ from stacks.secure_defaults import acknowledge, log_group
 
 SOURCE_PREFIX = "source/"
 SOURCE_EXCLUDES = (
-    ".git", ".venv", "node_modules", "cdk.out", "build", "runs", ".alp", "demo-run", "bench-out",
+    ".git", ".venv", "node_modules", "cdk.out", "build", "runs", ".alp", "demo-run", "bench-out", "rehearsal-run",
     "**/__pycache__", "*.egg-info", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
     "*.onnx", "*.pt",
 )

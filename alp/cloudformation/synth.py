@@ -26,6 +26,12 @@ class SynthError(RuntimeError):
     """The CDK app could not be synthesized (missing CDK extra or Node, or a failing cdk-nag check)."""
 
 
+def stack_settings(settings: Settings) -> Settings:
+    """What a local run synthesizes its stack with: its settings less the simulated workforce's answer file
+    (a path of that run, which shapes no resource), so one synthesis serves every run with those settings."""
+    return settings.with_overrides({"labeling.local_truth_uri": None})
+
+
 def settings_digest(settings: Settings) -> str:
     return hashlib.sha256(settings.to_json().encode()).hexdigest()
 

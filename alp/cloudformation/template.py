@@ -47,7 +47,7 @@ def find_template(cdk_out: Path, stack_name: str | None = None) -> Path:
         stack_name = next(iter(stacks))
     if stack_name not in stacks:
         raise TemplateError(f"{cdk_out} holds no stack {stack_name!r}; stacks: {sorted(stacks)}")
-    template_file = stacks[stack_name].get("properties", {}).get("templateFile", f"{stack_name}.template.json")
+    template_file = str(stacks[stack_name].get("properties", {}).get("templateFile", f"{stack_name}.template.json"))
     return cdk_out / template_file
 
 

@@ -10,19 +10,24 @@ from pathlib import Path
 
 
 def _rehearse(args: argparse.Namespace) -> int:
-    from alp.rehearsal.run import VARIANTS, run_rehearsal
+    from alp.rehearsal.run import run_rehearsal
 
-    variants = tuple(args.variant) if args.variant else VARIANTS
+    variants = tuple(args.variant) if args.variant else None
     cdk_out = Path(args.cdk_out).resolve() if args.cdk_out else None
     if cdk_out is not None and not (cdk_out / "manifest.json").is_file():
         raise ValueError(f"--cdk-out {cdk_out} is not a cdk.out folder (no manifest.json); run `make synth`")
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="alp-rehearsal-"))
     result = run_rehearsal(work.resolve(), variants=variants, cdk_out=cdk_out, rounds=args.rounds)
+    report = json.dumps(result.as_json(), indent=1, sort_keys=True)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(report + "\n")
     if args.json:
-        print(json.dumps(result.as_json(), indent=1, sort_keys=True))
+        print(report)
     else:
         for v in result.variants:
-            print(f"{v.variant}: {'ok' if v.ok else 'FAILED'} ({len(v.steps)} steps, {v.seconds:.0f}s; log {v.log})")
+            print(f"{v.variant}: {'ok' if v.ok else 'FAILED'} ({len(v.steps)} steps, {v.seconds:.0f}s; "
+                  f"denied: {len(v.denied)}; log {v.log})")
             for d in v.denied:
                 print(f"  denied: {d}")
             if v.error:
@@ -43,9 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "1 on any denied call, naming the step, the role, the action and the resource.")
     parser.add_argument("--cdk-out", help="a synthesized cdk.out folder to rehearse (default: synthesize now)")
     parser.add_argument("--variant", action="append", choices=("yolo", "rekognition", "processing"),
-                        help="run only this variant (repeatable; default: all three)")
+                        help="run only this variant (repeatable; default: all three, or those a --cdk-out stack can run)")
     parser.add_argument("--rounds", type=int, choices=(1, 2), default=2,
                         help="1: the cold start only; 2 (default): and a round with the trained model")
     parser.add_argument("--work-dir", help="folder for the images and the step logs (default: a new temp folder)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    parser.add_argument("--json-out", help="also write the JSON report to this file")
     parser.set_defaults(func=_rehearse)

@@ -126,12 +126,15 @@ def create_stack_from_templates(settings: Settings, names: ResourceNames, *, mir
     With ``mirror``, the S3 objects and the registry kept there are restored before the bucket's upload
     events are switched on."""
     from alp.cloudformation.embedded_stack import create_stack
-    from alp.cloudformation.synth import synthesize_cached
+    from alp.cloudformation.synth import stack_settings, synthesize_cached
     from alp.cloudformation.template import StackTemplate
 
-    folder = cdk_out or synthesize_cached(settings)
+    folder = cdk_out or synthesize_cached(stack_settings(settings))
     template = StackTemplate.load(folder, account=names.account, region=names.region)
-    restore = (lambda: restore_state(settings, names, mirror)) if mirror is not None else None
+    def restore() -> None:
+        if mirror is not None:
+            restore_state(settings, names, mirror)
+
     return create_stack(template, before_events=restore)
 
 

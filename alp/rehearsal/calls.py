@@ -96,6 +96,9 @@ def _package_arn(scope: Scope, name: str) -> str:
 
 
 def sagemaker_requests(scope: Scope, op: str, p: Mapping[str, Any]) -> list[Request] | None:
+    def group() -> str:
+        return scope.arn("sagemaker", f"model-package-group/{str(p['ModelPackageGroupName']).lower()}")
+
     def job(kind: str, name_param: str) -> str:
         return scope.arn("sagemaker", f"{kind}/{str(p[name_param]).lower()}")
 
@@ -108,7 +111,6 @@ def sagemaker_requests(scope: Scope, op: str, p: Mapping[str, Any]) -> list[Requ
             out.append(_pass_role(str(p["RoleArn"])))
         return out
 
-    group = lambda: scope.arn("sagemaker", f"model-package-group/{str(p['ModelPackageGroupName']).lower()}")  # noqa: E731
     by_op: dict[str, Callable[[], list[Request]]] = {
         "CreateProcessingJob": lambda: create("processing-job", "ProcessingJobName"),
         "CreateTrainingJob": lambda: create("training-job", "TrainingJobName"),

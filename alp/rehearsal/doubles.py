@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 import tempfile
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class RekognitionDouble:
         stubber.activate()
 
     def response(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        now = datetime(2026, 1, 1, tzinfo=UTC)
         if operation == "DescribeProjects":
             return {"ProjectDescriptions": [{"ProjectArn": self.project_arn, "CreationTimestamp": now,
                                              "Status": "CREATED"}]}

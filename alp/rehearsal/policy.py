@@ -94,9 +94,8 @@ def statement_applies(statement: Mapping[str, Any], request: Request) -> bool:
     if "Resource" in statement:
         if not _any_match(statement["Resource"], request.resource, case_sensitive=True):
             return False
-    elif "NotResource" in statement:
-        if _any_match(statement["NotResource"], request.resource, case_sensitive=True):
-            return False
+    elif "NotResource" in statement and _any_match(statement["NotResource"], request.resource, case_sensitive=True):
+        return False
     return _conditions_hold(statement.get("Condition") or {}, request.context)
 
 

@@ -130,7 +130,7 @@ class PrincipalSwitch:
 
     def invoke_function(self, function_name: str, handler: Callable[[Any], Any], event: Any) -> Any:
         function = self.stack.functions[function_name]
-        self.check(f"lambda:Invoke", [Request("lambda:InvokeFunction", function.arn)])
+        self.check("lambda:Invoke", [Request("lambda:InvokeFunction", function.arn)])
         identity = self.identities[self.stack.roles[function.role].name]
         with self.acting_as(identity, f"{self._step.split(' > ')[0]} > lambda {function_name}", function.environment):
             return handler(event)
@@ -199,5 +199,6 @@ class PrincipalSwitch:
                         call=call)
         if denial not in self.denied:
             self.denied.append(denial)
-        raise ClientError({"Error": {"Code": "AccessDenied", "Message": f"rehearsal: {denial}"},
-                           "ResponseMetadata": {"HTTPStatusCode": 403}}, call.split(":", 1)[1])
+        error: Any = {"Error": {"Code": "AccessDenied", "Message": f"rehearsal: {denial}"},
+                      "ResponseMetadata": {"HTTPStatusCode": 403}}
+        raise ClientError(error, call.split(":", 1)[1])

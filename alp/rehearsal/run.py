@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from alp import aws, storage
 from alp.cloudformation.embedded_stack import EmbeddedStack, create_stack
+from alp.cloudformation.synth import stack_settings
 from alp.cloudformation.template import StackTemplate, TemplateError
 from alp.rehearsal.calls import Scope
 from alp.rehearsal.doubles import ProcessingDouble, RekognitionDouble
@@ -106,6 +107,36 @@ def rehearsal_settings(variant: Variant, truth_uri: str, base: Settings | None =
         overrides["inference.processing_threshold_images"] = PROCESSING_THRESHOLD
         overrides["compute.processing_instance_count"] = PROCESSING_INSTANCES
     return base.with_overrides(overrides)
+
+
+def synthesized_stack(variant: Variant) -> Path:
+    """The cdk.out folder ``alp rehearse`` synthesizes for ``variant`` (cached)."""
+    from alp.cloudformation.synth import synthesize_cached
+
+    return synthesize_cached(stack_settings(rehearsal_settings(variant, "", checkout_settings())))
+
+
+def checkout_settings() -> Settings:
+    """The settings ``cdk deploy`` would use from this checkout (``cdk.json``), else the defaults."""
+    from alp.cloudformation.synth import REPO_ROOT
+    from alp.settings import settings_from_cdk_json
+
+    cdk_json = REPO_ROOT / "cdk.json"
+    return settings_from_cdk_json(cdk_json) if cdk_json.is_file() else Settings()
+
+
+def variants_for(cdk_out: Path | None) -> tuple[list[Variant], dict[str, str]]:
+    """The variants a stack can run, and why the others are skipped: a stack synthesized for the YOLO head
+    detector has (rightly) no Rekognition grant, so its Rekognition variant would only show that."""
+    if cdk_out is None:
+        return list(VARIANTS), {}
+    deployed = deployed_settings(cdk_out)
+    if deployed is not None and deployed.inference.head_detector_backend != "rekognition-custom-labels":
+        return [v for v in VARIANTS if v != "rekognition"], {
+            "rekognition": f"{cdk_out} was synthesized for the {deployed.inference.head_detector_backend} head "
+                           "detector (no Rekognition grants); synthesize with "
+                           "-c alp:inference.head_detector_backend=rekognition-custom-labels to rehearse it"}
+    return list(VARIANTS), {}
 
 
 def deployed_settings(cdk_out: Path) -> Settings | None:
@@ -325,13 +356,14 @@ def _cli(argv: list[str]) -> int:
 
 
 # --- one variant -------------------------------------------------------------------------------------
-def _moto_enforcement(endpoint: str, initial_free_calls: float) -> None:
-    import urllib.request
+def _moto_enforcement(initial_free_calls: float) -> None:
+    """Switch moto's IAM enforcement on (0 free calls) or off (infinitely many) in this process, where the
+    embedded AWS runs (what moto's ``/moto-api/reset-auth`` does, without depending on its form parsing)."""
+    from moto import settings as moto_settings
+    from moto.core.authorization import ActionAuthenticatorMixin
 
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=str(initial_free_calls).encode(),
-                                     method="POST", headers={"Content-Type": "text/plain"})
-    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310  # nosec B310 - loopback moto server
-        resp.read()
+    moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = initial_free_calls
+    ActionAuthenticatorMixin.request_count = 0
 
 
 def uploader_statements(names: ResourceNames, prefix: str) -> list[dict[str, Any]]:
@@ -347,9 +379,9 @@ def run_variant(variant: Variant, work_dir: Path, images: list[Path], truth_uri:
     from alp.steps import DATA_ROOT_ENV
 
     t0 = time.monotonic()
-    base = deployed_settings(cdk_out) if cdk_out else None
+    base = deployed_settings(cdk_out) if cdk_out else checkout_settings()
     settings = rehearsal_settings(variant, truth_uri, base)
-    folder = cdk_out or synthesize_cached(settings)
+    folder = cdk_out or synthesize_cached(stack_settings(settings))
     result = VariantResult(variant=variant, cdk_out=str(folder))
     log_path = work_dir / f"{variant}.log"
     log_path.write_text("")
@@ -378,7 +410,7 @@ def run_variant(variant: Variant, work_dir: Path, images: list[Path], truth_uri:
             doubles.append(ProcessingDouble(switch, _cli))
             for double in doubles:
                 aws.add_client_observer(double.attach)
-            _moto_enforcement(server.endpoint, 0)
+            _moto_enforcement(0)
             try:
                 for number in range(rounds):
                     rehearsal.round(number)
@@ -387,7 +419,7 @@ def run_variant(variant: Variant, work_dir: Path, images: list[Path], truth_uri:
             except (RehearsalFailed, TemplateError) as exc:
                 result.error = str(exc)
             finally:
-                _moto_enforcement(server.endpoint, float("inf"))
+                _moto_enforcement(float("inf"))
                 for double in doubles:
                     aws.remove_client_observer(double.attach)
                 aws.remove_client_observer(rehearsal.starts.attach)
@@ -433,13 +465,14 @@ def _env(values: dict[str, str | None]) -> Iterator[None]:
 class RehearsalResult:
     variants: list[VariantResult]
     seconds: float
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return all(v.ok for v in self.variants)
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "seconds": round(self.seconds, 1),
+        return {"ok": self.ok, "seconds": round(self.seconds, 1), "skipped": self.skipped,
                 "denied": [d for v in self.variants for d in v.as_json()["denied"]],
                 "variants": {v.variant: v.as_json() for v in self.variants}}
 
@@ -454,9 +487,15 @@ def prepare_images(work_dir: Path) -> tuple[list[Path], str]:
     return images, manifest
 
 
-def run_rehearsal(work_dir: Path, *, variants: Sequence[Variant] = VARIANTS, cdk_out: Path | None = None,
+def run_rehearsal(work_dir: Path, *, variants: Sequence[Variant] | None = None, cdk_out: Path | None = None,
                   rounds: int = 2, say: Any = None) -> RehearsalResult:
+    """Every variant (default: those the stack can run) on a fresh embedded AWS each."""
     say = say or (lambda message: print(message, file=sys.stderr, flush=True))
+    skipped: dict[str, str] = {}
+    if variants is None:
+        variants, skipped = variants_for(cdk_out)
+    for variant, why in skipped.items():
+        say(f"rehearsal [{variant}]: skipped: {why}")
     t0 = time.monotonic()
     work_dir.mkdir(parents=True, exist_ok=True)
     images, truth = prepare_images(work_dir)
@@ -469,4 +508,4 @@ def run_rehearsal(work_dir: Path, *, variants: Sequence[Variant] = VARIANTS, cdk
         state = "ok" if result.ok else ("DENIED: " + "; ".join(map(str, result.denied)) if result.denied
                                          else f"FAILED: {result.error}")
         say(f"rehearsal [{variant}]: {len([s for s in result.steps if s.ok])} steps in {result.seconds:.0f}s: {state}")
-    return RehearsalResult(results, time.monotonic() - t0)
+    return RehearsalResult(results, time.monotonic() - t0, skipped)
