@@ -26,7 +26,7 @@ def _rehearse(args: argparse.Namespace) -> int:
         print(report)
     else:
         for v in result.variants:
-            print(f"{v.variant}: {'ok' if v.ok else 'FAILED'} ({len(v.steps)} steps, {v.seconds:.0f}s; "
+            print(f"{v.variant}: {'ok' if v.ok else 'FAILED'} ({sum(s.ok for s in v.steps)} steps ran, {v.seconds:.0f}s; "
                   f"denied: {len(v.denied)}; log {v.log})")
             for d in v.denied:
                 print(f"  denied: {d}")

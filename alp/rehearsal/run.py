@@ -507,5 +507,5 @@ def run_rehearsal(work_dir: Path, *, variants: Sequence[Variant] | None = None, 
         results.append(result)
         state = "ok" if result.ok else ("DENIED: " + "; ".join(map(str, result.denied)) if result.denied
                                          else f"FAILED: {result.error}")
-        say(f"rehearsal [{variant}]: {len([s for s in result.steps if s.ok])} steps in {result.seconds:.0f}s: {state}")
+        say(f"rehearsal [{variant}]: {sum(s.ok for s in result.steps)} steps ran in {result.seconds:.0f}s: {state}")
     return RehearsalResult(results, time.monotonic() - t0, skipped)
