@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import os
 import pkgutil
 import sys
 from collections.abc import Iterator, Sequence
 
 from alp import __version__
+from alp.environment import patched_environ
 from alp.settings import SETTINGS_ENV, SettingsError
 from alp.storage import StorageError
 
@@ -49,15 +49,8 @@ def _settings_env(uri: str | None) -> Iterator[None]:
     if not uri:
         yield
         return
-    previous = os.environ.get(SETTINGS_ENV)
-    os.environ[SETTINGS_ENV] = uri
-    try:
+    with patched_environ({SETTINGS_ENV: uri}):
         yield
-    finally:
-        if previous is None:
-            os.environ.pop(SETTINGS_ENV, None)
-        else:
-            os.environ[SETTINGS_ENV] = previous
 
 
 def main(argv: Sequence[str] | None = None) -> int:

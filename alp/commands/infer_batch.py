@@ -30,9 +30,11 @@ def _role_arn(settings: object) -> str:
     from alp.settings import Settings
 
     assert isinstance(settings, Settings)
-    account = aws.client("sts").get_caller_identity()["Account"]
+    identity = aws.client("sts").get_caller_identity()
+    account = identity["Account"]
+    partition = str(identity["Arn"]).split(":")[1]  # aws, aws-cn, aws-us-gov: the caller's own partition
     names = ResourceNames.from_settings(settings, account)
-    return f"arn:aws:iam::{account}:role/{names.sagemaker_role}"
+    return f"arn:{partition}:iam::{account}:role/{names.sagemaker_role}"
 
 
 def _infer_batch(args: argparse.Namespace) -> int:
@@ -66,7 +68,7 @@ def _infer_batch(args: argparse.Namespace) -> int:
         )
         arn = processing.submit_processing_job(request)
         print(f"infer-batch: started processing job {arn}", file=sys.stderr)
-        processing.wait_processing_job(name)
+        processing.wait_processing_job(name, timeout_seconds=processing.processing_wait_seconds(settings))
         summary = processing.merge_shards(args.manifest, args.out, settings.compute.processing_instance_count)
     else:
         engine = None

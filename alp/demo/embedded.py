@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alp import aws
+from alp.environment import patched_environ
 from alp.resources import ResourceNames
 from alp.settings import Settings
 
@@ -68,19 +69,13 @@ def aws_environment(endpoint: str, region: str) -> Iterator[None]:
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
     }
-    saved = {k: os.environ.get(k) for k in (*values, "AWS_PROFILE")}
-    os.environ.pop("AWS_PROFILE", None)  # a real profile must never be picked up by the demo
-    os.environ.update(values)
-    aws.reset_clients()
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+    # a real profile must never be picked up by the demo
+    with patched_environ({**values, "AWS_PROFILE": None}):
         aws.reset_clients()
+        try:
+            yield
+        finally:
+            aws.reset_clients()
 
 
 @dataclass

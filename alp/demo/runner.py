@@ -33,6 +33,7 @@ from alp import progress, storage
 from alp.demo import embedded, integration
 from alp.demo.report import Overlay, format_table, write_report
 from alp.demo.state import DemoConfig, DemoState, RoundRecord, RunFolder, RunFolderError
+from alp.environment import patched_environ
 from alp.manifest import ManifestLine
 from alp.observability import METRICS_LOG_ENV
 from alp.resources import ResourceNames
@@ -149,22 +150,18 @@ def run_environment(folder: RunFolder) -> Iterator[None]:
         "TMPDIR": str(tmp),
         "MPLBACKEND": "Agg",
     }
-    saved = {k: os.environ.get(k) for k in (*values, SETTINGS_ENV, DATA_ROOT_ENV)}
     saved_cwd = Path.cwd()
     saved_tempdir = tempfile.tempdir
-    os.environ.update(values)
-    tempfile.tempdir = str(tmp)
-    os.chdir(folder.root)  # tools that write relative to the cwd (ultralytics' runs/) write here
-    try:
-        yield
-    finally:
-        os.chdir(saved_cwd)
-        tempfile.tempdir = saved_tempdir
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+    # SETTINGS_ENV and DATA_ROOT_ENV are set later in the run; listed here so they are restored too
+    with patched_environ({SETTINGS_ENV: os.environ.get(SETTINGS_ENV), DATA_ROOT_ENV: os.environ.get(DATA_ROOT_ENV),
+                          **values}):
+        tempfile.tempdir = str(tmp)
+        os.chdir(folder.root)  # tools that write relative to the cwd (ultralytics' runs/) write here
+        try:
+            yield
+        finally:
+            os.chdir(saved_cwd)
+            tempfile.tempdir = saved_tempdir
 
 
 # --- the run -------------------------------------------------------------------------------------------

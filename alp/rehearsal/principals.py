@@ -10,7 +10,6 @@ its own enforcement switched on, checks the same calls again on the server (S3 a
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from alp import aws, principals
 from alp.cloudformation.embedded_stack import EmbeddedStack, Role
+from alp.environment import patched_environ
 from alp.rehearsal.calls import ALWAYS_ALLOWED, Scope, iam_prefix, iam_requests
 from alp.rehearsal.policy import Request, allows_action_anywhere, evaluate
 
@@ -104,25 +104,17 @@ class PrincipalSwitch:
     @contextlib.contextmanager
     def acting_as(self, identity: Identity, step: str, environment: Mapping[str, str] | None = None) -> Iterator[None]:
         """Run the block with ``identity``'s credentials (and ``environment``), its calls booked to ``step``."""
-        saved_env = {k: os.environ.get(k) for k in (*_CREDENTIAL_ENV, *(environment or {}))}
         saved = (self._current, self._step)
-        for key in _CREDENTIAL_ENV:
-            os.environ.pop(key, None)
-        os.environ.update(identity.credentials)
-        os.environ.update(environment or {})
-        self._current, self._step = identity, step
-        self.steps.setdefault(step, StepCalls(role=identity.name))
-        aws.reset_clients()
-        try:
-            yield
-        finally:
-            self._current, self._step = saved
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        values: dict[str, str | None] = {**dict.fromkeys(_CREDENTIAL_ENV), **identity.credentials, **(environment or {})}
+        with patched_environ(values):
+            self._current, self._step = identity, step
+            self.steps.setdefault(step, StepCalls(role=identity.name))
             aws.reset_clients()
+            try:
+                yield
+            finally:
+                self._current, self._step = saved
+                aws.reset_clients()
 
     # alp.principals.PrincipalSwitch: what the local workforce asks for
     def acting_as_role(self, role_name: str) -> contextlib.AbstractContextManager[None]:

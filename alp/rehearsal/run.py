@@ -35,6 +35,7 @@ from alp import aws, storage
 from alp.cloudformation.embedded_stack import EmbeddedStack, create_stack
 from alp.cloudformation.synth import stack_settings
 from alp.cloudformation.template import StackTemplate, TemplateError
+from alp.environment import patched_environ
 from alp.rehearsal.calls import Scope
 from alp.rehearsal.doubles import ProcessingDouble, RekognitionDouble
 from alp.rehearsal.principals import Denial, PrincipalSwitch
@@ -389,7 +390,7 @@ def run_variant(variant: Variant, work_dir: Path, images: list[Path], truth_uri:
     server = EmbeddedAws.start()
     switch: PrincipalSwitch | None = None
     try:
-        with aws_environment(server.endpoint, settings.region), _env({SETTINGS_ENV: None, DATA_ROOT_ENV: None}):
+        with aws_environment(server.endpoint, settings.region), patched_environ({SETTINGS_ENV: None, DATA_ROOT_ENV: None}):
             names = ResourceNames.from_settings(settings, ACCOUNT)
             template = StackTemplate.load(folder, account=ACCOUNT, region=settings.region)
             stack = create_stack(template)
@@ -438,26 +439,6 @@ def run_variant(variant: Variant, work_dir: Path, images: list[Path], truth_uri:
         aws.reset_clients()
     result.seconds = time.monotonic() - t0
     return result
-
-
-@contextlib.contextmanager
-def _env(values: dict[str, str | None]) -> Iterator[None]:
-    import os
-
-    saved = {k: os.environ.get(k) for k in values}
-    for k, v in values.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # --- the whole rehearsal ----------------------------------------------------------------------------------
