@@ -52,6 +52,12 @@ def remove_client_observer(observer: Callable[[str, Any], None]) -> None:
         _clients.clear()
 
 
+def account_id() -> str:
+    """The account the current credentials belong to (STS answers any valid credentials)."""
+    account: str = client("sts").get_caller_identity()["Account"]
+    return account
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a botocore ClientError (a HEAD's is its HTTP status); "" for anything else."""
     response = getattr(exc, "response", None) or {}

@@ -68,7 +68,7 @@ class RegisteredBundle(BaseModel):
 
 
 def _account() -> str:
-    account: str = aws.client("sts").get_caller_identity()["Account"]
+    account = aws.account_id()
     return account
 
 

@@ -27,7 +27,7 @@ def _merge(args: argparse.Namespace) -> int:
                                **{f"changes_{k}": v for k, v in info.changes.items()}},
                      namespace=settings.observability.metrics_namespace)
         if storage.is_s3(data_root) and not args.no_training:
-            account = aws.client("sts").get_caller_identity()["Account"]
+            account = aws.account_id()
             pipeline = ResourceNames.from_settings(settings, account).training_pipeline
             resp = aws.client("codepipeline").start_pipeline_execution(
                 name=pipeline, variables=[{"name": "DatasetUri", "value": result.uri}])

@@ -17,7 +17,7 @@ def _requeue(args: argparse.Namespace) -> int:
     settings = load_settings()
     bucket = args.unlabeled_bucket
     if bucket is None:
-        account = aws.client("sts").get_caller_identity()["Account"]
+        account = aws.account_id()
         bucket = ResourceNames.from_settings(settings, account).unlabeled_bucket
     summary = requeue_batch(args.batch, unlabeled_bucket=bucket, unlabeled_prefix=settings.storage.unlabeled_prefix,
                             max_requeues=settings.labeling.max_requeues)

@@ -109,8 +109,7 @@ class EmbeddedAws:
 
 
 def account_id() -> str:
-    account: str = aws.client("sts").get_caller_identity()["Account"]
-    return account
+    return aws.account_id()
 
 
 # --- resources -------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ class GroundTruthBackend(LabelingBackend):
     @property
     def account(self) -> str:
         if self._account is None:
-            self._account = str(aws.client("sts").get_caller_identity()["Account"])
+            self._account = aws.account_id()
         return self._account
 
     def resource_names(self) -> ResourceNames:
