@@ -10,7 +10,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_NO_INPUT := 1
 
-.PHONY: setup test demo synth rehearse lint bench deploy clean help
+.PHONY: setup test demo synth rehearse lint check bench deploy clean help
 
 help:
 	@echo "make demo    run the whole active-learning loop locally (moto as AWS, simulated workforce)"
@@ -18,6 +18,7 @@ help:
 	@echo "make synth   synthesize the CDK app into cdk.out/ (offline, no credentials)"
 	@echo "make rehearse  run the synthesized stack under its own IAM (embedded AWS) before a deploy"
 	@echo "make lint    ruff, mypy, bandit, cfn-lint"
+	@echo "make check   the quality gate CI runs (.ci/run): make lint, then make test"
 	@echo "make bench   the benchmarks (JSON on stdout)"
 	@echo "make deploy  cdk deploy --all (needs AWS credentials and a bootstrapped account)"
 
@@ -59,9 +60,12 @@ rehearse: setup
 
 lint: setup synth
 	$(BIN)/ruff check .
-	$(BIN)/mypy alp lambdas inference
+	$(BIN)/mypy app.py alp lambdas inference training stacks
 	$(BIN)/bandit -q -c pyproject.toml -r alp lambdas inference training stacks
 	$(BIN)/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
+
+# The one quality gate: a developer runs `make check`, CI runs .ci/run, which runs `make check`.
+check: lint test
 
 bench: $(BIN)/.installed
 	$(BIN)/alp bench synth --json

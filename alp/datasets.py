@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from alp import storage
-from alp.labeling.consolidation import Box, keypoint_area, match_boxes, oks, wilson_interval
+from alp.geometry import Box, keypoint_area, match_boxes, oks
 from alp.manifest import (
     OBJECT_KEY,
     KeypointLabel,
@@ -37,6 +37,7 @@ from alp.manifest import (
     read_manifest_if_present,
 )
 from alp.settings import Settings
+from alp.statistics import wilson_interval
 from alp.steps import DATA_ROOT_ENV
 
 log = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ class AutomationQuality(BaseModel):
 def automation_quality(audit_lines: list[ManifestLine], settings: Settings, batch: str | None = None,
                        iou_threshold: float = 0.5, oks_threshold: float = 0.5) -> AutomationQuality:
     """Agreement between the model's would-be labels (``alp-audit-model``) and the people's labels."""
-    from alp.labeling.tasks import AUDIT_MODEL_KEY
+    from alp.labeling.contracts import AUDIT_MODEL_KEY
 
     head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
     sigmas = settings.schema_.sigmas
@@ -431,12 +432,13 @@ def automation_quality(audit_lines: list[ManifestLine], settings: Settings, batc
                 all_persons_ok = False
                 continue
             gt = [(k.x, k.y, k.v) for k in hp.keypoints]
+            gt_xy, gt_v = [(k.x, k.y) for k in hp.keypoints], [k.v for k in hp.keypoints]
             pred = [(k.x, k.y) for k in mp.keypoints]
             if len(gt) != len(pred):
                 all_persons_ok = False
                 continue
             area = (hp.bbox[2] * hp.bbox[3]) if hp.bbox else keypoint_area(gt, hb[i] if i < len(hb) else None)
-            score = oks(gt, pred, area, sigmas) if any(g[2] > 0 for g in gt) else 1.0
+            score = oks(gt_xy, gt_v, pred, area, sigmas) if any(g[2] > 0 for g in gt) else 1.0
             person_ok += score >= oks_threshold
             all_persons_ok = all_persons_ok and score >= oks_threshold
             for hk, mk in zip(hp.keypoints, mp.keypoints, strict=True):

@@ -37,7 +37,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from alp import aws, storage
-from alp.batching import MANIFEST_NAME
+from alp.batching.plan import MANIFEST_NAME
 from alp.manifest import (
     QUARANTINE_KEY,
     ManifestLine,

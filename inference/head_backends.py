@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -118,15 +119,13 @@ class RekognitionHeadDetector:
         self.poll_seconds = poll_seconds
         self.start_timeout_seconds = start_timeout_seconds
         self._sleep = sleep
-        self._client: Any = None
         self._project_arn: str | None = None
         self.started_here = False
 
-    @property
+    @cached_property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = aws.client("rekognition")
-        return self._client
+        """The Rekognition client, created at first use rather than when the detector is built."""
+        return aws.client("rekognition")
 
     def status(self) -> str:
         if self._project_arn is None:

@@ -30,6 +30,7 @@ from inference.runner import (
     line_key,
     parse_batch_lines,
 )
+from inference.sharding import shard_dir, shard_of
 
 PROCESSING_INPUT_DIR = "/opt/ml/processing/input/manifest"
 PROCESSING_OUTPUT_DIR = "/opt/ml/processing/output"
@@ -47,17 +48,6 @@ Executor = Literal["codebuild", "processing"]
 
 class ProcessingJobFailed(RuntimeError):
     """The Processing job ended Failed or Stopped, or did not finish in time."""
-
-
-def shard_of(key: str, shard_count: int) -> int:
-    """The shard that owns ``key``: a stable hash (the same on every instance, run and Python version)."""
-    if shard_count < 1:
-        raise ValueError("shard_count must be >= 1")
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % shard_count
-
-
-def shard_dir(out_uri: str, shard_index: int, shard_count: int) -> str:
-    return storage.join(out_uri, f"shard-{shard_index:05d}-of-{shard_count:05d}")
 
 
 def shard_from_resource_config(path: str | Path = RESOURCE_CONFIG) -> tuple[int, int]:

@@ -55,6 +55,7 @@ from inference.engine import ImagePrediction, InferenceEngine
 from inference.image_io import DecodedImage, ImageRejected, decode_image
 from inference.judgement import Evidence, InputRejected, ModelFailed, NoModel, RouteDecision, route_image
 from inference.labels import normalize_creation_date, preannotation, with_prediction_labels
+from inference.sharding import shard_dir, shard_of
 
 OUTPUT_FILES: dict[str, str] = {
     "auto": "auto.jsonl",
@@ -311,8 +312,6 @@ class SpooledOutputs:
 def run_batch(manifest_uri: str, out_uri: str, settings: Settings, *, engine: InferenceEngine | None,
               shard_index: int = 0, shard_count: int = 1, progress: bool = False) -> BatchSummary:
     """Infer, judge and route one batch manifest (or one shard of it); ``engine`` None = cold start."""
-    from inference.processing import shard_dir, shard_of
-
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard index {shard_index} is not in [0, {shard_count})")
     dest = out_uri if shard_count == 1 else shard_dir(out_uri, shard_index, shard_count)

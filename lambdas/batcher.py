@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from alp.batching import names_from_function_arn, process_sqs_records
+from alp.batching import BatchingError
+from alp.batching.window import process_sqs_records
+from alp.resources import ResourceNames
 from alp.settings import Settings, load_settings
 
 logging.getLogger().setLevel(logging.INFO)
@@ -21,6 +23,14 @@ def _cached_settings() -> Settings:
     if _settings is None:
         _settings = load_settings()
     return _settings
+
+
+def names_from_function_arn(settings: Settings, function_arn: str) -> ResourceNames:
+    """Resource names for the account and region of the running Lambda function (from its ARN)."""
+    parts = function_arn.split(":")
+    if len(parts) < 7 or parts[2] != "lambda":
+        raise BatchingError(f"not a Lambda function ARN: {function_arn!r}")
+    return ResourceNames.from_settings(settings, account=parts[4], region=parts[3])
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:

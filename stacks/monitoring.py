@@ -32,22 +32,55 @@ PERIOD = Duration.minutes(5)
 
 def quarantine_share_expression(settings: Settings, step: str = INFER_STEP) -> cw.MathExpression:
     """Quarantined / all routed images of ``step`` (0 when nothing was routed in the period)."""
-    metrics = {
-        name.removeprefix("images_"): cw.Metric(namespace=settings.observability.metrics_namespace,
-                                                metric_name=name, dimensions_map={"Step": step},
-                                                statistic="Sum", period=PERIOD)
-        for name in ROUTE_METRICS
-    }
+    metrics = {name.removeprefix("images_"): _step_metric(settings, name, step) for name in ROUTE_METRICS}
     total = "FILL(auto, 0) + FILL(human, 0) + FILL(audit, 0) + FILL(quarantine, 0)"
     return cw.MathExpression(expression=f"IF(({total}) > 0, FILL(quarantine, 0) / ({total}), 0)",
                              using_metrics=metrics, label="Quarantine share", period=PERIOD)
 
 
 class Monitoring(Construct):
+    """The alert topic, an alarm on each way the pipeline can fail quietly, and the dashboard."""
+
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, dashboard_name: str,
                  dead_letter_queue: sqs.IQueue, upload_queue: sqs.IQueue, batcher: lambda_.IFunction,
                  pipeline_names: Sequence[str]) -> None:
         super().__init__(scope, construct_id)
+        self.topic = self._alert_topic()
+        self.dlq_alarm = self._alarm(
+            "DeadLettersAlarm",
+            "Upload events reached the dead-letter queue: they were not batched. Inspect and redrive.",
+            dead_letter_queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(1),
+                                                                            statistic="Maximum"),
+        )
+        self.failed_rule = self._pipeline_failed_rule(pipeline_names)
+        self.pipeline_failed_alarm = self._alarm(
+            "PipelineFailedAlarm",
+            "A pipeline execution failed (EventBridge rule on CodePipeline state FAILED)",
+            cw.Metric(namespace="AWS/Events", metric_name="TriggeredRules",
+                      dimensions_map={"RuleName": self.failed_rule.rule_name}, statistic="Sum", period=PERIOD),
+        )
+        share = quarantine_share_expression(settings)
+        limit = settings.observability.quarantine_share_alarm
+        self.quarantine_alarm = self._alarm(
+            "QuarantineShareAlarm",
+            f"More than {limit:.0%} of the routed images were quarantined (broken uploads or a failing model)",
+            share, threshold=limit, comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        )
+        self.batcher_errors_alarm = self._alarm(
+            "BatcherErrorsAlarm",
+            "The batcher Lambda failed (its records return to the queue and are retried)",
+            batcher.metric_errors(period=PERIOD, statistic="Sum"),
+        )
+        self.alarms = (self.dlq_alarm, self.pipeline_failed_alarm, self.quarantine_alarm, self.batcher_errors_alarm)
+        action = cw_actions.SnsAction(self.topic)
+        for alarm in self.alarms:
+            alarm.add_alarm_action(action)
+        self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=dashboard_name)
+        self.dashboard.add_widgets(*self._intake_widgets(settings, upload_queue, dead_letter_queue, batcher))
+        self.dashboard.add_widgets(*self._routing_widgets(settings, share))
+
+    def _alert_topic(self) -> sns.Topic:
+        """The topic every alarm notifies, under a customer key the alarm and event services may use."""
         key = kms.Key(self, "AlertsKey", enable_key_rotation=True,
                       description="Encrypts the pipeline's alert topic")
         for service in ("cloudwatch.amazonaws.com", "events.amazonaws.com"):
@@ -55,20 +88,19 @@ class Monitoring(Construct):
                 principals=[iam.ServicePrincipal(service)],
                 actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=["*"],  # "*" = this key, in a key policy
             ))
-        self.topic = sns.Topic(self, "Alerts", display_name="Active labeling pipeline alerts", master_key=key,
-                               enforce_ssl=True)
-        action = cw_actions.SnsAction(self.topic)
+        return sns.Topic(self, "Alerts", display_name="Active labeling pipeline alerts", master_key=key,
+                         enforce_ssl=True)
 
-        self.dlq_alarm = cw.Alarm(
-            self, "DeadLettersAlarm",
-            alarm_description="Upload events reached the dead-letter queue: they were not batched. Inspect and redrive.",
-            metric=dead_letter_queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(1),
-                                                                                   statistic="Maximum"),
-            threshold=1, evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        self.failed_rule = events.Rule(
+    def _alarm(self, construct_id: str, description: str, metric: cw.IMetric, *, threshold: float = 1,
+               comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+               ) -> cw.Alarm:
+        """An alarm on one period of ``metric``; no data (nothing happened) is not a breach."""
+        return cw.Alarm(self, construct_id, alarm_description=description, metric=metric, threshold=threshold,
+                        evaluation_periods=1, comparison_operator=comparison,
+                        treat_missing_data=cw.TreatMissingData.NOT_BREACHING)
+
+    def _pipeline_failed_rule(self, pipeline_names: Sequence[str]) -> events.Rule:
+        return events.Rule(
             self, "PipelineFailedRule",
             description="A labeling or training pipeline execution failed",
             event_pattern=events.EventPattern(
@@ -76,62 +108,40 @@ class Monitoring(Construct):
                 detail={"state": ["FAILED"], "pipeline": list(pipeline_names)}),
             targets=[targets.SnsTopic(self.topic)],
         )
-        self.pipeline_failed_alarm = cw.Alarm(
-            self, "PipelineFailedAlarm",
-            alarm_description="A pipeline execution failed (EventBridge rule on CodePipeline state FAILED)",
-            metric=cw.Metric(namespace="AWS/Events", metric_name="TriggeredRules",
-                             dimensions_map={"RuleName": self.failed_rule.rule_name}, statistic="Sum", period=PERIOD),
-            threshold=1, evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        share = quarantine_share_expression(settings)
-        self.quarantine_alarm = cw.Alarm(
-            self, "QuarantineShareAlarm",
-            alarm_description=(f"More than {settings.observability.quarantine_share_alarm:.0%} of the routed images "
-                               "were quarantined (broken uploads or a failing model)"),
-            metric=share, threshold=settings.observability.quarantine_share_alarm, evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        self.batcher_errors_alarm = cw.Alarm(
-            self, "BatcherErrorsAlarm",
-            alarm_description="The batcher Lambda failed (its records return to the queue and are retried)",
-            metric=batcher.metric_errors(period=PERIOD, statistic="Sum"), threshold=1, evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        for alarm in (self.dlq_alarm, self.pipeline_failed_alarm, self.quarantine_alarm, self.batcher_errors_alarm):
-            alarm.add_alarm_action(action)
 
-        ns = settings.observability.metrics_namespace
-
-        def step_metric(name: str, step: str, statistic: str = "Sum") -> cw.Metric:
-            return cw.Metric(namespace=ns, metric_name=name, dimensions_map={"Step": step}, statistic=statistic,
-                             period=PERIOD)
-
-        self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=dashboard_name)
-        self.dashboard.add_widgets(
+    def _intake_widgets(self, settings: Settings, upload_queue: sqs.IQueue, dead_letter_queue: sqs.IQueue,
+                        batcher: lambda_.IFunction) -> list[cw.IWidget]:
+        """The first row: uploads waiting and dead-lettered, the batcher, the batches it cut."""
+        return [
             cw.GraphWidget(title="Upload queue", left=[upload_queue.metric_approximate_number_of_messages_visible(),
                                                        dead_letter_queue.metric_approximate_number_of_messages_visible()]),
             cw.GraphWidget(title="Batcher", left=[batcher.metric_invocations(), batcher.metric_errors()],
                            right=[batcher.metric_duration()]),
-            cw.GraphWidget(title="Batches", left=[step_metric(m, BATCH_STEP) for m in
+            cw.GraphWidget(title="Batches", left=[_step_metric(settings, m, BATCH_STEP) for m in
                                                   ("objects_batched", "images_quarantine", "duplicate_events",
                                                    "failed_messages")]),
-        )
-        self.dashboard.add_widgets(
+        ]
+
+    def _routing_widgets(self, settings: Settings, share: cw.MathExpression) -> list[cw.IWidget]:
+        """The second row: routes, quarantine share, inference and labeling times, the challenger, alarms."""
+        return [
             cw.GraphWidget(title="Images by route", stacked=True,
-                           left=[step_metric(m, INFER_STEP) for m in ROUTE_METRICS]),
+                           left=[_step_metric(settings, m, INFER_STEP) for m in ROUTE_METRICS]),
             cw.GraphWidget(title="Quarantine share", left=[share],
                            left_annotations=[cw.HorizontalAnnotation(
                                value=settings.observability.quarantine_share_alarm, label="alarm")]),
             cw.GraphWidget(title="Inference ms per image",
-                           left=[step_metric("inference_ms_per_image", INFER_STEP, "Average")]),
+                           left=[_step_metric(settings, "inference_ms_per_image", INFER_STEP, "Average")]),
             cw.GraphWidget(title="Labeling job seconds",
-                           left=[step_metric("labeling_job_seconds", "Label", "Maximum")]),
+                           left=[_step_metric(settings, "labeling_job_seconds", "Label", "Maximum")]),
             cw.GraphWidget(title="Challenger metrics (test split)",
-                           left=[step_metric(m, "Evaluate", "Maximum") for m in settings.training.gate_metrics]),
-            cw.AlarmStatusWidget(title="Alarms", alarms=[self.dlq_alarm, self.pipeline_failed_alarm,
-                                                         self.quarantine_alarm, self.batcher_errors_alarm]),
-        )
+                           left=[_step_metric(settings, m, "Evaluate", "Maximum")
+                                 for m in settings.training.gate_metrics]),
+            cw.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms)),
+        ]
+
+
+def _step_metric(settings: Settings, name: str, step: str, statistic: str = "Sum") -> cw.Metric:
+    """A metric the steps publish through :func:`alp.observability.emit_metrics`."""
+    return cw.Metric(namespace=settings.observability.metrics_namespace, metric_name=name,
+                     dimensions_map={"Step": step}, statistic=statistic, period=PERIOD)

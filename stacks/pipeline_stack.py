@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Aws, CfnOutput, Stack, Token
 from aws_cdk import aws_lambda as lambda_
@@ -43,8 +44,8 @@ class ActiveLabelingStack(Stack):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, lambda_code_dir: Path,
-                 repo_root: Path = REPO_ROOT, **kwargs: object) -> None:
-        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+                 repo_root: Path = REPO_ROOT, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # kwargs: Stack's own (env, description...)
         region = self.region if not Token.is_unresolved(self.region) else Aws.REGION
         names = ResourceNames.from_settings(settings, account=Aws.ACCOUNT_ID, region=region)
         self.names = names

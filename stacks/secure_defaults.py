@@ -9,6 +9,7 @@ which records exactly one finding on one construct with its reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import Duration, RemovalPolicy
@@ -25,6 +26,23 @@ def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:
     cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=finding, reason=reason))
 
 
+def _private_bucket(scope: Construct, construct_id: str, *, bucket_name: str, versioned: bool,
+                    **props: Any) -> s3.Bucket:
+    """What every bucket has: public access blocked, SSE-S3, TLS 1.2 only, objects owned by the bucket owner."""
+    return s3.Bucket(
+        scope,
+        construct_id,
+        bucket_name=bucket_name,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        encryption=s3.BucketEncryption.S3_MANAGED,  # the one S3 server access log delivery supports
+        enforce_ssl=True,
+        minimum_tls_version=1.2,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # no ACLs: log delivery is granted by policy
+        versioned=versioned,
+        **props,
+    )
+
+
 def secure_bucket(
     scope: Construct,
     construct_id: str,
@@ -38,15 +56,10 @@ def secure_bucket(
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
 ) -> s3.Bucket:
     """A private, encrypted, TLS-only bucket. ``access_logs`` None only for the access-log bucket itself."""
-    return s3.Bucket(
+    return _private_bucket(
         scope,
         construct_id,
         bucket_name=bucket_name,
-        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-        encryption=s3.BucketEncryption.S3_MANAGED,
-        enforce_ssl=True,
-        minimum_tls_version=1.2,
-        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
         versioned=versioned,
         event_bridge_enabled=event_bridge,
         server_access_logs_bucket=access_logs,
@@ -59,15 +72,10 @@ def secure_bucket(
 
 def access_log_bucket(scope: Construct, construct_id: str, *, bucket_name: str, retention_days: int) -> s3.Bucket:
     """The server-access-log target (it does not log itself; cdk-nag's S1 recognises a log target)."""
-    bucket = s3.Bucket(
+    return _private_bucket(
         scope,
         construct_id,
         bucket_name=bucket_name,
-        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-        encryption=s3.BucketEncryption.S3_MANAGED,  # S3 log delivery supports SSE-S3 only
-        enforce_ssl=True,
-        minimum_tls_version=1.2,
-        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # log delivery is granted by bucket policy
         versioned=True,
         lifecycle_rules=[
             s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(max(retention_days, 90)),
@@ -75,7 +83,6 @@ def access_log_bucket(scope: Construct, construct_id: str, *, bucket_name: str, 
         ],
         removal_policy=RemovalPolicy.RETAIN,
     )
-    return bucket
 
 
 def secure_queue(
@@ -103,13 +110,7 @@ def secure_queue(
 
 def function_log_group(scope: Construct, construct_id: str, *, function_name: str, retention_days: int) -> logs.LogGroup:
     """The log group a function writes to, created up front so its retention is explicit."""
-    return logs.LogGroup(
-        scope,
-        construct_id,
-        log_group_name=f"/aws/lambda/{function_name}",
-        retention=retention_enum(retention_days),
-        removal_policy=RemovalPolicy.DESTROY,
-    )
+    return log_group(scope, construct_id, name=f"/aws/lambda/{function_name}", retention_days=retention_days)
 
 
 def log_group(scope: Construct, construct_id: str, *, name: str, retention_days: int) -> logs.LogGroup:

@@ -18,7 +18,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from alp.batching import LEDGER_KEY
+from alp.batching.ledger import LEDGER_KEY
 from alp.resources import ResourceNames
 from alp.settings import Settings
 from stacks.functions import FunctionSpec, PipelineFunction

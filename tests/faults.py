@@ -186,7 +186,8 @@ class MiniPipeline:
     def upload(self, name: str, body: bytes | None = None, *, seed: int = 0, persons: int = 1,
                size: tuple[int, int] = (640, 480)) -> str:
         """Upload ``incoming/<name>`` (a ``size`` JPEG unless ``body`` is given); returns its key."""
-        from alp.labeling.synthetic import truth_line
+        from labeling_builders import truth_line
+
         from alp.manifest import write_manifest
 
         key = self.settings.storage.unlabeled_prefix + name
@@ -228,7 +229,7 @@ class MiniPipeline:
                 for i in range(n)]
 
     def batch(self, records: list[dict[str, Any]]) -> Any:
-        from alp.batching import process_sqs_records
+        from alp.batching.window import process_sqs_records
 
         return process_sqs_records(records, self.settings, self.names)
 

@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alp.batching import SqsRecord, parse_record
-from alp.labeling.consolidation import WorkerAnswerError, parse_box_answer, parse_keypoint_answer
-from alp.labeling.tasks import HEAD_ELEMENT, KEYPOINT_ELEMENT, VISIBILITY_PREFIX
+from alp.batching.events import SqsRecord, parse_record
+from alp.labeling.answers import WorkerAnswerError, parse_box_answer, parse_keypoint_answer
+from alp.labeling.contracts import HEAD_ELEMENT, KEYPOINT_ELEMENT, VISIBILITY_PREFIX
 from alp.manifest import MAX_LINE_CHARS
 from alp.settings import Settings
 from inference.image_io import DecodedImage

@@ -16,13 +16,10 @@ from typing import Any
 import pytest
 
 from alp import aws
-from alp.batching import (
-    BatchLedger,
-    SqsRecord,
-    batch_id_for,
-    parse_record,
-    process_sqs_records,
-)
+from alp.batching.events import SqsRecord, parse_record
+from alp.batching.ledger import BatchLedger
+from alp.batching.plan import batch_id_for
+from alp.batching.window import process_sqs_records
 from alp.manifest import OBJECT_KEY, QUARANTINE_KEY, ManifestLine
 from alp.resources import ResourceNames
 from alp.settings import Settings

@@ -7,7 +7,11 @@ import random
 
 import pytest
 
-from alp.benches.active_learning import (
+from alp import manifest
+from alp.benches.label_savings import (
+    RoundPoint,
+    SeedResult,
+    TargetRatio,
     cost_per_100k,
     labels_to_target,
     plot_label_savings,
@@ -21,51 +25,39 @@ from alp.demo.strategies import (
     route_randomly,
     route_within_budget,
 )
-from alp.manifest import (
-    BoundingBoxLabel,
-    BoxAnnotation,
-    BoxMetadata,
-    ImageSize,
-    Keypoint,
-    KeypointLabel,
-    KeypointMetadata,
-    ManifestLine,
-    ObjectConfidence,
-    PersonKeypoints,
-    PreAnnotation,
-    RouteInfo,
-    ScoredBox,
-)
+from alp.manifest import ManifestLine
 from alp.schema import INCABIN17
 from alp.settings import Settings
 
 SETTINGS = Settings()
 HEAD = SETTINGS.labeling.head_label_attribute
 KP = SETTINGS.labeling.keypoint_label_attribute
-SIZE = ImageSize(width=128, height=96)
+SIZE = manifest.ImageSize(width=128, height=96)
 
 
-def _person(dx: float = 0.0) -> PersonKeypoints:
-    pts = [Keypoint(name=n, x=30 + 3 * i + dx, y=20 + 2 * i, v=2) for i, n in enumerate(INCABIN17.names)]
-    return PersonKeypoints(keypoints=pts, head_box_index=0, bbox=[25, 15, 60, 50])
+def _person(dx: float = 0.0) -> manifest.PersonKeypoints:
+    pts = [manifest.Keypoint(name=n, x=30 + 3 * i + dx, y=20 + 2 * i, v=2) for i, n in enumerate(INCABIN17.names)]
+    return manifest.PersonKeypoints(keypoints=pts, head_box_index=0, bbox=[25, 15, 60, 50])
 
 
 def _auto_line(name: str, dx: float = 0.0, box_dx: float = 0.0) -> ManifestLine:
     line = ManifestLine.for_image(f"s3://b/incoming/{name}")
-    line = line.with_boxes(HEAD, BoundingBoxLabel(image_size=[SIZE], annotations=[
-        BoxAnnotation(left=30 + box_dx, top=10, width=20, height=20)]),
-        BoxMetadata(objects=[ObjectConfidence(confidence=0.9)], human_annotated="no"))
-    line = line.with_keypoints(KP, KeypointLabel(image_size=[SIZE], persons=[_person(dx)]),
-                               KeypointMetadata(human_annotated="no"))
-    return line.with_model("alp-route", RouteInfo(route="auto", reason="confident", score=0.9, bundle_id="b1"))
+    line = line.with_boxes(HEAD, manifest.BoundingBoxLabel(image_size=[SIZE], annotations=[
+        manifest.BoxAnnotation(left=30 + box_dx, top=10, width=20, height=20)]),
+        manifest.BoxMetadata(objects=[manifest.ObjectConfidence(confidence=0.9)], human_annotated="no"))
+    line = line.with_keypoints(KP, manifest.KeypointLabel(image_size=[SIZE], persons=[_person(dx)]),
+                               manifest.KeypointMetadata(human_annotated="no"))
+    return line.with_model("alp-route",
+                           manifest.RouteInfo(route="auto", reason="confident", score=0.9, bundle_id="b1"))
 
 
 def _human_line(name: str, with_proposal: bool = True, score: float | None = 0.3) -> ManifestLine:
-    pre = PreAnnotation(route="human", reason="low_box", image_size=SIZE if with_proposal else None,
-                        boxes=[ScoredBox(left=30, top=10, width=20, height=20, score=0.3)] if with_proposal else [],
-                        persons=[_person()] if with_proposal else [], bundle_id="b1")
+    boxes = [manifest.ScoredBox(left=30, top=10, width=20, height=20, score=0.3)] if with_proposal else []
+    pre = manifest.PreAnnotation(route="human", reason="low_box", image_size=SIZE if with_proposal else None,
+                                 boxes=boxes, persons=[_person()] if with_proposal else [], bundle_id="b1")
     line = ManifestLine.for_image(f"s3://b/incoming/{name}").with_model("alp-preannotation", pre)
-    return line.with_model("alp-route", RouteInfo(route="human", reason="low_box", score=score, bundle_id="b1"))
+    return line.with_model("alp-route",
+                           manifest.RouteInfo(route="human", reason="low_box", score=score, bundle_id="b1"))
 
 
 def test_given_labels_reached_between_rounds_then_target_is_interpolated():
@@ -78,10 +70,10 @@ def test_given_labels_reached_between_rounds_then_target_is_interpolated():
 
 def test_cost_compares_pipeline_with_all_human():
     cost = cost_per_100k(human_share=0.25, compute_seconds_per_image=0.036, price_task=0.36, price_hour=0.526)
-    assert cost["all_human_usd"] == 36000.0
-    assert cost["pipeline_human_usd"] == 9000.0
-    assert cost["pipeline_compute_usd"] == pytest.approx(0.526, abs=0.01)
-    assert cost["saving_ratio"] == pytest.approx(0.25, abs=0.001)
+    assert cost.all_human_usd == 36000.0
+    assert cost.pipeline_human_usd == 9000.0
+    assert cost.pipeline_compute_usd == pytest.approx(0.526, abs=0.01)
+    assert cost.saving_ratio == pytest.approx(0.25, abs=0.001)
 
 
 def test_auto_and_human_lines_convert_both_ways_keeping_the_proposal():
@@ -145,7 +137,7 @@ def test_given_a_budget_the_judgement_strategy_sends_the_least_confident_images_
     assert len(route_within_budget(auto, human, 50, "judgement", random.Random(0), SETTINGS).human) == 7
     assert len(route_within_budget(auto, human, 0, "judgement", random.Random(0), SETTINGS).human) == 0
     # a budget left over after the thresholds' human images goes to the least confident passed ones
-    passed = [_auto_line(f"p{i}.jpg").with_model("alp-route", RouteInfo(route="auto", reason="confident",
+    passed = [_auto_line(f"p{i}.jpg").with_model("alp-route", manifest.RouteInfo(route="auto", reason="confident",
                                                                         score=sc, bundle_id="b1"))
               for i, sc in enumerate([0.9, 0.6, 0.7])]
     routed = route_within_budget(passed, human[:1], 2, "judgement", random.Random(0), SETTINGS)
@@ -154,52 +146,55 @@ def test_given_a_budget_the_judgement_strategy_sends_the_least_confident_images_
 
 
 def test_ratio_at_a_target_averages_seeds_and_is_null_unless_every_seed_reaches_it():
-    def seed(j: list[float], r: list[float]) -> dict[str, object]:
+    def seed(j: list[float], r: list[float]) -> SeedResult:
         labels = [10, 20, 30]
-        return {"rounds": {"judgement": [{"human_labels": n, "kpt_oks_map50": v} for n, v in zip(labels, j)],
-                           "random": [{"human_labels": n, "kpt_oks_map50": v} for n, v in zip(labels, r)]}}
+        return SeedResult(seed=0, rounds={
+            "judgement": [RoundPoint(round=i, human_labels=n, kpt_oks_map50=v) for i, (n, v) in enumerate(zip(labels, j))],
+            "random": [RoundPoint(round=i, human_labels=n, kpt_oks_map50=v) for i, (n, v) in enumerate(zip(labels, r))]})
 
     seeds = [seed([0.0, 0.4, 0.6], [0.0, 0.2, 0.4]), seed([0.0, 0.2, 0.4], [0.0, 0.1, 0.3])]
     at_02 = ratio_at(seeds, 0.2)
-    assert at_02["judgement"] == pytest.approx((15 + 20) / 2)
-    assert at_02["random"] == pytest.approx((20 + 25) / 2)
-    assert at_02["label_ratio"] == pytest.approx(17.5 / 22.5, abs=1e-4)
-    assert ratio_at(seeds, 0.5)["label_ratio"] is None  # the second seed never gets there
-    assert "label_ratio_at_most" not in ratio_at(seeds, 0.5)  # judgement did not get there either
+    assert at_02.judgement == pytest.approx((15 + 20) / 2)
+    assert at_02.random == pytest.approx((20 + 25) / 2)
+    assert at_02.label_ratio == pytest.approx(17.5 / 22.5, abs=1e-4)
+    assert ratio_at(seeds, 0.5).label_ratio is None  # the second seed never gets there
+    assert "label_ratio_at_most" not in ratio_at(seeds, 0.5).model_dump()  # judgement did not get there either
     # judgement reaches 0.35 in both seeds (18.75, 27.5), random in one (27.5) and not the other (30 spent):
     # the ratio is unknown, but at most 23.125 / 28.75
     bounded = ratio_at(seeds, 0.35)
-    assert bounded["label_ratio"] is None and bounded["random"] is None
-    assert bounded["label_ratio_at_most"] == pytest.approx(23.125 / 28.75, abs=1e-4)
+    assert bounded.label_ratio is None and bounded.random is None
+    assert bounded.label_ratio_at_most == pytest.approx(23.125 / 28.75, abs=1e-4)
 
 
 def test_the_goal_is_met_by_the_ratio_or_by_a_bound_under_it_and_unknown_otherwise():
-    from alp.benches.active_learning import goal_met
+    from alp.benches.label_savings import goal_met
 
-    assert goal_met({"label_ratio": 0.45}) is True
-    assert goal_met({"label_ratio": 0.55, "label_ratio_at_most": None}) is False
-    assert goal_met({"label_ratio": None, "label_ratio_at_most": 0.47}) is True  # the true ratio is lower still
-    assert goal_met({"label_ratio": None, "label_ratio_at_most": 0.58}) is None  # could be either
-    assert goal_met({"label_ratio": None}) is None
+    assert goal_met(TargetRatio(label_ratio=0.45)) is True
+    assert goal_met(TargetRatio(label_ratio=0.55, label_ratio_at_most=None)) is False
+    assert goal_met(TargetRatio(label_ratio=None, label_ratio_at_most=0.47)) is True  # the true ratio is lower still
+    assert goal_met(TargetRatio(label_ratio=None, label_ratio_at_most=0.58)) is None  # could be either
+    assert goal_met(TargetRatio(label_ratio=None)) is None
 
 
 def test_score_diagnostics_rank_right_above_wrong_and_bin_precision():
     perfect = [(0.9, True), (0.8, True), (0.2, False), (None, False)]  # no score = nothing detected = 0
     d = score_diagnostics(perfect)
-    assert d["auroc"] == 1.0 and d["precision"] == 0.5 and d["images"] == 4
-    bins = {b["score"]: b for b in d["by_score"]}
-    assert bins["[0.0, 0.1)"] == {"score": "[0.0, 0.1)", "images": 1, "precision": 0.0}
-    assert bins["[0.8, 1.0]"]["images"] == 2 and bins["[0.8, 1.0]"]["precision"] == 1.0
-    assert score_diagnostics([(0.3, True), (0.3, False)])["auroc"] == 0.5  # ties count half
-    assert score_diagnostics([(0.3, False)])["auroc"] is None  # undefined without both kinds
-    assert score_diagnostics([])["precision"] is None
+    assert d.auroc == 1.0 and d.precision == 0.5 and d.images == 4
+    bins = {b.score: b for b in d.by_score}
+    assert bins["[0.0, 0.1)"].model_dump() == {"score": "[0.0, 0.1)", "images": 1, "precision": 0.0}
+    assert bins["[0.8, 1.0]"].images == 2 and bins["[0.8, 1.0]"].precision == 1.0
+    assert score_diagnostics([(0.3, True), (0.3, False)]).auroc == 0.5  # ties count half
+    assert score_diagnostics([(0.3, False)]).auroc is None  # undefined without both kinds
+    assert score_diagnostics([]).precision is None
 
 
 def test_the_label_savings_plot_is_a_png(tmp_path):
     from PIL import Image
 
-    rows = [{"human_labels": n, "kpt_oks_map50": v, "box_map50": v} for n, v in [(10, 0.0), (20, None), (30, 0.6)]]
-    path = plot_label_savings([{"rounds": {"judgement": rows, "random": rows}}], 0.5, tmp_path / "savings.png")
+    rows = [RoundPoint(round=i, human_labels=n, kpt_oks_map50=v, box_map50=v)
+            for i, (n, v) in enumerate([(10, 0.0), (20, None), (30, 0.6)])]
+    path = plot_label_savings([SeedResult(seed=0, rounds={"judgement": rows, "random": rows})], 0.5,
+                              tmp_path / "savings.png")
     with Image.open(path) as im:
         assert im.format == "PNG" and im.width > 500
 
@@ -207,8 +202,8 @@ def test_the_label_savings_plot_is_a_png(tmp_path):
 def test_cold_start_and_model_error_lines_are_never_auto_labeled_even_over_budget():
     size_only = [
         ManifestLine.for_image(f"s3://b/incoming/{name}").with_model(
-            "alp-preannotation", PreAnnotation(route="human", reason=reason, image_size=SIZE, bundle_id=bundle))
-        .with_model("alp-route", RouteInfo(route="human", reason=reason, bundle_id=bundle))
+            "alp-preannotation", manifest.PreAnnotation(route="human", reason=reason, image_size=SIZE, bundle_id=bundle))
+        .with_model("alp-route", manifest.RouteInfo(route="human", reason=reason, bundle_id=bundle))
         for name, reason, bundle in [("cold.jpg", "no_model", None), ("err.jpg", "model_error: boom", "b1")]
     ]
     for strategy in ("judgement", "random"):
@@ -222,7 +217,7 @@ def test_auto_label_match_needs_box_iou_and_oks():
     assert not auto_label_matches(_auto_line("t.jpg", dx=25.0), truth, SETTINGS)  # keypoints far off
     assert not auto_label_matches(_auto_line("t.jpg", box_dx=15.0), truth, SETTINGS)  # box IoU < 0.5
     empty = ManifestLine.for_image("s3://b/incoming/t.jpg").with_boxes(
-        HEAD, BoundingBoxLabel(image_size=[SIZE]), BoxMetadata(human_annotated="no"))
+        HEAD, manifest.BoundingBoxLabel(image_size=[SIZE]), manifest.BoxMetadata(human_annotated="no"))
     assert not auto_label_matches(empty, truth, SETTINGS)  # a missed head is not a match
 
 

@@ -12,23 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alp import geometry
-from alp.labeling.consolidation import (
-    Box,
+from alp.geometry import Box, box_agreement, box_iou, iou_matrix, oks
+from alp.labeling.answers import (
     BoxAnswer,
     KeypointAnswer,
     WorkerAnswerError,
-    box_agreement,
-    box_iou,
-    consolidate_boxes,
-    consolidate_keypoints,
-    majority_visibility,
-    oks,
     parse_box_answer,
     parse_keypoint_answer,
-    wilson_interval,
 )
+from alp.labeling.consolidation import consolidate_boxes, consolidate_keypoints, majority_visibility
 from alp.schema import INCABIN17
+from alp.statistics import wilson_interval
 
 NAMES = list(INCABIN17.names)
 SIGMAS = list(INCABIN17.sigmas)
@@ -38,10 +32,22 @@ def _box_answer(worker: str, *boxes: tuple[float, float, float, float]) -> BoxAn
     return BoxAnswer(worker, (640, 480), tuple(Box(*b) for b in boxes))
 
 
-def test_box_iou_matches_the_numpy_geometry() -> None:
+def test_box_iou_of_ltwh_boxes_matches_the_numpy_matrix() -> None:
     a, b = Box(10, 10, 50, 40), Box(30, 20, 50, 50)
-    assert box_iou(a, b) == pytest.approx(geometry.box_iou((10, 10, 60, 50), (30, 20, 80, 70)))
-    assert box_iou(a, Box(200, 200, 5, 5)) == 0.0
+    assert box_iou(a.xyxy, b.xyxy) == pytest.approx(iou_matrix(np.array([(10, 10, 60, 50)]),
+                                                               np.array([(30, 20, 80, 70)]))[0, 0])
+    assert box_iou(a.xyxy, Box(200, 200, 5, 5).xyxy) == 0.0
+
+
+def _cocoeval_oks(gt: list[tuple[float, float, int]], pred: list[tuple[float, float]], area: float,
+                  sigmas: list[float]) -> float:
+    """pycocotools' COCOeval.computeOks for one ground truth and one prediction, in numpy."""
+    g, p = np.array([t[:2] for t in gt], dtype=np.float64), np.array(pred, dtype=np.float64)
+    labeled = np.array([t[2] for t in gt]) > 0
+    if not labeled.any():
+        return 0.0
+    e = np.sum((g - p) ** 2, axis=1) / (2.0 * np.array(sigmas)) ** 2 / (area + np.spacing(1)) / 2.0
+    return float(np.mean(np.exp(-e[labeled])))
 
 
 @settings(max_examples=40, deadline=None)
@@ -50,8 +56,8 @@ def test_box_iou_matches_the_numpy_geometry() -> None:
        st.floats(100, 10000))
 def test_oks_equals_the_numpy_cocoeval_formula(gt: list[tuple[float, float, int]],
                                                pred: list[tuple[float, float]], area: float) -> None:
-    expected = geometry.oks(np.array([g[:2] for g in gt]), np.array([g[2] for g in gt]), np.array(pred), area, SIGMAS)
-    assert oks(gt, pred, area, SIGMAS) == pytest.approx(expected, abs=1e-9)
+    expected = _cocoeval_oks(gt, pred, area, SIGMAS)
+    assert oks([g[:2] for g in gt], [g[2] for g in gt], pred, area, SIGMAS) == pytest.approx(expected, abs=1e-9)
 
 
 def test_three_workers_boxes_cluster_by_iou_and_take_the_median() -> None:

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from labeling_builders import auto_line, human_line, truth_line
 
 from alp.datasets import (
     DATASET_FILE,
@@ -25,9 +26,8 @@ from alp.datasets import (
     read_version,
     read_version_info,
 )
+from alp.labeling.contracts import AUDIT_MODEL_KEY
 from alp.labeling.local import LocalWorkforceBackend
-from alp.labeling.synthetic import auto_line, human_line, truth_line
-from alp.labeling.tasks import AUDIT_MODEL_KEY
 from alp.labeling.workflow import run_label_step
 from alp.manifest import ManifestLine, read_manifest, write_manifest
 from alp.settings import Settings

@@ -73,21 +73,21 @@ def test_given_a_fresh_folder_when_the_mini_demo_runs_then_it_reports_every_roun
 @pytest.mark.slow
 def test_with_a_human_budget_the_least_confident_go_to_people_and_the_doubted_rest_waits_for_the_next_round(
         tmp_path, capsys, monkeypatch):
-    from alp.demo import runner
+    from alp.demo.rounds import DemoRun
 
     run_dir = tmp_path / "demo-budget"
     mini = [*MINI[MINI.index("--pool"):], "--rounds", "2"]  # 7 uploads a round after the 10 seed images
     # Ctrl-C before round 2, then a resume: the new embedded AWS must get round 1's requeued images again
-    real_round = runner.DemoRun.run_round
+    real_round = DemoRun.run_round
 
     def stop_before_round_2(self, rnd):
         if rnd == 2:
             raise KeyboardInterrupt
         return real_round(self, rnd)
 
-    monkeypatch.setattr(runner.DemoRun, "run_round", stop_before_round_2)
+    monkeypatch.setattr(DemoRun, "run_round", stop_before_round_2)
     assert main(["demo", "--run-dir", str(run_dir), "--fresh", *mini, "--human-share", "0.5"]) == 130
-    monkeypatch.setattr(runner.DemoRun, "run_round", real_round)
+    monkeypatch.setattr(DemoRun, "run_round", real_round)
     rc = main(["demo", "--run-dir", str(run_dir), *mini, "--human-share", "0.5"])
     out = capsys.readouterr().out
     assert rc == 0, out

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from alp import aws, storage
-from alp.bundle import BundleDescriptor, ModelFile, sha256_file, write_bundle
+from alp.bundle import DESCRIPTOR_NAME, BundleDescriptor, ModelFile, sha256_bytes
 from alp.demo import embedded
 from alp.demo.report import Overlay, format_table, markdown_table, write_report
 from alp.demo.state import DemoConfig, RoundRecord, RunFolder, RunFolderError
@@ -33,17 +32,13 @@ def stack():
         server.stop()
 
 
-def _fake_bundle(tmp: Path, bundle_uri: str, bundle_id: str) -> None:
-    models = {}
-    files = {}
-    for role, task in (("head", "detect"), ("pose_main", "pose"), ("pose_visible", "pose")):
-        path = tmp / f"{bundle_id}-{role}.onnx"
-        path.write_bytes(f"{bundle_id} {role}".encode())
-        files[role] = path
-        models[role] = ModelFile(file=path.name, sha256=sha256_file(path), task=task, input_size=(96, 96))
+def _fake_bundle(bundle_uri: str, bundle_id: str) -> None:
+    """Only ``bundle.json``: registering a bundle reads nothing else of it."""
+    models = {role: ModelFile(file=f"{role}.onnx", sha256=sha256_bytes(role.encode()), task=task, input_size=(96, 96))
+              for role, task in (("head", "detect"), ("pose_main", "pose"), ("pose_visible", "pose"))}
     desc = BundleDescriptor(bundle_id=bundle_id, created_at="2026-01-01T00:00:00Z", imgsz=96,
                             keypoint_schema="incabin17", keypoint_names=INCABIN17.names, models=models)
-    write_bundle(bundle_uri, desc, files)  # type: ignore[arg-type]
+    storage.write_text(storage.join(bundle_uri, DESCRIPTOR_NAME), desc.to_json())
 
 
 def test_given_stack_when_an_image_is_uploaded_then_one_lambda_shaped_record_arrives(stack):
@@ -75,7 +70,7 @@ def test_given_a_mirror_when_restored_in_a_new_server_then_objects_and_registry_
     storage.write_text(f"s3://{names.data_bucket}/datasets/v0001/manifest.jsonl", "{}\n")
     for i, approved in ((1, True), (2, False)):
         uri = f"s3://{names.data_bucket}/models/b-{i}/"
-        _fake_bundle(tmp_path, uri, f"b-{i}")
+        _fake_bundle(uri, f"b-{i}")
         register_bundle(settings, uri, approved=approved, metrics={"box_map50": 0.1 * i})
     mirror = tmp_path / "mirror"
     assert embedded.snapshot_state(settings, names, mirror) >= 8
@@ -126,7 +121,7 @@ def test_ctrl_c_while_the_state_is_saved_acts_after_the_save():
     import os
     import signal
 
-    from alp.demo.runner import signals_held
+    from alp.demo.signals import signals_held
 
     done = []
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever an earlier test installed
@@ -198,7 +193,7 @@ def test_given_no_auto_labeled_image_the_report_says_why_instead_of_dropping_the
 def test_given_ctrl_c_during_a_round_then_moto_stops_state_is_kept_and_exit_code_is_130(tmp_path, monkeypatch,
                                                                                        capsys):
     from alp.cli import main
-    from alp.demo import runner
+    from alp.demo.rounds import DemoRun
 
     started: list[embedded.EmbeddedAws] = []
     real_start = embedded.EmbeddedAws.start
@@ -212,7 +207,7 @@ def test_given_ctrl_c_during_a_round_then_moto_stops_state_is_kept_and_exit_code
         raise KeyboardInterrupt
 
     monkeypatch.setattr(embedded.EmbeddedAws, "start", staticmethod(recording_start))
-    monkeypatch.setattr(runner.DemoRun, "run_round", interrupted)
+    monkeypatch.setattr(DemoRun, "run_round", interrupted)
     run_dir = tmp_path / "run"
     rc = main(["demo", "--run-dir", str(run_dir), "--rounds", "1", "--pool", "16", "--seed-images", "10",
                "--test-images", "4", "--width", "64", "--height", "48", "--imgsz", "64", "--no-progress"])
@@ -228,7 +223,7 @@ def test_given_ctrl_c_during_a_round_then_moto_stops_state_is_kept_and_exit_code
 
 
 def test_improvement_note_states_the_change_from_first_to_last_round():
-    from alp.demo.runner import improvement_note
+    from alp.demo.report import improvement_note
 
     note = improvement_note(_rows())
     assert "kpt_oks_map50 0.050 -> 0.300 (+0.250)" in note and "12 -> 19 human labels" in note
@@ -260,10 +255,10 @@ def test_a_steps_progress_reports_become_one_console_bar_at_a_time_and_none_with
     import io
 
     from alp import progress
-    from alp.demo.runner import _StepBars
+    from alp.demo.console import StepBars
 
     console = io.StringIO()
-    bars = _StepBars(console, enabled=True)
+    bars = StepBars(console, enabled=True)
     with progress.listening(bars):
         for model in ("head", "pose_main"):
             for epoch in (1, 2, 3):
@@ -274,6 +269,6 @@ def test_a_steps_progress_reports_become_one_console_bar_at_a_time_and_none_with
     progress.report("train head", 1, 3, "epoch")  # outside the block: nobody listens, nothing breaks
 
     quiet = io.StringIO()
-    with progress.listening(_StepBars(quiet, enabled=False)):
+    with progress.listening(StepBars(quiet, enabled=False)):
         progress.report("train head", 1, 3, "epoch")
     assert quiet.getvalue() == ""

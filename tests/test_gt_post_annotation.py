@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 
 from alp import aws, storage
-from alp.labeling.consolidation import WorkerReport
-from alp.labeling.tasks import CONSOLIDATION_KEY, GoldItem, JobContext
+from alp.labeling.contracts import CONSOLIDATION_KEY, GoldItem, JobContext
+from alp.labeling.post_annotation import PostAnnotationError
+from alp.labeling.worker_reports import WorkerReport
 from alp.manifest import BoxAnnotation, ImageSize
 from alp.schema import INCABIN17
-from lambdas.gt_post_annotation import PostAnnotationError, handler
+from lambdas.gt_post_annotation import handler
 
 BUCKET = "labeling-out"
 JOB = "alp-heads-0123456789abcdef"

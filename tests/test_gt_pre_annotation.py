@@ -7,12 +7,13 @@ import logging
 from typing import Any
 
 import pytest
+from labeling_builders import human_line, truth_line
 
-from alp.labeling.synthetic import human_line, truth_line
-from alp.labeling.tasks import PERSON_KEY, PersonTask
+from alp.labeling.contracts import PERSON_KEY, PersonTask
+from alp.labeling.pre_annotation import PreAnnotationError
 from alp.manifest import ImageSize
 from alp.settings import Settings
-from lambdas.gt_pre_annotation import PreAnnotationError, handler
+from lambdas.gt_pre_annotation import handler
 
 SETTINGS = Settings()
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/alp-heads-0123456789abcdef"

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alp.labeling.backend import TASK_ID_KEY, JobSpec, JobStatus, JobTimeout
+from alp.labeling.contracts import CONSOLIDATION_KEY, is_valid_job_name, job_name
 from alp.labeling.ground_truth import GroundTruthBackend
-from alp.labeling.tasks import CONSOLIDATION_KEY, is_valid_job_name, job_name
 from alp.manifest import ManifestLine, write_manifest
 from alp.settings import Settings
 

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from labeling_builders import human_line, truth_line
 
 from alp import aws, storage
 from alp.cli import main
-from alp.labeling.consolidation import Box, box_agreement, oks, parse_box_answer, parse_keypoint_answer
+from alp.geometry import Box, box_agreement, oks
+from alp.labeling.answers import parse_box_answer, parse_keypoint_answer
 from alp.labeling.local import PAYLOAD_PATH, LocalJobSimulation, LocalWorkforceBackend, NoiseModel, workforce
-from alp.labeling.synthetic import human_line, truth_line
 from alp.labeling.workflow import UNLABELED_KEY, run_label_step
 from alp.manifest import ManifestLine, read_manifest, write_manifest
 from alp.settings import Settings
@@ -97,13 +98,13 @@ def test_a_whole_job_with_one_careless_worker_of_three(data: list[ManifestLine])
         assert truth_kp is not None
         nearest = _nearest_head(data, line.source_ref, person["head_box"])
         truth_person = next(p for p in truth_kp[0].persons if p.head_box_index == nearest)
-        gt = [(k.x, k.y, k.v) for k in truth_person.keypoints]
+        gt_xy, gt_v = [(k.x, k.y) for k in truth_person.keypoints], [k.v for k in truth_person.keypoints]
         area = truth_person.bbox[2] * truth_person.bbox[3] if truth_person.bbox else 1.0
         answer = next(a for a in obj["annotations"] if a["workerId"] == careless)
         mine = parse_keypoint_answer(careless, answer["annotationData"]["content"], names)
-        careless_oks.append(oks(gt, [(p[0], p[1]) for p in mine.points], area, sigmas))
+        careless_oks.append(oks(gt_xy, gt_v, [(p[0], p[1]) for p in mine.points], area, sigmas))
         final = read_kp(by_ref[line.source_ref], kp_attr, person["head_index"])
-        consolidated_oks.append(oks(gt, final, area, sigmas))
+        consolidated_oks.append(oks(gt_xy, gt_v, final, area, sigmas))
     assert sum(consolidated_oks) / len(consolidated_oks) > sum(careless_oks) / len(careless_oks) + 0.2
     report = json.loads(storage.read_text(BATCH + "labeling/worker-reports.json"))
     workers = {w["worker_id"]: w for w in report[heads.name]["workers"]}

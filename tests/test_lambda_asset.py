@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from alp.lambda_asset import LambdaAssetError, build_lambda_asset, interpreter_matches_runtime
+from alp.lambda_asset import (
+    LambdaAssetError,
+    build_lambda_asset,
+    handler_modules,
+    interpreter_matches_runtime,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PACKAGES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "urllib3", "six")
@@ -73,6 +78,18 @@ def test_given_the_asset_then_it_holds_code_and_pydantic_but_not_boto3_or_caches
     assert not {"boto3", "botocore", "numpy"} & names
     assert not list(asset.rglob("__pycache__"))
     assert interpreter_matches_runtime()  # this project's venv is CPython 3.11 linux x86_64, like the runtime
+
+
+def test_given_the_asset_then_its_first_party_code_is_what_the_handlers_import(asset: Path) -> None:
+    """Only the modules the handlers reach (lazy imports in functions included) ship, not all of ``alp/``."""
+    shipped = sorted(p.relative_to(asset) for top in ("lambdas", "alp") for p in (asset / top).rglob("*")
+                     if p.is_file())
+    assert shipped == handler_modules(ROOT)
+    names = {str(p) for p in shipped}
+    assert {"alp/labeling/post_annotation.py", "alp/labeling/pre_annotation.py", "alp/geometry.py",
+            "alp/settings.py"} <= names  # settings: imported inside a function of the post-annotation logic
+    assert not {"alp/labeling/local.py", "alp/labeling/workflow.py", "alp/labeling/render.py", "alp/metrics.py",
+                "alp/demo/__init__.py", "alp/lambda_asset.py"} & names
 
 
 def test_given_the_same_sources_when_built_twice_then_the_folders_are_identical(asset: Path, tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+from labeling_builders import auto_line, truth_line
 
 from alp import aws
 from alp.cli import main
-from alp.labeling.synthetic import auto_line, truth_line
 from alp.manifest import write_manifest
 from alp.observability import METRICS_LOG_ENV
 from alp.settings import Settings

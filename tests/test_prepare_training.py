@@ -12,17 +12,16 @@ from alp import storage
 from alp.manifest import (
     BoundingBoxLabel,
     BoxAnnotation,
-    BoxMetadata,
     ImageSize,
     Keypoint,
     KeypointLabel,
-    KeypointMetadata,
     ManifestLine,
     PersonKeypoints,
     write_manifest,
 )
 from alp.schema import COCO17, INCABIN17
 from alp.settings import Settings
+from alp.synth.truth import truth_line_from_labels
 from training.prepare import (
     PreparationError,
     fetch_prepared,
@@ -141,22 +140,20 @@ def test_bad_lines_are_skipped_with_reasons_and_nothing_usable_is_an_error(tmp_p
     root.mkdir()
     good.write_bytes(data)
     (root / "broken.jpg").write_bytes(b"not an image")
-    head, kp = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
 
-    def line(ref: Path, split: str) -> ManifestLine:
-        return (ManifestLine.for_image(str(ref), **{"alp-split": split})
-                .with_boxes(head, boxes, BoxMetadata())
-                .with_keypoints(kp, kps, KeypointMetadata()))
+    def line(ref: Path, split: str, heads: BoundingBoxLabel = boxes, keypoints: KeypointLabel = kps) -> ManifestLine:
+        return truth_line_from_labels(str(ref), heads, keypoints, settings, job_name="", head_confidence=None,
+                                      extra={"alp-split": split})
 
-    wrong_size = kps.model_copy(update={"image_size": [ImageSize(width=10, height=10)]})
+    wrong_size = [ImageSize(width=10, height=10)]
     lines = [
         line(good, "train"),
         line(root / "broken.jpg", "train"),
         line(root / "missing.jpg", "val"),
         line(good, "holdout"),
         ManifestLine.for_image(str(good), **{"alp-split": "train"}),  # no labels
-        line(good, "val").with_boxes(head, boxes.model_copy(update={"image_size": [ImageSize(width=10, height=10)]}),
-                                     BoxMetadata()).with_keypoints(kp, wrong_size, KeypointMetadata()),
+        line(good, "val", boxes.model_copy(update={"image_size": wrong_size}),
+             kps.model_copy(update={"image_size": wrong_size})),
     ]
     version = root / "datasets" / "v0002"
     write_manifest(str(version / "manifest.jsonl"), lines)

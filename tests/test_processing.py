@@ -23,11 +23,11 @@ from inference.processing import (
     processing_image_uri,
     processing_wait_seconds,
     shard_from_resource_config,
-    shard_of,
     submit_processing_job,
     wait_processing_job,
 )
 from inference.runner import run_batch
+from inference.sharding import shard_of
 
 
 @pytest.fixture(autouse=True)

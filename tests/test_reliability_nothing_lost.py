@@ -20,7 +20,7 @@ from faults import MiniPipeline, SimulatedCrash, aws_errors, crash_on, no_retry_
 from PIL import Image
 
 from alp import aws, storage
-from alp.batching import BatchResult
+from alp.batching.window import BatchResult
 from alp.datasets import image_key, list_versions, read_version
 from alp.labeling.local import LocalJobSimulation, LocalWorkforceBackend
 from alp.labeling.workflow import UNLABELED_KEY, run_label_step
@@ -236,7 +236,7 @@ def test_given_the_batcher_crashes_before_starting_the_pipeline_then_a_redeliver
     """Given the batcher killed after writing the manifest, before StartPipelineExecution (SQS keeps the
     messages: nothing was acknowledged), when SQS redelivers after the lease, then the same batch is
     started once, and a further redelivery is a duplicate."""
-    from alp.batching import process_sqs_records
+    from alp.batching.window import process_sqs_records
 
     p = pipe
     keys = [p.upload(f"crash-{i}.jpg", seed=i) for i in range(3)]

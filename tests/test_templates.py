@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labeling_builders import human_line, truth_line
 
+from alp.labeling.contracts import PERSON_KEY, TEMPLATE_FILES, PersonTask
 from alp.labeling.render import parse_form, render_task, template_path
-from alp.labeling.synthetic import human_line, truth_line
-from alp.labeling.tasks import PERSON_KEY, TEMPLATE_FILES, PersonTask
 from alp.manifest import ImageSize
 from alp.schema import INCABIN17
 from alp.settings import Settings

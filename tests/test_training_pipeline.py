@@ -152,22 +152,11 @@ def _scripted_test_version(root: Path, settings: Settings) -> str:
     from bundle_factory import HEAD_BOX, PERSON_BOX, SCRIPTED_IMGSZ, bright_image, scripted_keypoints
     from PIL import Image
 
-    from alp.manifest import (
-        BoundingBoxLabel,
-        BoxAnnotation,
-        BoxMetadata,
-        ImageSize,
-        Keypoint,
-        KeypointLabel,
-        KeypointMetadata,
-        ManifestLine,
-        PersonKeypoints,
-        write_manifest,
-    )
+    from alp import manifest
     from alp.schema import V_OCCLUDED, V_VISIBLE
+    from alp.synth.truth import truth_line_from_labels
 
     schema = settings.schema_
-    head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
     occluded = set(range(schema.num_keypoints - 2, schema.num_keypoints))
     lines = []
     for i, (split, scale, value) in enumerate([("train", 1, 230), ("test", 1, 240), ("test", 2, 220),
@@ -176,21 +165,21 @@ def _scripted_test_version(root: Path, settings: Settings) -> str:
         uri = str(root / "images" / f"frame{i}.png")
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(bright_image(value, size=(w, h))).save(uri)
-        size = [ImageSize(width=w, height=h)]
+        size = [manifest.ImageSize(width=w, height=h)]
         hx1, hy1, hx2, hy2 = (c * scale for c in HEAD_BOX)
         px1, py1, px2, py2 = (c * scale for c in PERSON_BOX)
-        boxes = BoundingBoxLabel(image_size=size, annotations=[
-            BoxAnnotation(class_id=0, left=hx1, top=hy1, width=hx2 - hx1, height=hy2 - hy1)])
-        keypoints = [Keypoint(name=name, x=x * scale, y=y * scale, v=V_OCCLUDED if k in occluded else V_VISIBLE)
-                     for k, (name, (x, y)) in enumerate(zip(schema.names, scripted_keypoints(schema.num_keypoints),
-                                                             strict=True))]
-        person = PersonKeypoints(keypoints=keypoints, head_box_index=0, bbox=[px1, py1, px2 - px1, py2 - py1])
-        lines.append(ManifestLine.for_image(uri, **{"alp-split": split})
-                     .with_boxes(head_attr, boxes, BoxMetadata(objects=[{"confidence": 1.0}], job_name="truth"))
-                     .with_keypoints(kp_attr, KeypointLabel(image_size=size, keypoint_schema=schema.name,
-                                                            persons=[person]), KeypointMetadata(job_name="truth")))
+        boxes = manifest.BoundingBoxLabel(image_size=size, annotations=[
+            manifest.BoxAnnotation(class_id=0, left=hx1, top=hy1, width=hx2 - hx1, height=hy2 - hy1)])
+        points = zip(schema.names, scripted_keypoints(schema.num_keypoints), strict=True)
+        keypoints = [manifest.Keypoint(name=name, x=x * scale, y=y * scale, v=V_OCCLUDED if k in occluded else V_VISIBLE)
+                     for k, (name, (x, y)) in enumerate(points)]
+        person = manifest.PersonKeypoints(keypoints=keypoints, head_box_index=0,
+                                          bbox=[px1, py1, px2 - px1, py2 - py1])
+        keypoint_label = manifest.KeypointLabel(image_size=size, keypoint_schema=schema.name, persons=[person])
+        lines.append(truth_line_from_labels(uri, boxes, keypoint_label, settings, job_name="truth",
+                                            extra={"alp-split": split}))
     base = root / settings.storage.datasets_prefix / "v0001"
-    write_manifest(str(base / "manifest.jsonl"), lines)
+    manifest.write_manifest(str(base / "manifest.jsonl"), lines)
     splits = [line.data["alp-split"] for line in lines]
     (base / "dataset.json").write_text(json.dumps({
         "version": "v0001", "keypoint_schema": schema.name, "images": len(lines),

@@ -9,20 +9,31 @@ files fail their hash check) the metrics recorded in the registry are used and t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from alp import registry, storage
-from alp.bundle import DESCRIPTOR_NAME, BundleError, LoadedBundle, load_bundle, parse_descriptor
+from alp.bundle import (
+    DESCRIPTOR_NAME,
+    BundleDescriptor,
+    BundleError,
+    LoadedBundle,
+    load_bundle,
+    parse_descriptor,
+)
 from alp.datasets import SOURCE_KEY
 from alp.manifest import ManifestLine, read_manifest
 from alp.settings import Settings
-from training.gate import gate
+from training.gate import GateDecision, gate
 from training.prepare import SPLIT_KEY
 
 REPORT_FORMAT = 1
@@ -73,27 +84,91 @@ def evaluate_loaded(bundle: LoadedBundle, truth: Sequence[ManifestLine], setting
     return metrics
 
 
+class ChampionReport(BaseModel):
+    """The champion a challenger was gated against, and where its metrics came from."""
+
+    bundle_id: str | None = None
+    bundle_uri: str | None = None
+    dataset_version: str | None = None
+    source: str
+    warning: str | None = None  # why the champion could not be re-evaluated on this test split
+    metrics: dict[str, Any] | None = None
+
+
+class EvaluationReport(BaseModel):
+    """``report.json``: the challenger's metrics on the frozen test split, the champion's, and the gate.
+
+    Written by the Evaluate step (:func:`write_evaluation_report`) and read by the Register step, the demo's
+    rounds and ``alp evaluate-bundle`` (:func:`read_evaluation_report`). ``metrics`` is
+    :func:`alp.metrics.evaluate_manifests`' result as it stands.
+    """
+
+    format: int = REPORT_FORMAT
+    created_at: str
+    bundle_uri: str
+    bundle_id: str
+    dataset_uri: str
+    dataset_version: str | None = None
+    test_images: int
+    metrics: dict[str, Any]
+    champion: ChampionReport
+    gate: GateDecision
+    plot_uri: str | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.gate.approved
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        # default=str: a metric value that is not plain JSON is written as text rather than failing the step
+        return json.dumps(self.model_dump(mode="python"), indent=indent, default=str)
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "the report") -> EvaluationReport:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise EvaluationError(f"{source} is not an evaluation report with a gate decision ({exc.error_count()} "
+                                  "problem(s)): run `alp evaluate-bundle --report` first") from None
+
+
+def write_evaluation_report(uri: str, report: EvaluationReport) -> str:
+    """Write ``report`` as ``report.json`` at ``uri``; returns the URI."""
+    return storage.write_text(uri, report.to_json(), content_type="application/json")
+
+
+def read_evaluation_report(uri: str) -> EvaluationReport:
+    """The report :func:`write_evaluation_report` wrote at ``uri``."""
+    return EvaluationReport.parse(storage.read_text(uri), source=uri)
+
+
 def _champion_metrics(settings: Settings, challenger_id: str, truth: list[ManifestLine],
-                      cache_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+                      cache_dir: Path) -> ChampionReport:
     champion = registry.latest_approved(settings)
     if champion is None:
-        return None, {"bundle_id": None, "source": "none (cold start)"}
-    info: dict[str, Any] = {"bundle_id": champion.bundle_id, "bundle_uri": champion.bundle_uri,
-                            "dataset_version": champion.dataset_version}
+        return ChampionReport(source="none (cold start)")
     if champion.bundle_id == challenger_id:
         raise EvaluationError(f"bundle {challenger_id} is already the approved champion")
+    known = ChampionReport(bundle_id=champion.bundle_id, bundle_uri=champion.bundle_uri,
+                           dataset_version=champion.dataset_version, source="re-evaluated on this test split")
     try:
         loaded = registry.verify_registered(champion, cache_dir / "champion")
-        metrics = evaluate_loaded(loaded, truth, settings)
-        info["source"] = "re-evaluated on this test split"
-        return metrics, info
+        return known.model_copy(update={"metrics": evaluate_loaded(loaded, truth, settings)})
     except (BundleError, storage.StorageError) as exc:
-        info["source"] = "registry (could not re-evaluate)"
-        info["warning"] = str(exc)[:500]
-        return dict(champion.metrics), info
+        return known.model_copy(update={"source": "registry (could not re-evaluate)", "warning": str(exc)[:500],
+                                        "metrics": dict(champion.metrics)})
 
 
-def metrics_plot_png(history: list[dict[str, Any]], headline: tuple[str, ...]) -> bytes:
+@dataclass(frozen=True)
+class PlotPoint:
+    """One bundle on the metrics plot."""
+
+    label: str
+    status: str  # Approved, Rejected, or challenger
+    metrics: Mapping[str, Any]
+
+
+def metrics_plot_png(history: Sequence[PlotPoint], headline: tuple[str, ...]) -> bytes:
     """A PNG of the headline metrics across registered bundles plus this challenger."""
     import matplotlib
 
@@ -103,12 +178,12 @@ def metrics_plot_png(history: list[dict[str, Any]], headline: tuple[str, ...]) -
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(history) + 2), 3.6), dpi=100)
     xs = list(range(len(history)))
     for name in headline:
-        ys = [h["metrics"].get(name) for h in history]
+        ys = [h.metrics.get(name) for h in history]
         ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name)
     for x, h in zip(xs, history, strict=True):
-        color = {"Approved": "tab:green", "Rejected": "tab:red"}.get(h["status"], "tab:blue")
+        color = {"Approved": "tab:green", "Rejected": "tab:red"}.get(h.status, "tab:blue")
         ax.axvline(x, color=color, alpha=0.15, linewidth=8)
-    ax.set_xticks(xs, [h["label"] for h in history], rotation=30, ha="right", fontsize=7)
+    ax.set_xticks(xs, [h.label for h in history], rotation=30, ha="right", fontsize=7)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("metric on the test split")
     ax.set_title("Bundles (green approved, red rejected, blue this challenger)", fontsize=9)
@@ -120,58 +195,65 @@ def metrics_plot_png(history: list[dict[str, Any]], headline: tuple[str, ...]) -
     return buf.getvalue()
 
 
-def evaluate_and_gate(
-    bundle_uri: str,
-    dataset_uri: str,
-    settings: Settings,
-    *,
-    report_uri: str | None = None,
-    plot_uri: str | None = None,
-    cache_dir: str | Path | None = None,
-    update_descriptor: bool = True,
-) -> dict[str, Any]:
-    """Evaluate ``bundle_uri`` on the version's test split, gate it, write the report (and PNG)."""
-    owned = cache_dir is None
-    tmp = tempfile.TemporaryDirectory(prefix="alp-eval-") if owned else None
-    cache = Path(tmp.name) if tmp else Path(cache_dir)  # type: ignore[arg-type]
-    try:
+def _measure(bundle_uri: str, dataset_uri: str, settings: Settings,
+             cache_dir: str | Path | None) -> tuple[BundleDescriptor, int, dict[str, Any], ChampionReport]:
+    """The challenger's descriptor, the test images, and both bundles' metrics on them."""
+    with contextlib.ExitStack() as stack:
+        cache = Path(cache_dir) if cache_dir is not None else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="alp-eval-")))
         truth = frozen_test_lines(dataset_uri)
         loaded = load_bundle(bundle_uri, cache / "challenger")
-        desc = loaded.descriptor
         metrics = evaluate_loaded(loaded, truth, settings)
-        champion_metrics, champion_info = _champion_metrics(settings, desc.bundle_id, truth, cache)
-    finally:
-        if tmp:
-            tmp.cleanup()
-    headline = tuple(settings.training.gate_metrics)
-    decision = gate(metrics, champion_metrics, settings.training.gate_tolerance, headline)
-    report: dict[str, Any] = {
-        "format": REPORT_FORMAT,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "bundle_uri": bundle_uri,
-        "bundle_id": desc.bundle_id,
-        "dataset_uri": dataset_uri,
-        "dataset_version": desc.dataset_version,
-        "test_images": len(truth),
-        "metrics": metrics,
-        "champion": {**champion_info, "metrics": champion_metrics},
-        "gate": decision.model_dump(mode="json"),
-    }
+        champion = _champion_metrics(settings, loaded.descriptor.bundle_id, truth, cache)
+    return loaded.descriptor, len(truth), metrics, champion
+
+
+def _record_metrics_in_descriptor(bundle_uri: str, metrics: Mapping[str, Any]) -> None:
+    """The metrics in the bundle itself (registration hashes bundle.json afterwards)."""
+    desc_uri = storage.join(bundle_uri.rstrip("/"), DESCRIPTOR_NAME)
+    current = parse_descriptor(storage.read_text(desc_uri))
+    current.metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+    storage.write_text(desc_uri, current.to_json(), content_type="application/json")
+
+
+def _plot_beside(report_uri: str) -> str:
+    return (report_uri[: -len(".json")] if report_uri.endswith(".json") else report_uri) + ".png"
+
+
+def _write_plot(plot_uri: str, report: EvaluationReport, settings: Settings) -> None:
+    """The headline metrics of every registered bundle and of this challenger, as a PNG."""
+    history = [PlotPoint(b.dataset_version or b.bundle_id, b.status, b.metrics)
+               for b in reversed(registry.list_bundles(settings))]
+    history.append(PlotPoint(f"{report.dataset_version or report.bundle_id} (new)", "challenger", report.metrics))
+    png = metrics_plot_png(history, tuple(settings.training.gate_metrics))
+    storage.write_bytes(plot_uri, png, content_type="image/png")
+
+
+def evaluate_and_gate(bundle_uri: str, dataset_uri: str, settings: Settings, *, report_uri: str | None = None,
+                      plot_uri: str | None = None, cache_dir: str | Path | None = None,
+                      update_descriptor: bool = True) -> EvaluationReport:
+    """Evaluate ``bundle_uri`` on the version's test split, gate it, write the report (and PNG).
+
+    Args:
+        report_uri: where to write ``report.json`` (:func:`write_evaluation_report`); None writes none.
+        plot_uri: the metrics PNG; default beside the report.
+        cache_dir: where the bundles are unpacked; default a temp folder, removed after.
+        update_descriptor: record the metrics in the bundle's ``bundle.json`` too.
+    """
+    desc, test_images, metrics, champion = _measure(bundle_uri, dataset_uri, settings, cache_dir)
+    decision = gate(metrics, champion.metrics, settings.training.gate_tolerance,
+                    tuple(settings.training.gate_metrics))
+    if report_uri and not plot_uri:
+        plot_uri = _plot_beside(report_uri)
+    report = EvaluationReport(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"), bundle_uri=bundle_uri,
+        bundle_id=desc.bundle_id, dataset_uri=dataset_uri, dataset_version=desc.dataset_version,
+        test_images=test_images, metrics=metrics, champion=champion, gate=decision,
+        plot_uri=plot_uri if report_uri else None)
     if update_descriptor:
-        # Record the metrics in the bundle itself (registration hashes bundle.json afterwards).
-        desc_uri = storage.join(bundle_uri.rstrip("/"), DESCRIPTOR_NAME)
-        current = parse_descriptor(storage.read_text(desc_uri))
-        current.metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
-        storage.write_text(desc_uri, current.to_json(), content_type="application/json")
+        _record_metrics_in_descriptor(bundle_uri, metrics)
     if report_uri:
-        plot_uri = plot_uri or (report_uri[: -len(".json")] + ".png" if report_uri.endswith(".json")
-                                else report_uri + ".png")
-        report["plot_uri"] = plot_uri
-        storage.write_text(report_uri, json.dumps(report, indent=2, default=str), content_type="application/json")
+        write_evaluation_report(report_uri, report)
     if plot_uri:
-        history = [{"label": b.dataset_version or b.bundle_id, "status": b.status, "metrics": b.metrics}
-                   for b in reversed(registry.list_bundles(settings))]
-        history.append({"label": f"{desc.dataset_version or desc.bundle_id} (new)", "status": "challenger",
-                        "metrics": metrics})
-        storage.write_bytes(plot_uri, metrics_plot_png(history, headline), content_type="image/png")
+        _write_plot(plot_uri, report, settings)
     return report

@@ -18,17 +18,15 @@ from alp import storage
 from alp.manifest import (
     BoundingBoxLabel,
     BoxAnnotation,
-    BoxMetadata,
     ImageSize,
     Keypoint,
     KeypointLabel,
-    KeypointMetadata,
-    ManifestLine,
     PersonKeypoints,
     write_manifest,
 )
 from alp.schema import V_OCCLUDED, V_OUTSIDE, V_VISIBLE, KeypointSchema
 from alp.settings import Settings
+from alp.synth.truth import truth_line_from_labels
 
 # A standing figure in a unit box (x right, y down); knees only exist in coco17.
 _TEMPLATE: dict[str, tuple[float, float]] = {
@@ -121,19 +119,14 @@ def write_sample_version(root: str, settings: Settings, *, version: str = "v0001
     ``root`` is a local folder or an ``s3://`` prefix. Returns the version's URI (with a trailing slash).
     """
     schema = settings.schema_
-    head_attr = settings.labeling.head_label_attribute
-    kp_attr = settings.labeling.keypoint_label_attribute
     lines = []
     splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
     for i, split in enumerate(splits):
         data, boxes, kps = draw_sample(schema, seed * 100_003 + i, img_w, img_h)
         uri = storage.join(root, "images", f"img{seed:03d}_{i:05d}.jpg")
         storage.write_bytes(uri, data, content_type="image/jpeg")
-        meta = BoxMetadata(objects=[{"confidence": 1.0} for _ in boxes.annotations], job_name="sample")
-        line = (ManifestLine.for_image(uri, **{"alp-split": split})
-                .with_boxes(head_attr, boxes, meta)
-                .with_keypoints(kp_attr, kps, KeypointMetadata(job_name="sample")))
-        lines.append(line)
+        lines.append(truth_line_from_labels(uri, boxes, kps, settings, job_name="sample",
+                                            extra={"alp-split": split}))
     base = storage.join(root, settings.storage.datasets_prefix, version)
     write_manifest(storage.join(base, "manifest.jsonl"), lines)
     info = {"version": version, "keypoint_schema": schema.name, "images": len(lines),

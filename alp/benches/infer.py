@@ -29,10 +29,18 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
+
+from alp.benches.arguments import add_bench, options_from
+
+if TYPE_CHECKING:
+    from alp.settings import Settings
+    from inference.engine import InferenceEngine
 
 TIMED_SYNTH_SEED, CALIBRATION_SEED = 4242, 9001  # two seeds: the timed frames never calibrate
 
@@ -102,54 +110,136 @@ def _calibration(imgsz: int, work: Path, count: int = 16) -> list[Any]:
     return calibration_batches(images, imgsz, max_images=count)
 
 
-def run_bench(images: int, imgsz: int, repeats: int, batch: int, threads: int, compare_conf: float,
-              compare_top: int, work: Path, weights: Path | None = None,
-              conf_tol: float = 0.02, source: str = "photos") -> dict[str, Any]:
+class InferBenchOptions(BaseModel):
+    images: int = Field(8, ge=1, description="timed images")
+    imgsz: int = Field(640, ge=32)
+    repeats: int = Field(3, ge=1, description="timed passes (the median counts), after one warm-up pass")
+    batch: int = Field(4, ge=1, description="engine batch size")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = one per core)")
+    compare_conf: float = Field(0.01, description="agreement: the confidence both runtimes detect down to")
+    compare_top: int = Field(5, ge=1, description="agreement: the top persons per image and pose model compared")
+    images_from: Literal["photos", "synth"] = Field(
+        "photos", description="timed images: sample photos of mixed shapes or 640x480 synthetic cabin frames")
+    conf_tol: float = Field(0.02, description="agreement: fp32 confidence tolerance")
+    weights: Path | None = Field(None, description="a trained bundle folder: its checkpoints/*.pt, hash-checked "
+                                                   "against bundle.json (default: untrained models)")
+
+
+class Int8VsFp32(BaseModel):
+    persons: int
+    found_share: float | None
+    median_abs_conf_diff: float | None
+    max_abs_conf_diff: float | None
+    rule: str
+
+
+class InferBenchResult(BaseModel):
+    bench: Literal["infer"] = "infer"
+    images: int
+    imgsz: int
+    repeats: int
+    batch_size: int
+    engine_threads: int
+    engine_precision: str
+    engine_ms_median: float
+    naive_ms_median: float
+    speedup: float
+    engine_fp32_ms_median: float
+    speedup_fp32: float
+    engine_int8_ms_median: float
+    speedup_int8: float
+    runs_ms: dict[str, list[float]]
+    same_persons: bool
+    persons_agreement: str
+    compared: str
+    int8_vs_fp32: Int8VsFp32
+    images_from: str
+    weights: str
+
+
+ROLES: dict[str, tuple[Literal["detect", "pose"], int]] = {"head": ("detect", 0), "pose_main": ("pose", 1),
+                                                           "pose_visible": ("pose", 2)}
+PRECISIONS: tuple[Literal["int8", "fp32"], ...] = ("int8", "fp32")
+
+
+@dataclass
+class _Agreement:
+    """What the engines found against ultralytics (fp32) and against each other (int8 vs fp32)."""
+
+    agree: int = 0
+    compared: int = 0
+    int8_found: list[bool] = field(default_factory=list)
+    conf_diffs: list[float] = field(default_factory=list)
+
+
+def run_infer_bench(options: InferBenchOptions, work: Path | None = None) -> InferBenchResult:
+    """Time the engine (int8 and fp32 bundles) against ultralytics' predict() on the same weights and images;
+    ``work`` holds the models and images (default: a temp folder, removed after)."""
+    if work is None:
+        with tempfile.TemporaryDirectory(prefix="alp-bench-infer-") as tmp:
+            return run_infer_bench(options, Path(tmp))
     from alp.settings import Settings
     from alp.torch_compat import prepare_ultralytics
-    from inference.engine import InferenceEngine
-    from inference.image_io import decode_image
-    from training.export import build_model, make_bundle, save_checkpoint
 
     prepare_ultralytics(work / "ultralytics")
+    settings = Settings().with_overrides({"inference.batch_size": options.batch,
+                                          "inference.intra_op_threads": options.threads})
+    checkpoints = _checkpoints(options, settings, work)
+    engines = _engines(checkpoints, options, settings, work)
+    files = (_synthetic_images(options.images, work / "images") if options.images_from == "synth"
+             else _sample_images(options.images, work / "images"))
     from ultralytics import YOLO  # type: ignore[attr-defined]
 
-    settings = Settings().with_overrides({"inference.batch_size": batch, "inference.intra_op_threads": threads})
-    schema = settings.schema_
-    roles: dict[str, tuple[Literal["detect", "pose"], int]] = {"head": ("detect", 0), "pose_main": ("pose", 1), "pose_visible": ("pose", 2)}
-    pts: dict[str, Path] = {}
-    for role, (task, seed) in roles.items():
-        if weights is not None:
-            pts[role] = _verified_checkpoint(weights, role)
-        else:
-            pts[role] = save_checkpoint(build_model(task, schema, seed=seed, config_dir=work / "ultralytics"),
-                                        work / f"{role}.pt")
-    calibration = _calibration(imgsz, work)
-    engines = {}
-    for precision in ("int8", "fp32"):
-        make_bundle(work / precision, pts["head"], pts["pose_main"], pts["pose_visible"], imgsz, schema,
-                    config_dir=work / "ultralytics", precision=precision, calibration=calibration)
+    naive = {role: YOLO(str(path), task=ROLES[role][0]) for role, path in checkpoints.items()}
+    runs = _timed_passes(files, engines, naive, options, settings)
+    agreement = _agreement(files, engines, naive, options, settings)
+    return _result(options, settings, engines, files, runs, agreement)
+
+
+def _checkpoints(options: InferBenchOptions, settings: Settings, work: Path) -> dict[str, Path]:
+    """The three models' .pt files: a trained bundle's (hash-checked), or untrained ones from the YAMLs."""
+    from training.export import build_model, save_checkpoint
+
+    if options.weights is not None:
+        return {role: _verified_checkpoint(options.weights, role) for role in ROLES}
+    return {role: save_checkpoint(build_model(task, settings.schema_, seed=seed, config_dir=work / "ultralytics"),
+                                  work / f"{role}.pt")
+            for role, (task, seed) in ROLES.items()}
+
+
+def _engines(checkpoints: dict[str, Path], options: InferBenchOptions, settings: Settings,
+             work: Path) -> dict[str, InferenceEngine]:
+    """An engine per bundle precision, exported from the same checkpoints (int8 calibrated on other frames)."""
+    from inference.engine import InferenceEngine
+    from training.export import make_bundle
+
+    calibration = _calibration(options.imgsz, work)
+    engines: dict[str, InferenceEngine] = {}
+    for precision in PRECISIONS:
+        make_bundle(work / precision, checkpoints["head"], checkpoints["pose_main"], checkpoints["pose_visible"],
+                    options.imgsz, settings.schema_, config_dir=work / "ultralytics", precision=precision,
+                    calibration=calibration)
         engines[precision] = InferenceEngine.from_bundle(str(work / precision), settings, work / "cache")
-    files = _synthetic_images(images, work / "images") if source == "synth" else _sample_images(images, work / "images")
-    naive: dict[str, Any] = {role: YOLO(str(path), task=roles[role][0]) for role, path in pts.items()}
+    return engines
+
+
+def _decode(file: Path, settings: Settings) -> Any:
+    from inference.image_io import decode_image
+
     inf = settings.inference
+    return decode_image(file.read_bytes(), max_pixels=inf.max_image_pixels, min_side=inf.min_image_side)
 
-    def engine_pass(engine: InferenceEngine) -> list[Any]:
-        preds: list[Any] = []
-        for start in range(0, len(files), batch):
-            decoded = [decode_image(f.read_bytes(), max_pixels=inf.max_image_pixels, min_side=inf.min_image_side)
-                       for f in files[start:start + batch]]
-            preds.extend(engine.predict_decoded(decoded))
-        return preds
 
-    def naive_pass(conf: float = 0.25) -> list[dict[str, Any]]:
-        return [{role: model.predict(str(f), imgsz=imgsz, conf=conf, verbose=False)[0]
-                 for role, model in naive.items()} for f in files]
+def _timed_passes(files: list[Path], engines: dict[str, InferenceEngine], naive: dict[str, Any],
+                  options: InferBenchOptions, settings: Settings) -> dict[str, list[float]]:
+    """ms per image of each path, per repeat, after one warm-up pass; the paths alternate within a repeat."""
 
-    def timed(fn: Callable[[], object]) -> float:
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1000 / len(files)
+    def engine_pass(engine: InferenceEngine) -> None:
+        for start in range(0, len(files), options.batch):
+            engine.predict_decoded([_decode(f, settings) for f in files[start:start + options.batch]])
+
+    def naive_pass() -> None:
+        _naive_predictions(files, naive, options.imgsz, conf=0.25)
 
     passes: dict[str, Callable[[], object]] = {
         "int8": lambda: engine_pass(engines["int8"]), "fp32": lambda: engine_pass(engines["fp32"]),
@@ -158,96 +248,90 @@ def run_bench(images: int, imgsz: int, repeats: int, batch: int, threads: int, c
     for fn in passes.values():
         fn()
     runs: dict[str, list[float]] = {name: [] for name in passes}
-    for _ in range(repeats):
+    for _ in range(options.repeats):
         for name, fn in passes.items():
-            runs[name].append(timed(fn))
+            t0 = time.perf_counter()
+            fn()
+            runs[name].append((time.perf_counter() - t0) * 1000 / len(files))
+    return runs
 
-    # Agreement at a low threshold (untimed): each engine's raw per-model detections vs ultralytics'.
+
+def _naive_predictions(files: list[Path], naive: dict[str, Any], imgsz: int, conf: float) -> list[dict[str, Any]]:
+    """ultralytics' way: one predict() call per image and model, each reading the file again."""
+    return [{role: model.predict(str(f), imgsz=imgsz, conf=conf, verbose=False)[0] for role, model in naive.items()}
+            for f in files]
+
+
+def _agreement(files: list[Path], engines: dict[str, InferenceEngine], naive: dict[str, Any],
+               options: InferBenchOptions, settings: Settings) -> _Agreement:
+    """Agreement at a low threshold (untimed): each engine's raw per-model detections vs ultralytics'."""
     from alp.geometry import box_iou
     from inference.letterbox import letterbox_batch
 
-    naive_low = naive_pass(compare_conf)
-    agree = compared = 0
-    int8_found: list[bool] = []
-    conf_diffs: list[float] = []
-    for f, ref in zip(files, naive_low, strict=True):
-        im = decode_image(f.read_bytes(), max_pixels=inf.max_image_pixels, min_side=inf.min_image_side)
-        tensor, placements = letterbox_batch([im.pixels], imgsz)
+    found = _Agreement()
+    for f, ref in zip(files, _naive_predictions(files, naive, options.imgsz, options.compare_conf), strict=True):
+        tensor, placements = letterbox_batch([_decode(f, settings).pixels], options.imgsz)
         for role in ("pose_main", "pose_visible"):
-            det = getattr(engines["fp32"], role).predict(tensor, placements, conf_threshold=compare_conf)[0]
+            det = getattr(engines["fp32"], role).predict(tensor, placements, conf_threshold=options.compare_conf)[0]
             r = ref[role].boxes
-            compared += 1
-            agree += _agree(det.boxes, det.scores, r.xyxy.cpu().numpy(), r.conf.cpu().numpy(), compare_top,
-                            conf_tol)
-            q = getattr(engines["int8"], role).predict(tensor, placements, conf_threshold=compare_conf)[0]
-            for i in np.argsort(-det.scores, kind="stable")[:compare_top]:
+            found.compared += 1
+            found.agree += _agree(det.boxes, det.scores, r.xyxy.cpu().numpy(), r.conf.cpu().numpy(),
+                                  options.compare_top, options.conf_tol)
+            q = getattr(engines["int8"], role).predict(tensor, placements, conf_threshold=options.compare_conf)[0]
+            for i in np.argsort(-det.scores, kind="stable")[:options.compare_top]:
                 ious = [box_iou(det.boxes[i], b) for b in q.boxes]
                 j = int(np.argmax(ious)) if ious else -1
-                int8_found.append(j >= 0 and ious[j] >= 0.5)
-                if int8_found[-1]:
-                    conf_diffs.append(abs(float(det.scores[i]) - float(q.scores[j])))
+                found.int8_found.append(j >= 0 and ious[j] >= 0.5)
+                if found.int8_found[-1]:
+                    found.conf_diffs.append(abs(float(det.scores[i]) - float(q.scores[j])))
+    return found
+
+
+def _result(options: InferBenchOptions, settings: Settings, engines: dict[str, InferenceEngine], files: list[Path],
+            runs: dict[str, list[float]], found: _Agreement) -> InferBenchResult:
     med = {name: statistics.median(values) for name, values in runs.items()}
     shipped = settings.training.onnx_precision
-    return {
-        "bench": "infer", "images": len(files), "imgsz": imgsz, "repeats": repeats, "batch_size": batch,
-        "engine_threads": engines["fp32"].pose_main.session.get_session_options().intra_op_num_threads,
-        "engine_precision": shipped,
-        "engine_ms_median": round(med[shipped], 2), "naive_ms_median": round(med["naive"], 2),
-        "speedup": round(med["naive"] / med[shipped], 3),
-        "engine_fp32_ms_median": round(med["fp32"], 2), "speedup_fp32": round(med["naive"] / med["fp32"], 3),
-        "engine_int8_ms_median": round(med["int8"], 2), "speedup_int8": round(med["naive"] / med["int8"], 3),
-        "runs_ms": {name: [round(x, 2) for x in values] for name, values in runs.items()},
-        "same_persons": agree == compared,
-        "persons_agreement": f"{agree}/{compared} image-model pairs (fp32 engine vs ultralytics)",
-        "compared": f"top {compare_top} persons per image of each pose model at conf >= {compare_conf}, both "
-                    "ways: found by the other runtime with box IoU >= 0.9 and confidence within "
-                    f"{conf_tol}",
-        "int8_vs_fp32": {
-            "persons": len(int8_found),
-            "found_share": round(sum(int8_found) / len(int8_found), 4) if int8_found else None,
-            "median_abs_conf_diff": round(statistics.median(conf_diffs), 4) if conf_diffs else None,
-            "max_abs_conf_diff": round(max(conf_diffs), 4) if conf_diffs else None,
-            "rule": f"the fp32 engine's top {compare_top} persons per image and pose model, each found by the int8 "
-                    "engine at box IoU >= 0.5 (the detection metrics' match); confidence differences of the found",
-        },
-        "images_from": source,
-        "weights": f"trained checkpoints of the bundle {weights}" if weights is not None
+    diffs = found.conf_diffs
+    return InferBenchResult(
+        images=len(files), imgsz=options.imgsz, repeats=options.repeats, batch_size=options.batch,
+        engine_threads=engines["fp32"].pose_main.session.get_session_options().intra_op_num_threads,
+        engine_precision=shipped,
+        engine_ms_median=round(med[shipped], 2), naive_ms_median=round(med["naive"], 2),
+        speedup=round(med["naive"] / med[shipped], 3),
+        engine_fp32_ms_median=round(med["fp32"], 2), speedup_fp32=round(med["naive"] / med["fp32"], 3),
+        engine_int8_ms_median=round(med["int8"], 2), speedup_int8=round(med["naive"] / med["int8"], 3),
+        runs_ms={name: [round(x, 2) for x in values] for name, values in runs.items()},
+        same_persons=found.agree == found.compared,
+        persons_agreement=f"{found.agree}/{found.compared} image-model pairs (fp32 engine vs ultralytics)",
+        compared=f"top {options.compare_top} persons per image of each pose model at conf >= "
+                 f"{options.compare_conf}, both ways: found by the other runtime with box IoU >= 0.9 and "
+                 f"confidence within {options.conf_tol}",
+        int8_vs_fp32=Int8VsFp32(
+            persons=len(found.int8_found),
+            found_share=round(sum(found.int8_found) / len(found.int8_found), 4) if found.int8_found else None,
+            median_abs_conf_diff=round(statistics.median(diffs), 4) if diffs else None,
+            max_abs_conf_diff=round(max(diffs), 4) if diffs else None,
+            rule=f"the fp32 engine's top {options.compare_top} persons per image and pose model, each found by "
+                 "the int8 engine at box IoU >= 0.5 (the detection metrics' match); confidence differences of "
+                 "the found"),
+        images_from=options.images_from,
+        weights=f"trained checkpoints of the bundle {options.weights}" if options.weights is not None
         else "untrained (architecture YAMLs), same weights in every path",
-    }
+    )
 
 
-def _bench(args: argparse.Namespace) -> int:
-    work = Path(tempfile.mkdtemp(prefix="alp-bench-infer-"))
-    try:
-        result = run_bench(args.images, args.imgsz, args.repeats, args.batch, args.threads, args.compare_conf,
-                           args.compare_top, work, Path(args.weights) if args.weights else None,
-                           args.conf_tol, args.images_from)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def _main(args: argparse.Namespace) -> int:
+    result = run_infer_bench(options_from(args, InferBenchOptions))
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        print(json.dumps(result.model_dump(mode="json"), sort_keys=True))
     else:
-        print(f"engine ({result['engine_precision']}) {result['engine_ms_median']} ms/image, naive "
-              f"{result['naive_ms_median']} ms/image, speedup {result['speedup']}x (fp32 engine "
-              f"{result['speedup_fp32']}x); same persons: {result['persons_agreement']}; int8 vs fp32: "
-              f"{result['int8_vs_fp32']}")
+        print(f"engine ({result.engine_precision}) {result.engine_ms_median} ms/image, naive "
+              f"{result.naive_ms_median} ms/image, speedup {result.speedup}x (fp32 engine "
+              f"{result.speedup_fp32}x); same persons: {result.persons_agreement}; int8 vs fp32: "
+              f"{result.int8_vs_fp32.model_dump()}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("infer", help="ONNX engine vs three ultralytics predict() calls per image")
-    p.add_argument("--images", type=int, default=8)
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4, help="engine batch size")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = one per core)")
-    p.add_argument("--compare-conf", type=float, default=0.01)
-    p.add_argument("--compare-top", type=int, default=5)
-    p.add_argument("--images-from", choices=("photos", "synth"), default="photos",
-                   help="timed images: sample photos of mixed shapes (default) or 640x480 synthetic cabin frames")
-    p.add_argument("--conf-tol", type=float, default=0.02, help="agreement: fp32 confidence tolerance")
-    p.add_argument("--weights", default=None,
-                   help="a trained bundle folder: its checkpoints/*.pt, hash-checked against bundle.json "
-                        "(default: untrained models)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_bench)
+    add_bench(subparsers, "infer", help="ONNX engine vs three ultralytics predict() calls per image",
+              options=InferBenchOptions, main=_main, json_help="one line of JSON, keys sorted")

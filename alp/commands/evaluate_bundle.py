@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.evaluate import EvaluationReport
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -13,23 +16,25 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     report = evaluate_and_gate(args.bundle, args.dataset, settings, report_uri=args.report, plot_uri=args.plot)
-    metrics = report.get("metrics") or {}
     emit_metrics("Evaluate", {
-        **{name: metrics[name] for name in settings.training.gate_metrics if metrics.get(name) is not None},
-        "approved": 1.0 if report["gate"]["approved"] else 0.0,
+        **{name: report.metrics[name] for name in settings.training.gate_metrics
+           if report.metrics.get(name) is not None},
+        "approved": 1.0 if report.approved else 0.0,
     }, namespace=settings.observability.metrics_namespace)
-    if args.json:
-        print(json.dumps(report, default=str))
-    else:
-        gate = report["gate"]
-        print(f"bundle {report['bundle_id']} on {report['test_images']} test images: "
-              f"{'APPROVED' if gate['approved'] else 'REJECTED'} ({gate['reason']})")
-        for c in gate["comparisons"]:
-            champ = "-" if c["champion"] is None else f"{c['champion']:.4f}"
-            new = "-" if c["challenger"] is None else f"{c['challenger']:.4f}"
-            print(f"  {c['metric']:<22} {new:>8}  champion {champ:>8}  {'ok' if c['passed'] else 'WORSE'}")
+    print(report.to_json(indent=None) if args.json else _summary(report))
     # A rejected bundle is a normal outcome: the Register step records it as Rejected.
     return 0
+
+
+def _summary(report: EvaluationReport) -> str:
+    gate = report.gate
+    lines = [f"bundle {report.bundle_id} on {report.test_images} test images: "
+             f"{'APPROVED' if gate.approved else 'REJECTED'} ({gate.reason})"]
+    for c in gate.comparisons:
+        champ = "-" if c.champion is None else f"{c.champion:.4f}"
+        new = "-" if c.challenger is None else f"{c.challenger:.4f}"
+        lines.append(f"  {c.metric:<22} {new:>8}  champion {champ:>8}  {'ok' if c.passed else 'WORSE'}")
+    return "\n".join(lines)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -10,7 +10,8 @@ import time
 
 def _label(args: argparse.Namespace) -> int:
     from alp.datasets import data_root_for, latest_version, read_version
-    from alp.labeling.backend import JobStatus, JobTimeout, LabelingBackend, get_backend
+    from alp.labeling.backend import JobStatus, JobTimeout, LabelingBackend
+    from alp.labeling.backends import get_backend
     from alp.labeling.workflow import run_label_step
     from alp.manifest import ManifestLine
     from alp.observability import emit_metrics

@@ -11,8 +11,10 @@ def _merge(args: argparse.Namespace) -> int:
     from alp import aws, storage
     from alp.datasets import data_root_for, merge_batch_result
     from alp.observability import emit_metrics
+    from alp.pipeline_runs import start_execution
     from alp.resources import ResourceNames
     from alp.settings import load_settings
+    from alp.steps import TRAINING_PIPELINE
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     settings = load_settings()
@@ -27,11 +29,9 @@ def _merge(args: argparse.Namespace) -> int:
                                **{f"changes_{k}": v for k, v in info.changes.items()}},
                      namespace=settings.observability.metrics_namespace)
         if storage.is_s3(data_root) and not args.no_training:
-            account = aws.account_id()
-            pipeline = ResourceNames.from_settings(settings, account).training_pipeline
-            resp = aws.client("codepipeline").start_pipeline_execution(
-                name=pipeline, variables=[{"name": "DatasetUri", "value": result.uri}])
-            print(f"alp merge: started {pipeline} execution {resp.get('pipelineExecutionId')}", file=sys.stderr)
+            pipeline = ResourceNames.from_settings(settings, aws.account_id()).training_pipeline
+            execution_id = start_execution(pipeline, TRAINING_PIPELINE, {"DatasetUri": result.uri})
+            print(f"alp merge: started {pipeline} execution {execution_id}", file=sys.stderr)
     print(result.uri)
     return 0
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from alp import storage
-
 
 def _row(b: object) -> dict[str, object]:
     from alp.registry import RegisteredBundle
@@ -48,15 +46,12 @@ def _current(args: argparse.Namespace) -> int:
 def _register(args: argparse.Namespace) -> int:
     from alp.registry import register_bundle
     from alp.settings import load_settings
+    from training.evaluate import read_evaluation_report
 
-    report = json.loads(storage.read_text(args.report))
-    decision = report.get("gate") or {}
-    if "approved" not in decision:
-        raise ValueError(f"{args.report} has no gate decision: run `alp evaluate-bundle --report` first")
+    report = read_evaluation_report(args.report)
     registered = register_bundle(
-        load_settings(), args.bundle, approved=bool(decision["approved"]), metrics=report.get("metrics") or {},
-        report_uri=args.report, description=str(decision.get("reason", "")),
-        create_group_if_missing=args.create_group,
+        load_settings(), args.bundle, approved=report.approved, metrics=report.metrics,
+        report_uri=args.report, description=report.gate.reason, create_group_if_missing=args.create_group,
     )
     print(json.dumps(_row(registered), indent=2))
     return 0

@@ -32,13 +32,17 @@ def _requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+_DESCRIPTION = """\
+Copy every image of <batch>/labeling/unlabeled.jsonl and <batch>/inference/deferred.jsonl onto itself in the \
+unlabeled bucket (a new version, which the upload rule sends to the batcher). Images sent back \
+labeling.max_requeues times, gone or outside the unlabeled prefix are quarantined with the reason in \
+<batch>/requeue/quarantine.jsonl. Safe to re-run."""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "requeue", help="send a batch's unlabeled and deferred images back to the queue for a later batch",
-        description="Copy every image of <batch>/labeling/unlabeled.jsonl and <batch>/inference/deferred.jsonl "
-                    "onto itself in the unlabeled bucket (a new version, which the upload rule sends to the "
-                    "batcher). Images sent back labeling.max_requeues times, gone or outside the unlabeled "
-                    "prefix are quarantined with the reason in <batch>/requeue/quarantine.jsonl. Safe to re-run.")
+        description=_DESCRIPTION)
     parser.add_argument("--batch", required=True, help="batch folder (s3://<data bucket>/batches/<id>/)")
     parser.add_argument("--unlabeled-bucket", default=None,
                         help="the unlabeled bucket (default: the stack's, from the settings and the account)")

@@ -1,10 +1,21 @@
 """``alp demo`` (``make demo``): the whole active-learning loop on one machine.
 
-Modules: :mod:`embedded` (moto on 127.0.0.1 with the stack's resources, and the mirror that lets a run
-resume), :mod:`state` (run folder, flags, ``state.json``), :mod:`runner` (the rounds), :mod:`integration`
-(the seams to the synthetic data, inference, metrics and dataset code), :mod:`report` (table, plots,
-overlays, ``report.md``) and :mod:`strategies` (the random-selection baseline of ``alp bench
-active-learning``).
+Modules, from the run down:
+
+* :mod:`runner` - the run: options, run folder, data, settings, the embedded AWS, the rounds, the report;
+  ``alp demo``'s entry (exit codes, Ctrl-C);
+* :mod:`rounds` - one round: uploads -> batcher -> the labeling pipeline -> the training pipeline -> scores;
+* :mod:`uploads` - a round's uploads into the embedded AWS and the batcher over their queued events;
+* :mod:`pipelines` - a declared pipeline's steps run in this process, each step's output in the round's log;
+* :mod:`data` - the synthetic pool and frozen test set, generated once (also for the bench's runs);
+* :mod:`embedded` - moto on 127.0.0.1 with the stack's resources, and the mirror that lets a run resume;
+* :mod:`state` - the run folder's layout, the flags (``DemoConfig``) and ``state.json``;
+* :mod:`sandbox` - the run's environment: every write (cwd, temp files, tool caches) inside its folder;
+* :mod:`signals` - SIGTERM as Ctrl-C, and Ctrl-C held while a round is recorded;
+* :mod:`console` - the lines and progress bars on the console;
+* :mod:`integration` - the seams to the synthetic data, inference, metrics and the pipeline's outputs;
+* :mod:`report` - table, plots, overlays, ``report.md``;
+* :mod:`strategies` - routing within a human budget (``--human-share``, and ``alp bench active-learning``).
 
 Run folder (default ``./demo-run``)::
 

@@ -144,6 +144,29 @@ def _buckets(names: ResourceNames) -> list[str]:
             names.training_artifact_bucket]
 
 
+@dataclass(frozen=True)
+class _BucketMirror:
+    """One bucket in the mirror: its objects under ``objects/<key>`` and an index of key -> ETag."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, mirror: Path, bucket: str) -> _BucketMirror:
+        return cls(mirror / "s3" / bucket)
+
+    def object_path(self, key: str) -> Path:
+        return self.root / "objects" / key
+
+    def read_index(self) -> dict[str, str]:
+        path = self.root / _MIRROR_INDEX
+        index: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+        return index
+
+    def write_index(self, index: dict[str, str]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / _MIRROR_INDEX).write_text(json.dumps(index, sort_keys=True))
+
+
 def snapshot_state(settings: Settings, names: ResourceNames, mirror: Path) -> int:
     """Copy new or changed objects of the stack's buckets and the registry to ``mirror``; returns objects copied."""
     from alp.registry import list_bundles
@@ -151,9 +174,8 @@ def snapshot_state(settings: Settings, names: ResourceNames, mirror: Path) -> in
     s3 = aws.client("s3")
     copied = 0
     for bucket in _buckets(names):
-        root = mirror / "s3" / bucket
-        index_path = root / _MIRROR_INDEX
-        index: dict[str, str] = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        kept = _BucketMirror.of(mirror, bucket)
+        index = kept.read_index()
         seen: dict[str, str] = {}
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for obj in page.get("Contents", []):
@@ -161,14 +183,13 @@ def snapshot_state(settings: Settings, names: ResourceNames, mirror: Path) -> in
                 seen[key] = etag
                 if index.get(key) == etag:
                     continue
-                target = root / "objects" / key
+                target = kept.object_path(key)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
                 copied += 1
         for gone in set(index) - set(seen):
-            (root / "objects" / gone).unlink(missing_ok=True)
-        root.mkdir(parents=True, exist_ok=True)
-        index_path.write_text(json.dumps(seen, sort_keys=True))
+            kept.object_path(gone).unlink(missing_ok=True)
+        kept.write_index(seen)
     packages = [b.model_dump(mode="json") for b in sorted(list_bundles(settings), key=lambda b: b.version)]
     (mirror / _REGISTRY_FILE).write_text(json.dumps(packages, indent=1))
     return copied
@@ -179,30 +200,28 @@ def mirrored_path(mirror: Path, uri: str) -> Path:
     from alp.storage import parse_s3_uri
 
     loc = parse_s3_uri(uri)
-    return mirror / "s3" / loc.bucket / "objects" / loc.key
+    return _BucketMirror.of(mirror, loc.bucket).object_path(loc.key)
 
 
 def restore_state(settings: Settings, names: ResourceNames, mirror: Path) -> int:
     """Upload the mirrored objects and re-register the mirrored bundles in order; returns objects restored."""
-    from alp.registry import register_bundle
+    from alp.registry import RegisteredBundle, register_bundle
 
     s3 = aws.client("s3")
     restored = 0
     for bucket in _buckets(names):
-        root = mirror / "s3" / bucket
-        index_path = root / _MIRROR_INDEX
-        if not index_path.is_file():
-            continue
-        for key in sorted(json.loads(index_path.read_text())):
-            path = root / "objects" / key
+        kept = _BucketMirror.of(mirror, bucket)
+        for key in sorted(kept.read_index()):
+            path = kept.object_path(key)
             if path.is_file():
                 s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
                 restored += 1
     registry_path = mirror / _REGISTRY_FILE
     if registry_path.is_file():
         for pkg in json.loads(registry_path.read_text()):
-            register_bundle(settings, pkg["bundle_uri"], approved=pkg["status"] == "Approved",
-                            metrics=pkg.get("metrics") or None, report_uri=pkg.get("report_uri"),
+            bundle = RegisteredBundle.model_validate(pkg)
+            register_bundle(settings, bundle.bundle_uri, approved=bundle.status == "Approved",
+                            metrics=bundle.metrics or None, report_uri=bundle.report_uri,
                             create_group_if_missing=True)
     return restored
 

@@ -92,12 +92,11 @@ def audit_agreement(version_uri: str) -> float | None:
     return quality.images_fully_agree.share
 
 
-def gate_passed(report: dict[str, Any]) -> bool | None:
-    """The gate decision recorded in the evaluation report (``approved`` at the top or under ``gate``)."""
-    for node in (report, report.get("gate") or {}, report.get("decision") or {}):
-        if isinstance(node, dict) and isinstance(node.get("approved"), bool):
-            return bool(node["approved"])
-    return None
+def candidate_approved(candidate_uri: str) -> bool:
+    """The gate's decision in the candidate's evaluation report (``report.json``, the Evaluate step's)."""
+    from training.evaluate import read_evaluation_report
+
+    return read_evaluation_report(storage.join(candidate_uri, "report.json")).approved
 
 
 def bundle_id(bundle_uri: str) -> str:

@@ -6,9 +6,11 @@ what goes in. Plots use matplotlib's Agg backend (no display); overlays are draw
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -22,6 +24,9 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("box_map50", "box_map50"), ("kpt_oks_map50", "kpt_oks_map50"), ("visibility_accuracy", "vis_acc"),
     ("seconds", "seconds"), ("approved", "gate"),
 )
+# the frozen test set's metrics, with their names on the plots
+_METRICS = (("box_map50", "head box mAP50"), ("kpt_oks_map50", "keypoint OKS mAP50"),
+            ("visibility_accuracy", "visibility accuracy"))
 
 
 def _cell(value: object) -> str:
@@ -52,66 +57,76 @@ def markdown_table(rows: Sequence[RoundRecord]) -> str:
     return "\n".join(out)
 
 
+def improvement_note(rows: Sequence[RoundRecord]) -> str:
+    """One sentence on how the test metrics moved from the first to the last round."""
+    if len(rows) < 2:
+        return "Only one round so far: no trend yet."
+    first, last = rows[0], rows[-1]
+    parts = []
+    for key, _ in _METRICS:
+        a, b = getattr(first, key), getattr(last, key)
+        if a is not None and b is not None:
+            parts.append(f"{key} {a:.3f} -> {b:.3f} ({b - a:+.3f})")
+    trend = "; ".join(parts) or "no comparable metrics"
+    return (f"From round {first.round} to round {last.round} ({first.human_labels_total} -> "
+            f"{last.human_labels_total} human labels): {trend}.")
+
+
 # --- plots -----------------------------------------------------------------------------------------
-_METRICS = (("box_map50", "head box mAP50"), ("kpt_oks_map50", "keypoint OKS mAP50"),
-            ("visibility_accuracy", "visibility accuracy"))
 
 
-def plot_learning_curves(rows: Sequence[RoundRecord], path: Path) -> Path:
-    """Test metrics against the human labels used so far (one marker per round)."""
+@contextlib.contextmanager
+def _figure(path: Path, title: str) -> Iterator[Any]:
+    """One matplotlib axes (Agg, no display), saved to ``path`` with ``title`` when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for key, label in _METRICS:
-        pts = [(r.human_labels_total, getattr(r, key), r.round) for r in rows if getattr(r, key) is not None]
-        if not pts:
-            continue
-        xs, ys, rounds = zip(*pts, strict=True)
-        ax.plot(xs, ys, marker="o", label=label)
-        for x, y, rnd in pts:
-            ax.annotate(f"r{rnd}", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
-        del rounds
-    ax.set_xlabel("images labeled by people (cumulative)")
-    ax.set_ylabel("score on the frozen test set")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("Learning curves")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        yield ax
+        ax.set_title(title)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def plot_learning_curves(rows: Sequence[RoundRecord], path: Path) -> Path:
+    """Test metrics against the human labels used so far (one marker per round)."""
+    with _figure(path, "Learning curves") as ax:
+        for key, label in _METRICS:
+            pts = [(r.human_labels_total, getattr(r, key), r.round) for r in rows if getattr(r, key) is not None]
+            if not pts:
+                continue
+            ax.plot([x for x, _, _ in pts], [y for _, y, _ in pts], marker="o", label=label)
+            for x, y, rnd in pts:
+                ax.annotate(f"r{rnd}", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
+        ax.set_xlabel("images labeled by people (cumulative)")
+        ax.set_ylabel("score on the frozen test set")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
     return path
 
 
 def plot_routes_per_round(rows: Sequence[RoundRecord], path: Path) -> Path:
     """Stacked bars: images routed auto / human / audit / quarantine / deferred per round."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    xs = [r.round for r in rows]
-    bottom = [0] * len(rows)
-    colours = {"auto": "#4c9f70", "human": "#d1495b", "audit": "#edae49", "quarantine": "#555555",
-               "deferred": "#9aa5b1"}
-    for key, colour in colours.items():
-        vals = [getattr(r, key) for r in rows]
-        ax.bar(xs, vals, bottom=bottom, color=colour, label=key)
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_xlabel("round (0 = cold start: random seed set labeled by people)")
-    ax.set_ylabel("images")
-    ax.set_xticks(xs)
-    ax.legend(fontsize=8)
-    ax.set_title("Where each round's images went (human + audit = labels paid for)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    with _figure(path, "Where each round's images went (human + audit = labels paid for)") as ax:
+        xs = [r.round for r in rows]
+        bottom = [0] * len(rows)
+        colours = {"auto": "#4c9f70", "human": "#d1495b", "audit": "#edae49", "quarantine": "#555555",
+                   "deferred": "#9aa5b1"}
+        for key, colour in colours.items():
+            vals = [getattr(r, key) for r in rows]
+            ax.bar(xs, vals, bottom=bottom, color=colour, label=key)
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+        ax.set_xlabel("round (0 = cold start: random seed set labeled by people)")
+        ax.set_ylabel("images")
+        ax.set_xticks(xs)
+        ax.legend(fontsize=8)
     return path
 
 

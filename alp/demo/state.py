@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -115,45 +115,37 @@ class RunFolderError(ValueError):
     """The run folder cannot be used as asked (other flags, unreadable state)."""
 
 
+# Where each part of a run lives under its folder (the layout is described in :mod:`alp.demo`).
+_LAYOUT = {
+    "state_path": "state.json",
+    "mirror_dir": "aws-mirror",
+    "work_dir": "work",
+    "config_dir": "ultralytics",  # ultralytics' config, fonts and runs
+    "mpl_dir": "matplotlib",
+    "metrics_log": "metrics.jsonl",
+    "logs_dir": "logs",
+    "report_dir": "report",
+}
+
+
 @dataclass(frozen=True)
 class RunFolder:
-    """Paths of a run folder."""
+    """Paths of a run folder: ``root`` and, below it, one attribute per entry of the layout."""
 
     root: Path
     start_over: str = "add --fresh"  # the flag that starts over, named in errors
+    state_path: Path = field(init=False)
+    mirror_dir: Path = field(init=False)
+    work_dir: Path = field(init=False)
+    config_dir: Path = field(init=False)
+    mpl_dir: Path = field(init=False)
+    metrics_log: Path = field(init=False)
+    logs_dir: Path = field(init=False)
+    report_dir: Path = field(init=False)
 
-    @property
-    def state_path(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def mirror_dir(self) -> Path:
-        return self.root / "aws-mirror"
-
-    @property
-    def work_dir(self) -> Path:
-        return self.root / "work"
-
-    @property
-    def config_dir(self) -> Path:
-        """ultralytics' config, fonts and runs."""
-        return self.root / "ultralytics"
-
-    @property
-    def mpl_dir(self) -> Path:
-        return self.root / "matplotlib"
-
-    @property
-    def metrics_log(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.root / "report"
+    def __post_init__(self) -> None:
+        for name, relative in _LAYOUT.items():
+            object.__setattr__(self, name, self.root / relative)  # frozen: set once, here
 
     def prepare(self, *, fresh: bool) -> None:
         if fresh and self.root.exists():

@@ -24,20 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
-from alp import storage
+from alp import manifest, storage
 from alp.geometry import box_iou, oks
 from alp.manifest import (
     PREANNOTATION_KEY,
     ROUTE_KEY,
-    BoundingBoxLabel,
-    BoxAnnotation,
-    BoxMetadata,
-    KeypointLabel,
-    KeypointMetadata,
     ManifestLine,
-    ObjectConfidence,
     PersonKeypoints,
     PreAnnotation,
     Route,
@@ -84,12 +76,14 @@ def human_to_auto(line: ManifestLine, settings: Settings, strategy: str = "rando
     if pre is None or pre.image_size is None:
         raise ValueError(f"{line.source_ref}: no pre-annotation with an image size to auto-label from")
     job = f"auto-{pre.bundle_id or 'model'}"
-    box_label = BoundingBoxLabel(image_size=[pre.image_size], annotations=[
-        BoxAnnotation(left=b.left, top=b.top, width=b.width, height=b.height) for b in pre.boxes])
-    box_meta = BoxMetadata(objects=[ObjectConfidence(confidence=b.score) for b in pre.boxes],
-                           human_annotated="no", job_name=job)
-    kp_label = KeypointLabel(image_size=[pre.image_size], keypoint_schema=settings.schema_.name, persons=pre.persons)
-    kp_meta = KeypointMetadata(human_annotated="no", job_name=job)
+    # the model's proposal in the Ground Truth output formats, as the Infer step writes an auto-label
+    box_label = manifest.BoundingBoxLabel(image_size=[pre.image_size], annotations=[
+        manifest.BoxAnnotation(left=b.left, top=b.top, width=b.width, height=b.height) for b in pre.boxes])
+    box_meta = manifest.BoxMetadata(objects=[manifest.ObjectConfidence(confidence=b.score) for b in pre.boxes],
+                                    human_annotated="no", job_name=job)
+    kp_label = manifest.KeypointLabel(image_size=[pre.image_size], keypoint_schema=settings.schema_.name,
+                                      persons=pre.persons)
+    kp_meta = manifest.KeypointMetadata(human_annotated="no", job_name=job)
     out = line.without(PREANNOTATION_KEY)
     out = out.with_boxes(settings.labeling.head_label_attribute, box_label, box_meta)
     out = out.with_keypoints(settings.labeling.keypoint_label_attribute, kp_label, kp_meta)
@@ -190,15 +184,13 @@ def route_randomly(auto: Sequence[ManifestLine], human: Sequence[ManifestLine], 
 def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int,
                   settings: Settings) -> dict[str, int]:
     """Rewrite the Infer step's outputs in ``inference_dir`` with :func:`route_within_budget`; returns counts."""
-    from alp.manifest import dumps_lines
-
     auto, human, quarantine = (read_manifest_if_present(storage.join(inference_dir, name))
                                for name in ("auto.jsonl", "human.jsonl", "quarantine.jsonl"))
     routed = route_within_budget(auto, human, budget, strategy, random.Random(seed), settings)
-    storage.write_text(storage.join(inference_dir, "auto.jsonl"), dumps_lines(routed.auto))
-    storage.write_text(storage.join(inference_dir, "human.jsonl"), dumps_lines(routed.human))
+    storage.write_text(storage.join(inference_dir, "auto.jsonl"), manifest.dumps_lines(routed.auto))
+    storage.write_text(storage.join(inference_dir, "human.jsonl"), manifest.dumps_lines(routed.human))
     storage.write_text(storage.join(inference_dir, "audit_model.jsonl"), "")
-    storage.write_text(storage.join(inference_dir, DEFERRED_FILE), dumps_lines(routed.deferred))
+    storage.write_text(storage.join(inference_dir, DEFERRED_FILE), manifest.dumps_lines(routed.deferred))
     counts = {"auto": len(routed.auto), "human": len(routed.human), "audit": 0, "quarantine": len(quarantine),
               "deferred": len(routed.deferred)}
     summary_uri = storage.join(inference_dir, "summary.json")
@@ -234,14 +226,15 @@ def auto_label_matches(pred: ManifestLine, truth: ManifestLine, settings: Settin
 
 
 def _person_oks(truth: PersonKeypoints, pred: PersonKeypoints, schema: KeypointSchema) -> float:
-    gt_xy = np.array([[k.x, k.y] for k in truth.keypoints], dtype=np.float64)
-    gt_v = np.array([k.v for k in truth.keypoints], dtype=np.int64)
-    pr_xy = np.array([[k.x, k.y] for k in pred.keypoints], dtype=np.float64)
+    gt_xy = [(k.x, k.y) for k in truth.keypoints]
+    gt_v = [k.v for k in truth.keypoints]
+    pr_xy = [(k.x, k.y) for k in pred.keypoints]
     if truth.bbox is not None:
         area = truth.bbox[2] * truth.bbox[3]
     else:
-        vis = gt_xy[gt_v > 0]
-        area = float(np.ptp(vis[:, 0]) * np.ptp(vis[:, 1])) if len(vis) else 0.0
+        labeled = [xy for xy, v in zip(gt_xy, gt_v, strict=True) if v > 0]
+        area = ((max(x for x, _ in labeled) - min(x for x, _ in labeled))
+                * (max(y for _, y in labeled) - min(y for _, y in labeled))) if labeled else 0.0
     return oks(gt_xy, gt_v, pr_xy, max(area, 1.0), schema.sigmas)
 
 

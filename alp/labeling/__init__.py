@@ -1,6 +1,7 @@
-"""Human labeling: Ground Truth task models, consolidation, labeling-job backends and the label step.
+"""Human labeling: Ground Truth task contracts, consolidation, labeling-job backends and the label step.
 
-Kept import-light on purpose: the Lambda asset ships ``alp/`` with pydantic only, so the modules the two
-Ground Truth handlers import (``tasks``, ``consolidation``) use the stdlib, pydantic and the core contracts;
-``render`` (python-liquid), ``local`` and ``ground_truth`` are imported by the label step only.
+What the two Ground Truth Lambdas run (``contracts``, ``pre_annotation``, ``post_annotation``, ``answers``,
+``consolidation``, ``worker_reports``) uses the stdlib, pydantic and the ``alp`` core only: the Lambda asset
+ships without numpy. ``render`` (python-liquid), the backends (``backend``, ``backends``, ``ground_truth``,
+``local``) and the label step (``workflow``) run outside the Lambdas.
 """

@@ -2,7 +2,8 @@
 
 Backends: ``ground-truth`` (SageMaker Ground Truth, :mod:`alp.labeling.ground_truth`) and ``local`` (a
 simulated workforce, :mod:`alp.labeling.local`). A self-hosted backend for accounts without Ground Truth
-implements the same four methods and is added to :func:`get_backend`; the label step does not change.
+implements the same four methods and is added to :func:`alp.labeling.backends.get_backend`; the label step
+does not change. This module imports no implementation.
 Every backend writes its output as a Ground Truth output manifest: the input line plus ``<attr>`` and
 ``<attr>-metadata``.
 """
@@ -18,9 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from alp import storage
-from alp.labeling.tasks import CONSOLIDATION_KEY, ConsolidationInfo, JobKind, job_folder
+from alp.labeling.contracts import ConsolidatedLabel, ConsolidationInfo, JobKind, job_folder
 from alp.manifest import ManifestLine, read_manifest
-from alp.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -158,24 +158,12 @@ class LabelingBackend(ABC):
                     reason = outcome.metadata.get("failure-reason") or outcome.metadata.get("failure_reason")
                     outcome.unlabeled_reason = f"no label: {reason or 'the job gave no answer'}"
                 else:
-                    info = ConsolidationInfo.model_validate(content.get(CONSOLIDATION_KEY) or {})
-                    outcome.consolidation = info
-                    if info.unlabeled:
-                        outcome.unlabeled_reason = info.reason or "no usable worker answer"
+                    consolidated = ConsolidatedLabel.parse(content)
+                    outcome.consolidation = consolidated.info
+                    if consolidated.info.unlabeled:
+                        outcome.unlabeled_reason = consolidated.info.reason or "no usable worker answer"
                     else:
-                        outcome.label = {k: v for k, v in content.items() if k != CONSOLIDATION_KEY}
+                        outcome.label = consolidated.label
             results.append(outcome)
         return results
 
-
-def get_backend(settings: Settings, **options: Any) -> LabelingBackend:
-    """The backend named by ``settings.labeling.backend``."""
-    if settings.labeling.backend == "ground-truth":
-        from alp.labeling.ground_truth import GroundTruthBackend
-
-        return GroundTruthBackend(settings, **options)
-    if settings.labeling.backend == "local":
-        from alp.labeling.local import LocalWorkforceBackend
-
-        return LocalWorkforceBackend(settings, **options)
-    raise ValueError(f"unknown labeling backend {settings.labeling.backend!r}")

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from alp import aws
 from alp.labeling.backend import JobSpec, JobStatus, LabelingBackend
-from alp.labeling.tasks import TEMPLATE_FILES, JobKind, is_valid_job_name
+from alp.labeling.contracts import TEMPLATE_FILES, JobKind, is_valid_job_name
 from alp.resources import ResourceNames
 from alp.settings import Settings
 

@@ -1,9 +1,10 @@
 """The ``local`` backend: a simulated workforce for the embedded mode, the tests and the benchmarks.
 
 It walks the same path a Ground Truth job does, with the real parts wherever one exists: for each data
-object it calls the real pre-annotation handler, renders the real template, answers in the exact shape the
-rendered form submits (field names read from the HTML), writes the consolidation payload where Ground Truth
-writes it, calls the real post-annotation handler and writes the output manifest where Ground Truth would.
+object it calls the pre-annotation Lambda's logic (as that function, through :mod:`alp.principals`), renders
+the real template, answers in the exact shape the rendered form submits (field names read from the HTML),
+writes the consolidation payload where Ground Truth writes it, calls the post-annotation Lambda's logic the
+same way and writes the output manifest where Ground Truth would.
 Workers answer from the synthetic truth (``settings.labeling.local_truth_uri``, looked up by the image file
 name) through a configurable :class:`NoiseModel`; a share of them is careless. It can also play a job that
 fails, is stopped half way or ends with part of its objects failed.
@@ -20,18 +21,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from alp import principals, storage
+from alp.geometry import Box, match_boxes
 from alp.labeling.backend import OUTPUT_MANIFEST, JobSpec, JobStatus, LabelingBackend
-from alp.labeling.consolidation import Box, match_boxes
-from alp.labeling.render import FormSpec, parse_form, render_task
-from alp.labeling.tasks import (
+from alp.labeling.contracts import (
     ELAPSED_FIELD,
     HEAD_ELEMENT,
     HEAD_LABEL,
     KEYPOINT_ELEMENT,
     PERSON_KEY,
     VISIBILITY_PREFIX,
+    ConsolidatedLabel,
+    ConsolidatedObject,
     PersonTask,
 )
+from alp.labeling.post_annotation import post_annotation
+from alp.labeling.pre_annotation import pre_annotation
+from alp.labeling.render import FormSpec, parse_form, render_task
 from alp.manifest import (
     CUSTOM_TYPE,
     BoundingBoxLabel,
@@ -148,17 +153,38 @@ class LocalWorkforceBackend(LabelingBackend):
         return status
 
     def _run(self, spec: JobSpec) -> JobStatus:
-        from lambdas import gt_post_annotation, gt_pre_annotation
-
         sim = self.simulation
-        names = ResourceNames.from_settings(self.settings, account=LOCAL_ACCOUNT)
         lines = read_manifest(spec.input_manifest_uri)
         total = len(lines)
         if sim.outcome == "failed":
             return JobStatus(name=spec.name, state="Failed", failure_reason=sim.failure_reason, total=total,
                              labeled=0, failed=total)
         finished = total if sim.outcome == "completed" else math.floor(sim.finished_share * total)
-        arn = f"arn:aws:sagemaker:{self.settings.region}:{LOCAL_ACCOUNT}:labeling-job/{spec.name}"
+        payload, failed = self._work(spec, lines, finished)
+        consolidated = self._consolidate(spec, payload)
+        out_lines = _output_lines(spec, lines, consolidated, failed)
+        output_uri = spec.folder + OUTPUT_MANIFEST
+        write_manifest(output_uri, out_lines)
+        labeled = sum(1 for line in out_lines if spec.label_attribute in line.data)
+        return JobStatus(
+            name=spec.name, state="Stopped" if sim.outcome == "stopped" else "Completed",
+            failure_reason="simulated: the job was stopped" if sim.outcome == "stopped" else None,
+            output_manifest_uri=output_uri, total=total, labeled=labeled, failed=len(failed),
+        )
+
+    def _names(self) -> ResourceNames:
+        return ResourceNames.from_settings(self.settings, account=LOCAL_ACCOUNT)
+
+    def _job_arn(self, spec: JobSpec) -> str:
+        return f"arn:aws:sagemaker:{self.settings.region}:{LOCAL_ACCOUNT}:labeling-job/{spec.name}"
+
+    def _work(self, spec: JobSpec, lines: list[ManifestLine], finished: int
+              ) -> tuple[list[dict[str, Any]], dict[int, str]]:
+        """The workers' side of the job: each of the first ``finished`` objects through the pre-annotation
+        function, the rendered task and every worker's answer. Returns the consolidation payload and the
+        objects that failed, with why."""
+        sim = self.simulation
+        names = self._names()
         workers = workforce(sim.workers or self.settings.labeling.local_workers,
                             self.settings.labeling.local_careless_share if sim.careless_share is None
                             else sim.careless_share)
@@ -169,15 +195,14 @@ class LocalWorkforceBackend(LabelingBackend):
                 if sim.outcome == "partial":
                     failed[i] = "simulated: no worker finished this object"
                 continue
+            event = {"version": "2018-10-16", "labelingJobArn": self._job_arn(spec), "dataObject": line.data}
             try:
                 with principals.acting_as_role(names.sagemaker_role):  # Ground Truth invokes with the job's role
-                    task = principals.invoke_function(
-                        names.pre_annotation_function, gt_pre_annotation.handler,
-                        {"version": "2018-10-16", "labelingJobArn": arn, "dataObject": line.data})["taskInput"]
+                    response = principals.invoke_function(names.pre_annotation_function, pre_annotation, event)
             except ValueError as exc:
                 failed[i] = f"pre-annotation failed: {exc}"
                 continue
-            form = parse_form(render_task(spec.kind, task))
+            form = parse_form(render_task(spec.kind, response["taskInput"]))
             annotations = []
             for worker in workers:
                 rng = _rng(sim.seed, spec.name, i, worker.worker_id)
@@ -186,39 +211,25 @@ class LocalWorkforceBackend(LabelingBackend):
                     annotations.append({"workerId": worker.worker_id, "annotationData": {"content": content}})
             payload.append({"datasetObjectId": str(i), "dataObject": {"s3Uri": line.data.get("source-ref")},
                             "annotations": annotations})
+        return payload, failed
+
+    def _consolidate(self, spec: JobSpec, payload: list[dict[str, Any]]) -> dict[str, ConsolidatedLabel]:
+        """Ground Truth's side: the payload written where it writes it, the post-annotation function called
+        with the job's role; the consolidated label of each object by its id."""
+        names = self._names()
         payload_uri = spec.folder + PAYLOAD_PATH
         with principals.acting_as_role(names.sagemaker_role):  # Ground Truth writes the workers' answers
             storage.write_text(payload_uri, json.dumps(payload, sort_keys=True), content_type="application/json")
         event = {
-            "version": "2018-10-16", "labelingJobArn": arn, "labelCategories": None,
+            "version": "2018-10-16", "labelingJobArn": self._job_arn(spec), "labelCategories": None,
             "labelAttributeName": spec.label_attribute,
             "roleArn": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/local-labeling",
             "payload": {"s3Uri": payload_uri}, "outputConfig": spec.folder + "annotations/consolidated-annotation/output",
         }
         with principals.acting_as_role(names.sagemaker_role):
-            answers = principals.invoke_function(names.post_annotation_function, gt_post_annotation.handler, event)
-        consolidated = {o["datasetObjectId"]: o["consolidatedAnnotation"]["content"] for o in answers}
-        out_lines = []
-        now = utc_now_iso()
-        for i, line in enumerate(lines):
-            meta: dict[str, Any] = {"type": CUSTOM_TYPE, "job-name": f"labeling-job/{spec.name}",
-                                    "human-annotated": "yes", "creation-date": now}
-            content = consolidated.get(str(i))
-            if content is not None and spec.label_attribute in content:
-                out_lines.append(line.with_fields(**{spec.label_attribute: content[spec.label_attribute],
-                                                     f"{spec.label_attribute}-metadata": meta}))
-            elif i in failed:
-                meta.pop("human-annotated")
-                meta["failure-reason"] = failed[i]
-                out_lines.append(line.with_fields(**{f"{spec.label_attribute}-metadata": meta}))
-        output_uri = spec.folder + OUTPUT_MANIFEST
-        write_manifest(output_uri, out_lines)
-        labeled = sum(1 for line in out_lines if spec.label_attribute in line.data)
-        return JobStatus(
-            name=spec.name, state="Stopped" if sim.outcome == "stopped" else "Completed",
-            failure_reason="simulated: the job was stopped" if sim.outcome == "stopped" else None,
-            output_manifest_uri=output_uri, total=total, labeled=labeled, failed=len(failed),
-        )
+            response = principals.invoke_function(names.post_annotation_function, post_annotation, event)
+        objects = [ConsolidatedObject.parse(item, spec.label_attribute) for item in response]
+        return {o.dataset_object_id: o.consolidated for o in objects}
 
     # --- one simulated worker's answer -----------------------------------------------------------------
     def _answer(self, spec: JobSpec, line: ManifestLine, form: FormSpec, worker: SimulatedWorker,
@@ -245,6 +256,26 @@ class LocalWorkforceBackend(LabelingBackend):
         seconds = rng.expovariate(1.0 / noise.seconds_per_item) * (0.3 if worker.careless else 1.0)
         answer[ELAPSED_FIELD] = f"{max(seconds, 1.0):.1f}"
         return json.dumps(answer, sort_keys=True)
+
+
+def _output_lines(spec: JobSpec, lines: list[ManifestLine], consolidated: dict[str, ConsolidatedLabel],
+                  failed: dict[int, str]) -> list[ManifestLine]:
+    """The output manifest as Ground Truth writes it: labeled objects with their label and metadata, failed
+    ones with the failure reason only, objects nobody finished left out."""
+    out_lines = []
+    now = utc_now_iso()
+    for i, line in enumerate(lines):
+        meta: dict[str, Any] = {"type": CUSTOM_TYPE, "job-name": f"labeling-job/{spec.name}",
+                                "human-annotated": "yes", "creation-date": now}
+        label = consolidated.get(str(i))
+        if label is not None:
+            out_lines.append(line.with_fields(**{spec.label_attribute: label.to_json(),
+                                                 f"{spec.label_attribute}-metadata": meta}))
+        elif i in failed:
+            meta.pop("human-annotated")
+            meta["failure-reason"] = failed[i]
+            out_lines.append(line.with_fields(**{f"{spec.label_attribute}-metadata": meta}))
+    return out_lines
 
 
 def _scaled(rate: float, careless: bool, factor: float) -> float:

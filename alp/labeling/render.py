@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from alp.labeling.tasks import TEMPLATE_FILES
+from alp.labeling.contracts import TEMPLATE_FILES
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "gt_templates"
 PREVIEW_URL = "https://ground-truth-preview.invalid/object?uri="

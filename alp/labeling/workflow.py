@@ -23,9 +23,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from alp import storage
+from alp.geometry import Box, match_boxes
 from alp.labeling.backend import TASK_ID_KEY, ItemOutcome, JobSpec, JobStatus, LabelingBackend
-from alp.labeling.consolidation import Box, WorkerReport, match_boxes, merge_reports
-from alp.labeling.tasks import (
+from alp.labeling.contracts import (
     AUDIT_MODEL_KEY,
     GOLD_MARK_KEY,
     HEAD_LABEL,
@@ -38,6 +38,7 @@ from alp.labeling.tasks import (
     PersonTask,
     job_name,
 )
+from alp.labeling.worker_reports import WorkerReport, merge_reports
 from alp.manifest import (
     PREANNOTATION_KEY,
     BoundingBoxLabel,
@@ -179,8 +180,11 @@ def read_audit_model(inference_dir: str, settings: Settings) -> dict[str, dict[s
 
 # --- gold ------------------------------------------------------------------------------------------------
 
+Gold = list[tuple[ManifestLine, BoundingBoxLabel, KeypointLabel | None]]  # gold images with known labels
+
+
 def select_gold(candidates: list[ManifestLine], exclude: set[str], count: int, salt: str,
-                settings: Settings) -> list[tuple[ManifestLine, BoundingBoxLabel, KeypointLabel | None]]:
+                settings: Settings) -> Gold:
     """``count`` gold images with known head boxes, chosen by a hash (deterministic for a batch)."""
     if count <= 0:
         return []
@@ -205,6 +209,8 @@ def select_gold(candidates: list[ManifestLine], exclude: set[str], count: int, s
 
 # --- jobs ------------------------------------------------------------------------------------------------
 
+Waiter = Callable[[LabelingBackend, str], JobStatus]  # waits for a job to reach a final state
+
 @dataclass
 class _JobRun:
     spec: JobSpec
@@ -215,7 +221,7 @@ class _JobRun:
 
 def _run_job(kind: JobKind, item_lines: list[dict[str, Any]], gold_lines: list[dict[str, Any]],
              gold_items: list[GoldItem], batch_dir: str, settings: Settings, backend: LabelingBackend,
-             wait: Callable[[LabelingBackend, str], JobStatus]) -> _JobRun:
+             wait: Waiter) -> _JobRun:
     attr = (settings.labeling.head_label_attribute if kind == "head-boxes"
             else settings.labeling.keypoint_label_attribute)
     item_text = "\n".join(json.dumps(d, sort_keys=True) for d in sorted(item_lines, key=lambda d: d[TASK_ID_KEY]))
@@ -256,8 +262,7 @@ def _run_job(kind: JobKind, item_lines: list[dict[str, Any]], gold_lines: list[d
     return _JobRun(spec=spec, status=status, outcomes=outcomes, gold=len(gold_lines))
 
 
-def _gold_head_lines(gold: list[tuple[ManifestLine, BoundingBoxLabel, KeypointLabel | None]]
-                     ) -> tuple[list[dict[str, Any]], list[GoldItem]]:
+def _gold_head_lines(gold: Gold) -> tuple[list[dict[str, Any]], list[GoldItem]]:
     lines, items = [], []
     for line, boxes, _ in gold:
         task_id = f"gold:{line.source_ref}"
@@ -267,8 +272,7 @@ def _gold_head_lines(gold: list[tuple[ManifestLine, BoundingBoxLabel, KeypointLa
     return lines, items
 
 
-def _gold_person_lines(gold: list[tuple[ManifestLine, BoundingBoxLabel, KeypointLabel | None]], limit: int,
-                       schema_name: str) -> tuple[list[dict[str, Any]], list[GoldItem]]:
+def _gold_person_lines(gold: Gold, limit: int, schema_name: str) -> tuple[list[dict[str, Any]], list[GoldItem]]:
     lines: list[dict[str, Any]] = []
     items: list[GoldItem] = []
     for line, boxes, kps in gold:
@@ -372,9 +376,10 @@ def assemble_label(item: _Item, head_job: str, kp_job: str | None, settings: Set
 
 # --- the step --------------------------------------------------------------------------------------------
 
+
 def run_label_step(batch_dir: str, settings: Settings, backend: LabelingBackend, *,
                    gold_candidates: Callable[[], list[ManifestLine]] | None = None,
-                   wait: Callable[[LabelingBackend, str], JobStatus] | None = None) -> LabelingSummary:
+                   wait: Waiter | None = None) -> LabelingSummary:
     """Label the human and audit items of ``batch_dir`` and write the results under ``labeling/``.
 
     ``gold_candidates`` supplies lines with known labels for gold items (default: the backend's own);
@@ -382,49 +387,88 @@ def run_label_step(batch_dir: str, settings: Settings, backend: LabelingBackend,
     """
     batch_dir = batch_dir.rstrip("/") + "/"
     inference_dir = folder_uri(batch_dir, "inference")
-    out_dir = labeling_dir(batch_dir)
     human = read_manifest(inference_dir + "human.jsonl")
     items, rejected = prepare_items(human, read_audit_model(inference_dir, settings), settings)
-    waiter = wait or (lambda b, name: b.wait(name))
-    summary = LabelingSummary(batch_dir=batch_dir, backend=backend.name, items=len(items),
-                              audit_items=sum(1 for i in items if i.is_audit))
     runs: list[_JobRun] = []
     if items:
-        exclude = {storage.basename(i.task_id) for i in items}
         candidates = gold_candidates() if gold_candidates is not None else backend.gold_candidates()
+        exclude = {storage.basename(i.task_id) for i in items}
         gold = select_gold(candidates, exclude, settings.labeling.gold_items_per_job, batch_dir, settings)
-        gold_lines, gold_items = _gold_head_lines(gold)
-        head_run = _run_job("head-boxes", [i.job_line for i in items], gold_lines, gold_items, batch_dir,
-                            settings, backend, waiter)
-        runs.append(head_run)
-        by_id = {o.task_id: o for o in head_run.outcomes}
-        for item in items:
-            outcome = by_id.get(item.task_id)
+        runs = _label_items(items, gold, batch_dir, settings, backend, wait or (lambda b, name: b.wait(name)))
+    summary = LabelingSummary(batch_dir=batch_dir, backend=backend.name, items=len(items),
+                              audit_items=sum(1 for i in items if i.is_audit))
+    _write_results(summary, items, rejected, runs, settings)
+    return summary
+
+
+def _label_items(items: list[_Item], gold: Gold, batch_dir: str, settings: Settings, backend: LabelingBackend,
+                 wait: Waiter) -> list[_JobRun]:
+    """The head-box job over every item, then the keypoint job over every person found; each item keeps its
+    outcomes or the first reason it has none."""
+    gold_lines, gold_items = _gold_head_lines(gold)
+    head_run = _run_job("head-boxes", [i.job_line for i in items], gold_lines, gold_items, batch_dir,
+                        settings, backend, wait)
+    _take_head_outcomes(items, head_run)
+    person_lines = _person_lines(items, settings)
+    if not person_lines:
+        return [head_run]
+    gold_p_lines, gold_p_items = _gold_person_lines(gold, settings.labeling.gold_items_per_job,
+                                                    settings.schema_.name)
+    kp_run = _run_job("keypoints", person_lines, gold_p_lines, gold_p_items, batch_dir, settings, backend, wait)
+    _take_person_outcomes(items, kp_run)
+    return [head_run, kp_run]
+
+
+def _take_head_outcomes(items: list[_Item], run: _JobRun) -> None:
+    by_id = {o.task_id: o for o in run.outcomes}
+    for item in items:
+        outcome = by_id.get(item.task_id)
+        if outcome is None or outcome.label is None:
+            reason = outcome.unlabeled_reason if outcome else "missing from the job's input"
+            item.unlabeled = ("head-boxes", run.spec.name, reason or "no label")
+        else:
+            item.head = outcome
+
+
+def _take_person_outcomes(items: list[_Item], run: _JobRun) -> None:
+    by_id = {o.task_id: o for o in run.outcomes}
+    for item in items:
+        if item.unlabeled is not None or item.head is None:
+            continue
+        n = len(BoundingBoxLabel.model_validate(item.head.label).annotations)
+        for idx in range(n):
+            outcome = by_id.get(f"{item.task_id}#{idx}")
             if outcome is None or outcome.label is None:
                 reason = outcome.unlabeled_reason if outcome else "missing from the job's input"
-                item.unlabeled = ("head-boxes", head_run.spec.name, reason or "no label")
-            else:
-                item.head = outcome
-        person_lines = _person_lines(items, settings)
-        kp_run = None
-        if person_lines:
-            gold_p_lines, gold_p_items = _gold_person_lines(gold, settings.labeling.gold_items_per_job,
-                                                            settings.schema_.name)
-            kp_run = _run_job("keypoints", person_lines, gold_p_lines, gold_p_items, batch_dir, settings,
-                              backend, waiter)
-            runs.append(kp_run)
-            by_id = {o.task_id: o for o in kp_run.outcomes}
-            for item in items:
-                if item.unlabeled is not None or item.head is None:
-                    continue
-                n = len(BoundingBoxLabel.model_validate(item.head.label).annotations)
-                for idx in range(n):
-                    outcome = by_id.get(f"{item.task_id}#{idx}")
-                    if outcome is None or outcome.label is None:
-                        reason = outcome.unlabeled_reason if outcome else "missing from the job's input"
-                        item.unlabeled = ("keypoints", kp_run.spec.name, f"person {idx + 1}: {reason}")
-                        break
-                    item.persons[idx] = outcome
+                item.unlabeled = ("keypoints", run.spec.name, f"person {idx + 1}: {reason}")
+                break
+            item.persons[idx] = outcome
+
+
+def _write_results(summary: LabelingSummary, items: list[_Item], rejected: list[tuple[dict[str, Any], str]],
+                   runs: list[_JobRun], settings: Settings) -> None:
+    """``labeled.jsonl``, ``unlabeled.jsonl``, ``worker-reports.json`` and ``labeling.json``; fills ``summary``."""
+    out_dir = labeling_dir(summary.batch_dir)
+    labeled_lines, unlabeled_lines, reasons = _sort_items(items, rejected, runs, settings)
+    outputs = {
+        "labeled": write_manifest(out_dir + "labeled.jsonl", labeled_lines),
+        "unlabeled": write_manifest(out_dir + "unlabeled.jsonl", unlabeled_lines),
+    }
+    reports, excluded = _worker_reports(runs)
+    outputs["worker_reports"] = storage.write_text(out_dir + "worker-reports.json",
+                                                   json.dumps(reports, indent=2, sort_keys=True),
+                                                   content_type="application/json")
+    summary.labeled, summary.unlabeled = len(labeled_lines), len(unlabeled_lines)
+    summary.unlabeled_reasons = dict(sorted(reasons.items()))
+    summary.excluded_workers = sorted(excluded)
+    summary.jobs = [_job_record(r) for r in runs]
+    summary.outputs = {**outputs, "summary": out_dir + "labeling.json"}
+    storage.write_text(out_dir + "labeling.json", summary.model_dump_json(indent=2), content_type="application/json")
+
+
+def _sort_items(items: list[_Item], rejected: list[tuple[dict[str, Any], str]], runs: list[_JobRun],
+                settings: Settings) -> tuple[list[ManifestLine], list[ManifestLine], dict[str, int]]:
+    """Labeled lines, unlabeled lines (with stage, job and reason) and the count of each unlabeled reason."""
     labeled_lines = []
     unlabeled_lines = [ManifestLine({**data, UNLABELED_KEY: {"stage": "input", "reason": reason}})
                        for data, reason in rejected if "source-ref" in data or "source" in data]
@@ -439,10 +483,10 @@ def run_label_step(batch_dir: str, settings: Settings, backend: LabelingBackend,
                                                                                "reason": reason}}))
         key = f"{stage}: {reason.split(':')[0]}"
         reasons[key] = reasons.get(key, 0) + 1
-    outputs = {
-        "labeled": write_manifest(out_dir + "labeled.jsonl", labeled_lines),
-        "unlabeled": write_manifest(out_dir + "unlabeled.jsonl", unlabeled_lines),
-    }
+    return labeled_lines, unlabeled_lines, reasons
+
+
+def _worker_reports(runs: list[_JobRun]) -> tuple[dict[str, Any], set[str]]:
     reports = {}
     excluded: set[str] = set()
     for run in runs:
@@ -450,23 +494,17 @@ def run_label_step(batch_dir: str, settings: Settings, backend: LabelingBackend,
         if report is not None:
             reports[run.spec.name] = report.summary()
             excluded.update(report.excluded)
-    outputs["worker_reports"] = storage.write_text(out_dir + "worker-reports.json",
-                                                   json.dumps(reports, indent=2, sort_keys=True),
-                                                   content_type="application/json")
-    summary.labeled, summary.unlabeled = len(labeled_lines), len(unlabeled_lines)
-    summary.unlabeled_reasons = dict(sorted(reasons.items()))
-    summary.excluded_workers = sorted(excluded)
-    summary.jobs = [
-        JobRecord(name=r.spec.name, kind=r.spec.kind, state=r.status.state, failure_reason=r.status.failure_reason,
-                  items=r.spec.objects - r.gold, gold=r.gold,
-                  labeled=sum(1 for o in r.outcomes if o.label is not None and GOLD_MARK_KEY not in o.line),
-                  unlabeled=sum(1 for o in r.outcomes if o.label is None and GOLD_MARK_KEY not in o.line),
-                  folder=r.spec.folder)
-        for r in runs
-    ]
-    summary.outputs = {**outputs, "summary": out_dir + "labeling.json"}
-    storage.write_text(out_dir + "labeling.json", summary.model_dump_json(indent=2), content_type="application/json")
-    return summary
+    return reports, excluded
+
+
+def _job_record(run: _JobRun) -> JobRecord:
+    return JobRecord(
+        name=run.spec.name, kind=run.spec.kind, state=run.status.state, failure_reason=run.status.failure_reason,
+        items=run.spec.objects - run.gold, gold=run.gold,
+        labeled=sum(1 for o in run.outcomes if o.label is not None and GOLD_MARK_KEY not in o.line),
+        unlabeled=sum(1 for o in run.outcomes if o.label is None and GOLD_MARK_KEY not in o.line),
+        folder=run.spec.folder,
+    )
 
 
 def _job_worker_report(spec: JobSpec) -> WorkerReport | None:
@@ -477,4 +515,3 @@ def _job_worker_report(spec: JobSpec) -> WorkerReport | None:
         except ValueError as exc:
             log.warning("label: unreadable worker report %s: %s", uri, exc)
     return merge_reports(reports)
-

@@ -6,9 +6,7 @@ Layout under ``out`` (a folder or an ``s3://`` prefix)::
     manifest.jsonl                   one line per image (head boxes + keypoints + ``alp-synth``)
     preview.png                      with ``preview=True``: a contact sheet with the truth drawn
 
-Points outside the frame keep the (x, y) the skeleton puts them at, with ``v = 0`` (COCO would write
-0, 0): consumers that need COCO's convention get it from :func:`alp.coco.manifest_to_coco`, and metrics
-ignore ``v = 0`` points.
+Each manifest line comes from :func:`alp.synth.truth.truth_line`.
 """
 
 from __future__ import annotations
@@ -19,27 +17,13 @@ from typing import Any
 from PIL import Image
 
 from alp import storage
-from alp.manifest import (
-    BoundingBoxLabel,
-    BoxAnnotation,
-    BoxMetadata,
-    ImageSize,
-    Keypoint,
-    KeypointLabel,
-    KeypointMetadata,
-    ManifestLine,
-    ObjectConfidence,
-    PersonKeypoints,
-    dumps_lines,
-)
+from alp.manifest import ManifestLine, dumps_lines
 from alp.schema import INCABIN17
 from alp.settings import Settings
 from alp.synth.preview import contact_sheet, draw_truth
 from alp.synth.scene import SceneTruth, SynthScene, render_scene
+from alp.synth.truth import truth_line
 
-SYNTH_KEY = "alp-synth"
-JOB_NAME = "synthetic-truth"
-CREATION_DATE = "2024-01-01T00:00:00.000000"  # fixed, so the manifest's bytes depend only on the seed
 JPEG_QUALITY = 90
 PREVIEW_TILES = 12
 
@@ -53,31 +37,6 @@ def encode_jpeg(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False)
     return buf.getvalue()
-
-
-def truth_line(truth: SceneTruth, source_ref: str, settings: Settings | None = None) -> ManifestLine:
-    """The manifest line for one scene: head boxes and keypoints in the project's Ground Truth formats."""
-    settings = settings or Settings()
-    schema = INCABIN17
-    size = ImageSize(width=truth.width, height=truth.height, depth=3)
-    boxes, persons = [], []
-    for i, person in enumerate(truth.persons):
-        left, top, w, h = person.head_box
-        boxes.append(BoxAnnotation(class_id=0, left=left, top=top, width=w, height=h))
-        kps = [Keypoint(name=name, x=round(float(x), 2), y=round(float(y), 2), v=int(v))
-               for name, (x, y, v) in zip(schema.names, person.keypoints, strict=True)]
-        persons.append(PersonKeypoints(keypoints=kps, head_box_index=i, bbox=[float(v) for v in person.bbox]))
-    box_label = BoundingBoxLabel(image_size=[size], annotations=boxes)
-    box_meta = BoxMetadata(objects=[ObjectConfidence(confidence=1.0) for _ in boxes], class_map={"0": "head"},
-                           human_annotated="yes", creation_date=CREATION_DATE, job_name=JOB_NAME)
-    kp_label = KeypointLabel(image_size=[size], keypoint_schema=schema.name, persons=persons)
-    kp_meta = KeypointMetadata(human_annotated="yes", creation_date=CREATION_DATE, job_name=JOB_NAME)
-    info: dict[str, Any] = {"seed": truth.seed, "index": truth.index, "hard": truth.hard,
-                            "camera": truth.camera, "mode": truth.mode, "factors": list(truth.factors),
-                            "roles": [p.role for p in truth.persons]}
-    return (ManifestLine.for_image(source_ref, **{SYNTH_KEY: info})
-            .with_boxes(settings.labeling.head_label_attribute, box_label, box_meta)
-            .with_keypoints(settings.labeling.keypoint_label_attribute, kp_label, kp_meta))
 
 
 def generate_dataset(out: str, n: int, seed: int, hard_share: float = 0.3, size: tuple[int, int] = (640, 480),

@@ -271,24 +271,31 @@ class _Scene:
     def occupant(self, occ: Occupant, style: _Style, tag: str, torso_belt: bool
                  ) -> tuple[dict[str, list[Primitive]], list[Point]]:
         """Add an occupant's primitives; returns each keypoint's owning primitives and the head outline."""
+        proj = {name: self.p2(p) for name, p in occ.joints.items()}
+        own: dict[str, list[Primitive]] = {}
+        d_torso = self._torso(occ, style, tag, torso_belt)
+        head_outline = self._head(occ, style, tag, proj, d_torso, own)
+        # Limbs: thighs and shins, upper arms, forearms, hands (depth = the limb's own, slightly forward).
+        for side in ("left", "right"):
+            self._leg(occ, style, side, tag, own)
+            self._arm(occ, style, side, tag, proj, own)
+        return own, head_outline
+
+    def _torso(self, occ: Occupant, style: _Style, tag: str, torso_belt: bool) -> float:
+        """Torso: hull of a box around shoulders and hips, and the seat belt; returns its depth (the chest's)."""
         L, j = self.light, occ.joints
         s = occ.scale
-        proj = {name: self.p2(p) for name, p in j.items()}
-        own: dict[str, list[Primitive]] = {}
-
-        # Torso: hull of a box around shoulders and hips (depth = chest).
         l_axis, u_axis, f_axis = occ.torso_rot[:, 0], occ.torso_rot[:, 1], occ.torso_rot[:, 2]
         corners = []
         for base, half in ((j["neck"] - u_axis * 0.03 * s, 0.2 * s), (j["hip_center"] - u_axis * 0.02, 0.17 * s)):
             for sl in (-1.0, 1.0):
                 for sf in (-1.0, 1.0):
                     corners.append(base + l_axis * sl * half + f_axis * sf * 0.09 * s)
-        cxy, cdepth = self.cam.project(np.array(corners))
+        cxy, _ = self.cam.project(np.array(corners))
         chest = j["neck"] * 0.6 + j["hip_center"] * 0.4 + f_axis * 0.05
         _, d_torso = self.p2(chest)
         hull = convex_hull([(float(x), float(y)) for x, y in cxy])
         shirt = L(style.shirt, d_torso)
-        details: list[Detail] = []
         if torso_belt:
             sign = 1.0 if occ.joints["neck"][0] < 0 else -1.0  # the belt comes down from the door side
             a, _ = self.p2(j["neck"] * 0.45 + j["left_shoulder" if sign > 0 else "right_shoulder"] * 0.55
@@ -297,14 +304,18 @@ class _Scene:
             belt = Primitive("line", [a, b], L((35, 35, 38), d_torso), d_torso - 0.06, tag,
                              width=max(2, int(self.px(0.045, d_torso))))
             self.painter.add(belt)
-        self.painter.add(Primitive("polygon", hull, shirt, d_torso, tag, outline=_shade(shirt, 0.7), details=details))
+        self.painter.add(Primitive("polygon", hull, shirt, d_torso, tag, outline=_shade(shirt, 0.7), details=[]))
+        return d_torso
 
-        # Head, face features, hair, neck.
+    def _head(self, occ: Occupant, style: _Style, tag: str, proj: dict[str, tuple[Point, float]], d_torso: float,
+              own: dict[str, list[Primitive]]) -> list[Point]:
+        """Head, face features, hair, neck (recorded in ``own``); returns the skull's outline."""
+        s = occ.scale
         (hx, hy), d_head_real = self.p2(occ.head_center)
         d_head = min(d_head_real, d_torso - 0.03)
         axes2d = self._ellipsoid_axes(occ)
         head_outline = ellipse_points((hx, hy), axes2d, 32)
-        skin = L(style.skin, d_head)
+        skin = self.light(style.skin, d_head)
         # A soft highlight on the upper face, inside the skull's outline (colour only).
         rx, ry = float(np.abs(axes2d[0]).max()), float(np.abs(axes2d[1]).max())
         glow = [(hx - 0.7 * rx, hy - 0.75 * ry), (hx + 0.4 * rx, hy + 0.35 * ry)]
@@ -321,40 +332,45 @@ class _Scene:
             own[name] = [self._face_feature(name, (fx, fy), d_feat, occ, style, az, el, rf, skin, tag)]
         if style.glasses != "none" or style.mask:
             self._face_wear(occ, style, d_head, d_head_real, tag)
+        return head_outline
 
-        # Limbs: thighs and shins, upper arms, forearms, hands (depth = the limb's own, slightly forward).
-        trousers = style.trousers
-        for side in ("left", "right"):
-            hip, knee, ankle = j[f"{side}_hip"], j[f"{side}_knee"], j[f"{side}_ankle"]
-            thigh = self._limb(hip, knee, 0.08 * s, 0.065 * s, trousers, tag)
-            shin = self._limb(knee, ankle, 0.055 * s, 0.045 * s, trousers, tag)
-            foot_c = ankle + np.array([0.0, -0.03, -0.08 * s])
-            (fx, fy), dfoot = self.p2(foot_c)
-            r = self.px(0.06 * s, dfoot)
-            foot = self.painter.add(Primitive("polygon", ellipse_points((fx, fy), np.diag([r, r * 0.6]), 14),
-                                              L((30, 30, 32), dfoot), min(dfoot, shin.depth) - 0.005, tag))
-            own[f"{side}_hip"] = [thigh]
-            own[f"{side}_ankle"] = [shin, foot]
-            shoulder, elbow, wrist = j[f"{side}_shoulder"], j[f"{side}_elbow"], j[f"{side}_wrist"]
-            upper = self._limb(shoulder, elbow, 0.05 * s, 0.042 * s, style.shirt, tag, bias=0.03)
-            fore_color = style.skin if style.bare_forearms else style.shirt
-            fore = self._limb(elbow, wrist, 0.042 * s, 0.033 * s, fore_color, tag, bias=0.03)
-            direction = wrist - elbow
-            direction = direction / max(float(np.linalg.norm(direction)), 1e-9)
-            # The hand: an oval from the wrist along the forearm (a loose fist), covering the wrist point. It
-            # sits at the wrist's depth: a hand gripping the wheel from behind disappears behind the rim.
-            (wx, wy), dwrist = proj[f"{side}_wrist"]
-            (tx, ty), dhand = self.p2(wrist + direction * 0.085 * s)
-            k = self.px(1.0, dhand)
-            hand_skin = L(style.skin, dhand)
-            hand = self.painter.add(Primitive("polygon", capsule_points((wx, wy), (tx, ty), 0.03 * s * k,
-                                                                        0.036 * s * k), hand_skin,
-                                              min(dwrist - 0.005, fore.depth - 0.002), tag,
-                                              outline=_shade(hand_skin, 0.75)))
-            own[f"{side}_shoulder"] = [upper]
-            own[f"{side}_elbow"] = [upper, fore]
-            own[f"{side}_wrist"] = [fore, hand]
-        return own, head_outline
+    def _leg(self, occ: Occupant, style: _Style, side: str, tag: str, own: dict[str, list[Primitive]]) -> None:
+        """Thigh, shin and foot of one side; the hip point belongs to the thigh, the ankle to shin and foot."""
+        j, s = occ.joints, occ.scale
+        hip, knee, ankle = j[f"{side}_hip"], j[f"{side}_knee"], j[f"{side}_ankle"]
+        thigh = self._limb(hip, knee, 0.08 * s, 0.065 * s, style.trousers, tag)
+        shin = self._limb(knee, ankle, 0.055 * s, 0.045 * s, style.trousers, tag)
+        foot_c = ankle + np.array([0.0, -0.03, -0.08 * s])
+        (fx, fy), dfoot = self.p2(foot_c)
+        r = self.px(0.06 * s, dfoot)
+        foot = self.painter.add(Primitive("polygon", ellipse_points((fx, fy), np.diag([r, r * 0.6]), 14),
+                                          self.light((30, 30, 32), dfoot), min(dfoot, shin.depth) - 0.005, tag))
+        own[f"{side}_hip"] = [thigh]
+        own[f"{side}_ankle"] = [shin, foot]
+
+    def _arm(self, occ: Occupant, style: _Style, side: str, tag: str, proj: dict[str, tuple[Point, float]],
+             own: dict[str, list[Primitive]]) -> None:
+        """Upper arm, forearm and hand of one side, recorded as the owners of shoulder, elbow and wrist."""
+        j, s = occ.joints, occ.scale
+        shoulder, elbow, wrist = j[f"{side}_shoulder"], j[f"{side}_elbow"], j[f"{side}_wrist"]
+        upper = self._limb(shoulder, elbow, 0.05 * s, 0.042 * s, style.shirt, tag, bias=0.03)
+        fore_color = style.skin if style.bare_forearms else style.shirt
+        fore = self._limb(elbow, wrist, 0.042 * s, 0.033 * s, fore_color, tag, bias=0.03)
+        direction = wrist - elbow
+        direction = direction / max(float(np.linalg.norm(direction)), 1e-9)
+        # The hand: an oval from the wrist along the forearm (a loose fist), covering the wrist point. It
+        # sits at the wrist's depth: a hand gripping the wheel from behind disappears behind the rim.
+        (wx, wy), dwrist = proj[f"{side}_wrist"]
+        (tx, ty), dhand = self.p2(wrist + direction * 0.085 * s)
+        k = self.px(1.0, dhand)
+        hand_skin = self.light(style.skin, dhand)
+        hand = self.painter.add(Primitive("polygon", capsule_points((wx, wy), (tx, ty), 0.03 * s * k,
+                                                                    0.036 * s * k), hand_skin,
+                                          min(dwrist - 0.005, fore.depth - 0.002), tag,
+                                          outline=_shade(hand_skin, 0.75)))
+        own[f"{side}_shoulder"] = [upper]
+        own[f"{side}_elbow"] = [upper, fore]
+        own[f"{side}_wrist"] = [fore, hand]
 
     def _limb(self, a: Vec, b: Vec, ra: float, rb: float, color: RGB, tag: str, bias: float = 0.02) -> Primitive:
         (ax, ay), da = self.p2(a)
@@ -523,7 +539,59 @@ def render_scene(seed: int, index: int, *, size: tuple[int, int] = (640, 480), h
     w, h = size
     if w < 32 or h < 32:
         raise ValueError(f"image size {w}x{h} is too small (at least 32x32)")
-    rng = scene_rng(seed, index)
+    plan = _plan_frame(scene_rng(seed, index), size, hard_share, hard=hard, camera=camera, mode=mode)
+    drawn = _draw_with_findable_heads(plan, size)
+    truth = SceneTruth(seed=seed, index=index, width=w, height=h, camera=plan.camera_kind, mode=plan.mode,
+                       hard=plan.hard, factors=plan.factors, persons=_person_truths(drawn, plan, schema, w, h))
+    image = _finish(drawn.picture, plan.finish_rng, plan.mode, plan.factors, plan.night)
+    return SynthScene(image=image, truth=truth)
+
+
+@dataclass
+class _Seat:
+    """One occupant, with everything drawn for them before the frame is painted."""
+
+    role: Role
+    place: Vec  # the seat's hip point
+    jitter: Vec  # how far from it this occupant sits
+    style: _Style
+    hard_pose: bool
+    grip: Vec  # the driver's two hand positions on the rim, each in [-1, 1]
+    pose_seed: int
+
+
+@dataclass
+class _FramePlan:
+    """Everything one frame draws from its generator before it paints, drawn in a fixed order."""
+
+    hard: bool
+    camera_kind: CameraKind
+    mode: Mode
+    factors: tuple[HardFactor, ...]
+    camera: Camera
+    night: bool
+    light: _Light
+    driver_sign: float  # +1 left-hand drive (the driver sits at +x), -1 right-hand drive
+    seats: list[_Seat]
+    cabin_seed: int
+    finish_rng: np.random.Generator  # the optics and sensor noise of :func:`_finish`
+
+
+_Drawn = tuple[int, Occupant, dict[str, list[Primitive]], list[Point]]  # seat, pose, owners, head outline
+
+
+@dataclass
+class _DrawnFrame:
+    scene: _Scene
+    people: list[_Drawn]
+    picture: Image.Image
+    id_map: NDArray[np.int32]
+
+
+def _plan_frame(rng: np.random.Generator, size: tuple[int, int], hard_share: float, *, hard: bool | None,
+                camera: CameraKind | None, mode: Mode | None) -> _FramePlan:
+    """Draw the frame's choices. The order of the draws is part of the data set: changing it changes
+    every picture of every seed."""
     is_hard = bool(rng.random() < hard_share) if hard is None else hard
     cam_kind: CameraKind = camera or ("dashboard" if rng.random() < 0.6 else "overhead")
     frame_mode: Mode = mode or ("ir" if rng.random() < 0.5 else "rgb")
@@ -537,9 +605,24 @@ def render_scene(seed: int, index: int, *, size: tuple[int, int] = (640, 480), h
     gain = float(rng.uniform(0.12, 0.3)) if "dark" in factors else float(rng.uniform(0.75, 1.1))
     light = _Light(frame_mode, gain if not night or "dark" in factors else gain * 0.55)
     driver_sign = 1.0 if rng.random() < 0.7 else -1.0  # left- or right-hand drive
+    places = _seat_places(rng, driver_sign)
+    jitter = rng.normal(0.0, 1.0, size=(len(places), 3)) * np.array([0.03, 0.01, 0.04])
+    styles = [_sample_style(rng, "occlusion" in factors) for _ in places]
+    hard_poses = [is_hard and ("occlusion" in factors or rng.random() < 0.3) for _ in places]
+    grips = [rng.uniform(-1.0, 1.0, size=2) for _ in places]
+    finish_rng = np.random.default_rng(rng.integers(0, 2**63 - 1))
+    pose_seeds = rng.integers(0, 2**63 - 1, size=len(places))
+    cabin_seed = int(rng.integers(0, 2**63 - 1))
+    seats = [_Seat(role, place, jitter[i], styles[i], hard_poses[i], grips[i], int(pose_seeds[i]))
+             for i, (role, place) in enumerate(places)]
+    return _FramePlan(hard=is_hard, camera_kind=cam_kind, mode=frame_mode, factors=factors, camera=cam,
+                      night=night, light=light, driver_sign=driver_sign, seats=seats, cabin_seed=cabin_seed,
+                      finish_rng=finish_rng)
 
-    # Who sits where. The driver's seat is always taken; like anyone else, the driver is left out of the
-    # frame (not drawn, so no unlabeled person remains) only when the camera would hide their head.
+
+def _seat_places(rng: np.random.Generator, driver_sign: float) -> list[tuple[Role, Vec]]:
+    """Who sits where. The driver's seat is always taken; like anyone else, the driver is left out of the
+    frame (not drawn, so no unlabeled person remains) only when the camera would hide their head."""
     n_people = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
     seats: list[tuple[Role, Vec]] = [("driver", np.array([FRONT_X * driver_sign, 0.44, FRONT_Z]))]
     if n_people >= 2:
@@ -554,67 +637,77 @@ def render_scene(seed: int, index: int, *, size: tuple[int, int] = (640, 480), h
         else:
             free = [x for x in REAR_XS if x not in taken]
             seats.append(("rear", np.array([free[int(rng.integers(len(free)))], 0.47, REAR_Z])))
-    jitter = rng.normal(0.0, 1.0, size=(len(seats), 3)) * np.array([0.03, 0.01, 0.04])
-    styles = [_sample_style(rng, "occlusion" in factors) for _ in seats]
-    pose_hard = [is_hard and ("occlusion" in factors or rng.random() < 0.3) for _ in seats]
-    grip_rng = [rng.uniform(-1.0, 1.0, size=2) for _ in seats]
-    post_rng = np.random.default_rng(rng.integers(0, 2**63 - 1))
-    pose_seeds = rng.integers(0, 2**63 - 1, size=len(seats))
-    cabin_seed = int(rng.integers(0, 2**63 - 1))
+    return seats
 
-    # Render; an occupant whose head is almost entirely hidden (a rear passenger behind a headrest) is
-    # moved away and the frame drawn again, so every person in the truth has a findable head.
-    active = list(range(len(seats)))
-    for _attempt in range(len(seats) + 1):
-        painter = Painter(size, light((150, 145, 140), 2.0))
-        sc = _Scene(cam, light, painter)
-        occupied = {float(seats[i][1][0]) for i in active if seats[i][0] != "rear"}
-        sc.cabin(np.random.default_rng(cabin_seed), night=night, occupied_front=occupied)
-        wc, e1, e2, normal = sc.steering_wheel(driver_sign)
-        people: list[tuple[int, Occupant, dict[str, list[Primitive]], list[Point]]] = []
-        for i in active:
-            role, hip = seats[i]
-            grips = None
-            if role == "driver":
-                g = grip_rng[i]
-                # Ten-to-two, give or take; the hand closes around the rim from the driver's side.
-                angles = (math.radians(35.0 + 20.0 * g[0]), math.radians(145.0 + 20.0 * g[1]))
-                grips = tuple(wc + WHEEL_RADIUS * (math.cos(a) * e1 + math.sin(a) * e2) + normal * 0.035
-                              for a in angles)
-            occ = pose_occupant(np.random.default_rng(pose_seeds[i]), role, hip + jitter[i],
-                                wheel_grips=grips, hard=pose_hard[i])  # type: ignore[arg-type]
-            own, head_outline = sc.occupant(occ, styles[i], f"p{i}", torso_belt=role != "rear")
-            people.append((i, occ, own, head_outline))
-        picture, id_map = painter.render()
-        dropped = _hidden_heads(people, painter, id_map, w, h)
+
+def _draw_with_findable_heads(plan: _FramePlan, size: tuple[int, int]) -> _DrawnFrame:
+    """Paint the frame; an occupant whose head is almost entirely hidden (a rear passenger behind a
+    headrest) is moved away and the frame painted again, so every person in the truth has a findable head."""
+    w, h = size
+    active = list(range(len(plan.seats)))
+    for _attempt in range(len(plan.seats) + 1):
+        drawn = _draw(plan, size, active)
+        dropped = _hidden_heads(drawn.people, drawn.scene.painter, drawn.id_map, w, h)
         if not dropped or len(active) == 1:
             break
         active = [i for i in active if i not in dropped] or active[:1]
+    return drawn
 
-    truth = SceneTruth(seed=seed, index=index, width=w, height=h, camera=cam_kind, mode=frame_mode,
-                       hard=is_hard, factors=factors)
-    person_of = np.zeros(len(painter.primitives) + 1, dtype=np.int32)
-    for k, (i, _, _, _) in enumerate(people, 1):
-        for prim in painter.primitives:
+
+def _draw(plan: _FramePlan, size: tuple[int, int], active: list[int]) -> _DrawnFrame:
+    """Paint the cabin, the wheel and the ``active`` occupants."""
+    painter = Painter(size, plan.light((150, 145, 140), 2.0))
+    sc = _Scene(plan.camera, plan.light, painter)
+    occupied = {float(plan.seats[i].place[0]) for i in active if plan.seats[i].role != "rear"}
+    sc.cabin(np.random.default_rng(plan.cabin_seed), night=plan.night, occupied_front=occupied)
+    wheel = sc.steering_wheel(plan.driver_sign)
+    people: list[_Drawn] = []
+    for i in active:
+        seat = plan.seats[i]
+        occ = _pose(seat, wheel)
+        own, head_outline = sc.occupant(occ, seat.style, f"p{i}", torso_belt=seat.role != "rear")
+        people.append((i, occ, own, head_outline))
+    picture, id_map = painter.render()
+    return _DrawnFrame(scene=sc, people=people, picture=picture, id_map=id_map)
+
+
+def _pose(seat: _Seat, wheel: tuple[Vec, Vec, Vec, Vec]) -> Occupant:
+    """The occupant's 3D pose; the driver's hands hold the wheel (centre, in-plane axes, normal)."""
+    grips = None
+    if seat.role == "driver":
+        wc, e1, e2, normal = wheel
+        g = seat.grip
+        # Ten-to-two, give or take; the hand closes around the rim from the driver's side.
+        angles = (math.radians(35.0 + 20.0 * g[0]), math.radians(145.0 + 20.0 * g[1]))
+        grips = tuple(wc + WHEEL_RADIUS * (math.cos(a) * e1 + math.sin(a) * e2) + normal * 0.035
+                      for a in angles)
+    return pose_occupant(np.random.default_rng(seat.pose_seed), seat.role, seat.place + seat.jitter,
+                         wheel_grips=grips, hard=seat.hard_pose)  # type: ignore[arg-type]
+
+
+def _person_truths(drawn: _DrawnFrame, plan: _FramePlan, schema: KeypointSchema, w: int,
+                   h: int) -> list[PersonTruth]:
+    """Each drawn occupant's keypoints with the visibility the painted picture shows, head box and box."""
+    primitives = drawn.scene.painter.primitives
+    person_of = np.zeros(len(primitives) + 1, dtype=np.int32)
+    for k, (i, _, _, _) in enumerate(drawn.people, 1):
+        for prim in primitives:
             if prim.owner == f"p{i}":
                 person_of[prim.order] = k
-    owner_map = person_of[id_map]
-    for k, (i, occ, own, head_outline) in enumerate(people, 1):
+    owner_map = person_of[drawn.id_map]
+    persons = []
+    for k, (i, occ, own, head_outline) in enumerate(drawn.people, 1):
         kps = np.zeros((schema.num_keypoints, 3))
         for ki, name in enumerate(schema.names):
-            x, y = (float(v) for v in sc.p2(occ.joints[name])[0])
+            x, y = (float(v) for v in drawn.scene.p2(occ.joints[name])[0])
             order = max(p.order for p in own[name])
-            kps[ki] = (x, y, visibility_at(id_map, x, y, order))
-        truth.persons.append(PersonTruth(role=seats[i][0], keypoints=kps,
-                                         head_box=_head_box(head_outline, w, h),
-                                         bbox=_mask_box(owner_map == k), arm_poses=occ.arm_poses))
-
-    image = _finish(picture, post_rng, frame_mode, factors, night)
-    return SynthScene(image=image, truth=truth)
+            kps[ki] = (x, y, visibility_at(drawn.id_map, x, y, order))
+        persons.append(PersonTruth(role=plan.seats[i].role, keypoints=kps, head_box=_head_box(head_outline, w, h),
+                                   bbox=_mask_box(owner_map == k), arm_poses=occ.arm_poses))
+    return persons
 
 
-def _hidden_heads(people: list[tuple[int, Occupant, dict[str, list[Primitive]], list[Point]]],
-                  painter: Painter, id_map: NDArray[np.int32], w: int, h: int) -> set[int]:
+def _hidden_heads(people: list[_Drawn], painter: Painter, id_map: NDArray[np.int32], w: int, h: int) -> set[int]:
     """Occupants whose head shows less than a quarter of itself (behind a seat, or out of the frame)."""
     dropped: set[int] = set()
     for i, _occ, _own, outline in people:

@@ -1,4 +1,4 @@
-"""Ground Truth task contracts shared by the two Lambdas, the templates and the label step (stdlib + pydantic).
+"""Ground Truth task contracts shared by the two Lambdas, the templates and the label step.
 
 Two custom tasks make up the human labeling of one image:
 
@@ -9,30 +9,20 @@ Two custom tasks make up the human labeling of one image:
   (prefilled from the model's person matched to that head) and one radio row per point says visible,
   occluded or outside.
 
-The event models mirror the documented Lambda contracts; the pre-annotation logic that turns a manifest line
-into ``taskInput`` is pure and lives here so the tests, the local workforce and the Lambda share it.
+The models mirror the documented Lambda contracts (events in, responses out) and the files the label step and
+the post-annotation Lambda share (the job context, the worker reports' folder); stdlib and pydantic only.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from alp.manifest import (
-    PREANNOTATION_KEY,
-    BoxAnnotation,
-    ImageSize,
-    ManifestError,
-    ManifestLine,
-    PersonKeypoints,
-)
-from alp.schema import VISIBILITY_NAMES, get_schema
-
-log = logging.getLogger(__name__)
+from alp.manifest import BoxAnnotation, ImageSize, PersonKeypoints
 
 JobKind = Literal["head-boxes", "keypoints"]
 JOB_KINDS: tuple[JobKind, ...] = ("head-boxes", "keypoints")
@@ -56,19 +46,6 @@ JOB_CONTEXT_NAME = "alp-job.json"
 WORKER_REPORTS_DIR = "alp-worker-reports"
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _KIND_SHORT = {"head-boxes": "heads", "keypoints": "kpts"}
-
-# The judgement writes reasons as "code: detail; code: detail"; workers see a plain sentence per code.
-_REASON_TEXT = {
-    "no_model": "There is no model yet: please draw every head from scratch.",
-    "audit": "Quality check: please label this image from scratch, carefully.",
-    "no_detections": "The model found no one here: please check the whole image.",
-    "low_box": "The model was unsure about some head boxes.",
-    "unassigned_head": "The model found a head it could not tie to a person.",
-    "no_head": "The model found a person without a head box.",
-    "low_keypoints": "The model was unsure about some body points.",
-    "unmatched_person": "The model may have missed or doubled a person.",
-    "model_error": "The model could not process this image.",
-}
 
 
 class _Model(BaseModel):
@@ -231,150 +208,49 @@ class ConsolidationInfo(_Model):
     gold: bool = False
 
 
-# --- pre-annotation: manifest line -> taskInput ----------------------------------------------------------
+# --- Lambda responses ------------------------------------------------------------------------------------
 
-def reason_codes(reason: str) -> list[str]:
-    """The codes of a judgement reason (``"low_box: ...; no_head: ..."`` -> ``["low_box", "no_head"]``)."""
-    codes = []
-    for part in reason.split(";"):
-        code = part.split(":", 1)[0].strip()
-        if code and code not in codes:
-            codes.append(code)
-    return codes
+class PreAnnotationResponse(_Model):
+    """What the pre-annotation Lambda returns: the template's ``task.input`` and the human-task flag."""
+
+    task_input: dict[str, Any] = Field(alias="taskInput")
+    is_human_annotation_required: bool = Field(True, alias="isHumanAnnotationRequired")
 
 
-def reason_text(route: str, reason: str) -> str:
-    """A sentence for workers: fixed texts only, so nothing from a manifest is shown as is."""
-    if route == "audit":
-        return _REASON_TEXT["audit"]
-    texts = [_REASON_TEXT[c] for c in reason_codes(reason) if c in _REASON_TEXT and c != "audit"]
-    return " ".join(texts) if texts else "The model was unsure about this image."
+class ConsolidatedLabel(_Model):
+    """The value under ``<label attribute>`` of a consolidated object, as Ground Truth writes it to the output
+    manifest: the label content (head boxes or keypoints; empty when unlabeled) plus ``alp-consolidation``."""
+
+    label: dict[str, Any] = Field(default_factory=dict, description="the label without alp-consolidation")
+    info: ConsolidationInfo
+
+    @classmethod
+    def parse(cls, value: Mapping[str, Any]) -> ConsolidatedLabel:
+        return cls(label={k: v for k, v in value.items() if k != CONSOLIDATION_KEY},
+                   info=ConsolidationInfo.model_validate(value.get(CONSOLIDATION_KEY) or {}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.label, CONSOLIDATION_KEY: self.info.dump()}
 
 
-def _round(v: float) -> float:
-    return round(float(v), 2)
+class ConsolidatedObject(_Model):
+    """One element of the post-annotation Lambda's response:
+    ``{"datasetObjectId": ..., "consolidatedAnnotation": {"content": {<label attribute>: <label>}}}``."""
 
+    dataset_object_id: str
+    label_attribute: str
+    consolidated: ConsolidatedLabel
 
-def _clip_box(box: BoxAnnotation | Any, size: ImageSize | None) -> dict[str, float] | None:
-    left, top, right, bottom = box.left, box.top, box.left + box.width, box.top + box.height
-    if size is not None:
-        left, top = max(0.0, left), max(0.0, top)
-        right, bottom = min(float(size.width), right), min(float(size.height), bottom)
-    if right - left < 1 or bottom - top < 1:
-        return None
-    return {"left": _round(left), "top": _round(top), "width": _round(right - left), "height": _round(bottom - top)}
+    @classmethod
+    def parse(cls, item: Mapping[str, Any], label_attribute: str) -> ConsolidatedObject:
+        return cls(dataset_object_id=str(item["datasetObjectId"]), label_attribute=label_attribute,
+                   consolidated=ConsolidatedLabel.parse(item["consolidatedAnnotation"]["content"][label_attribute]))
 
+    @classmethod
+    def unlabeled(cls, dataset_object_id: str, label_attribute: str, info: ConsolidationInfo) -> ConsolidatedObject:
+        return cls(dataset_object_id=dataset_object_id, label_attribute=label_attribute,
+                   consolidated=ConsolidatedLabel(info=info))
 
-def _percent_box(box: list[float], size: ImageSize) -> dict[str, float]:
-    """The highlight rectangle as percentages, so the reference view scales with the page."""
-    left, top, width, height = box
-    return {
-        "left": round(100.0 * max(0.0, left) / size.width, 3),
-        "top": round(100.0 * max(0.0, top) / size.height, 3),
-        "width": round(100.0 * width / size.width, 3),
-        "height": round(100.0 * height / size.height, 3),
-    }
-
-
-def build_task_input(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``taskInput`` for one manifest line, plus the reasons (logged by the caller) a prefill was dropped.
-
-    A line with neither ``source-ref`` nor ``source`` raises :class:`ManifestError`; a missing or malformed
-    pre-annotation only removes the prefill, the task still shows the image.
-    """
-    line = ManifestLine(data)  # raises ManifestError naming the missing source
-    source = data.get("source-ref") if "source-ref" in data else data.get("source")
-    if not isinstance(source, str) or not source:
-        raise ManifestError("'source' must be a non-empty string")
-    notes: list[str] = []
-    route, reason = "human", "unknown"
-    pre = None
-    try:
-        pre = line.preannotation()
-    except ManifestError as exc:
-        notes.append(f"malformed {PREANNOTATION_KEY}: {exc}")
-    try:
-        route_info = line.route()
-    except ManifestError as exc:
-        route_info = None
-        notes.append(f"malformed route: {exc}")
-    if pre is not None:
-        route, reason = pre.route, pre.reason
-    elif route_info is not None:
-        route, reason = route_info.route, route_info.reason
-    elif PREANNOTATION_KEY not in data:
-        notes.append(f"no {PREANNOTATION_KEY} on the line")
-    common: dict[str, Any] = {
-        "taskObject": source,
-        "route": route,
-        "reason": reason,
-        "reasonText": reason_text(route, reason),
-    }
-    if PERSON_KEY in data:
-        return _keypoint_task_input(data, common, route, notes), notes
-    initial: list[dict[str, Any]] = []
-    size = pre.image_size if pre is not None else None
-    if pre is not None and route == "audit":
-        notes.append("audit item: no prefill, so people label it independently of the model")
-    elif pre is not None:
-        for box in pre.boxes:
-            clipped = _clip_box(box, size)
-            if clipped is None:
-                notes.append("dropped an empty or off-image prefill box")
-                continue
-            initial.append({"label": HEAD_LABEL, **clipped})
-    task = {
-        **common,
-        "kind": "head-boxes",
-        "labels": [HEAD_LABEL],
-        "initialBoxes": initial,
-        "prefilled": bool(initial),
-        "imageSize": size.dump() if size is not None else None,
-    }
-    return task, notes
-
-
-def _keypoint_task_input(data: dict[str, Any], common: dict[str, Any], route: str,
-                         notes: list[str]) -> dict[str, Any]:
-    try:
-        person = PersonTask.model_validate(data[PERSON_KEY])
-        names = list(get_schema(person.keypoint_schema).names)
-    except ValidationError as exc:
-        raise ManifestError(f"{PERSON_KEY!r}: {exc.errors()[0]['msg']}") from None
-    except ValueError as exc:
-        raise ManifestError(f"{PERSON_KEY!r}: {exc}") from None
-    size = person.image_size
-    by_name: dict[str, tuple[float, float, int]] = {}
-    prefill = person.prefill
-    if prefill is not None and route == "audit":
-        notes.append("audit item: no prefill, so people label it independently of the model")
-        prefill = None
-    if prefill is not None:
-        got = [k.name for k in prefill.keypoints]
-        if got != names:
-            notes.append(f"prefill has points {got[:3]}... not the schema's {len(names)}: no prefill")
-        else:
-            for k in prefill.keypoints:
-                inside = 0 <= k.x <= size.width and 0 <= k.y <= size.height
-                v = k.v if inside else 0
-                by_name[k.name] = (_round(k.x), _round(k.y), v)
-    initial = [{"label": n, "x": by_name[n][0], "y": by_name[n][1]} for n in names if by_name.get(n, (0, 0, 0))[2] > 0]
-    rows = []
-    for n in names:
-        chosen = VISIBILITY_NAMES[by_name[n][2]] if n in by_name else None
-        rows.append({"name": n, "title": n.replace("_", " "), "field": VISIBILITY_PREFIX + n,
-                     **{c: chosen == c for c in VISIBILITY_CHOICES}})
-    if common["reason"] == "no_model" and route != "audit":
-        common = {**common, "reasonText": "There is no model yet: please place every point of this person."}
-    return {
-        **common,
-        "kind": "keypoints",
-        "labels": list(names),
-        "initialKeypoints": initial,
-        "points": rows,
-        "prefilled": bool(by_name),
-        "imageSize": size.dump(),
-        "highlight": _percent_box(person.head_box, size),
-        "personNumber": person.head_index + 1,
-        "personCount": person.persons_in_image,
-    }
+    def to_json(self) -> dict[str, Any]:
+        return {"datasetObjectId": self.dataset_object_id,
+                "consolidatedAnnotation": {"content": {self.label_attribute: self.consolidated.to_json()}}}

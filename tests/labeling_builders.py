@@ -1,4 +1,4 @@
-"""Small hand-made truth and batch lines for the label step's tests and benchmarks (no image files).
+"""Small hand-made truth and batch lines for the labeling tests (no image files).
 
 The synthetic generator of the demo writes richer truth with images; these lines carry the same label
 attributes (head boxes + keypoints with ``head_box_index`` and ``bbox``) so the simulated workforce, the
@@ -28,6 +28,7 @@ from alp.manifest import (
     ScoredBox,
 )
 from alp.settings import Settings
+from alp.synth.truth import truth_line_from_labels
 
 # Offsets of the in-cabin points from the head centre, in head widths (x) and head heights (y).
 _LAYOUT = {
@@ -66,13 +67,10 @@ def truth_line(source_ref: str, settings: Settings, *, persons: int = 2, seed: i
                                       bbox=[round(min(xs), 1), round(min(ys), 1), round(max(xs) - min(xs), 1),
                                             round(max(ys) - min(ys), 1)]))
     size = ImageSize(width=width, height=height)
-    labeling = settings.labeling
-    return (ManifestLine({"source-ref": source_ref})
-            .with_boxes(labeling.head_label_attribute, BoundingBoxLabel(image_size=[size], annotations=boxes),
-                        BoxMetadata(objects=[], job_name="synthetic", creation_date="2026-01-01T00:00:00.000000"))
-            .with_keypoints(labeling.keypoint_label_attribute,
-                            KeypointLabel(image_size=[size], keypoint_schema=schema.name, persons=people),
-                            KeypointMetadata(job_name="synthetic", creation_date="2026-01-01T00:00:00.000000")))
+    return truth_line_from_labels(source_ref, BoundingBoxLabel(image_size=[size], annotations=boxes),
+                                  KeypointLabel(image_size=[size], keypoint_schema=schema.name, persons=people),
+                                  settings, job_name="synthetic", creation_date="2026-01-01T00:00:00.000000",
+                                  head_confidence=None)
 
 
 def model_guess(truth: ManifestLine, settings: Settings, *, seed: int = 0, jitter_px: float = 4.0,
@@ -98,7 +96,8 @@ def model_guess(truth: ManifestLine, settings: Settings, *, seed: int = 0, jitte
 
 
 def human_line(source_ref: str, truth: ManifestLine | None, settings: Settings, *, route: str = "human",
-               reason: str = "low_keypoints: person 0 keypoint score 0.310 (quantile) < keypoint_threshold 0.5", seed: int = 0, key: str | None = None) -> ManifestLine:
+               reason: str = "low_keypoints: person 0 keypoint score 0.310 (quantile) < keypoint_threshold 0.5",
+               seed: int = 0, key: str | None = None) -> ManifestLine:
     """A line of ``inference/human.jsonl``: the batch line plus the model's proposal and the route.
     ``truth=None`` is the cold start: no model, no prefill."""
     data: dict[str, Any] = {
@@ -118,15 +117,7 @@ def human_line(source_ref: str, truth: ManifestLine | None, settings: Settings, 
     line = line.with_model(PREANNOTATION_KEY, pre).with_model(ROUTE_KEY, route_info)
     if route == "audit":
         # The model's would-be labels, as the inference step writes them for audit items.
-        labeling = settings.labeling
-        size = found[0].size
-        line = line.with_boxes(labeling.head_label_attribute,
-                               BoundingBoxLabel(image_size=[size], annotations=[
-                                   BoxAnnotation(left=b.left, top=b.top, width=b.width, height=b.height) for b in boxes]),
-                               BoxMetadata(human_annotated="no", job_name="auto"))
-        line = line.with_keypoints(labeling.keypoint_label_attribute,
-                                   KeypointLabel(image_size=[size], persons=persons),
-                                   KeypointMetadata(human_annotated="no", job_name="auto"))
+        line = _with_model_labels(line, found[0].size, boxes, persons, settings)
     return line
 
 
@@ -135,13 +126,20 @@ def auto_line(source_ref: str, truth: ManifestLine, settings: Settings, *, seed:
     found = truth.boxes(settings.labeling.head_label_attribute)
     assert found is not None
     boxes, persons = model_guess(truth, settings, seed=seed)
-    size = found[0].size
+    line = ManifestLine({"source-ref": source_ref,
+                         OBJECT_KEY: {"bucket": "unlabeled", "key": source_ref.rsplit("/", 1)[-1]}})
+    return _with_model_labels(line, found[0].size, boxes, persons, settings,
+                              creation_date="2026-01-01T00:00:00.000000")
+
+
+def _with_model_labels(line: ManifestLine, size: ImageSize, boxes: list[ScoredBox], persons: list[PersonKeypoints],
+                       settings: Settings, creation_date: str | None = None) -> ManifestLine:
+    """``line`` with the model's labels, ``human-annotated: no`` (``creation_date`` None: stamped now)."""
+    dated: dict[str, Any] = {"creation_date": creation_date} if creation_date else {}
+    heads = BoundingBoxLabel(image_size=[size], annotations=[
+        BoxAnnotation(left=b.left, top=b.top, width=b.width, height=b.height) for b in boxes])
     labeling = settings.labeling
-    return (ManifestLine({"source-ref": source_ref,
-                          OBJECT_KEY: {"bucket": "unlabeled", "key": source_ref.rsplit("/", 1)[-1]}})
-            .with_boxes(labeling.head_label_attribute, BoundingBoxLabel(image_size=[size], annotations=[
-                BoxAnnotation(left=b.left, top=b.top, width=b.width, height=b.height) for b in boxes]),
-                BoxMetadata(human_annotated="no", job_name="auto", creation_date="2026-01-01T00:00:00.000000"))
+    return (line.with_boxes(labeling.head_label_attribute, heads,
+                            BoxMetadata(human_annotated="no", job_name="auto", **dated))
             .with_keypoints(labeling.keypoint_label_attribute, KeypointLabel(image_size=[size], persons=persons),
-                            KeypointMetadata(human_annotated="no", job_name="auto",
-                                             creation_date="2026-01-01T00:00:00.000000")))
+                            KeypointMetadata(human_annotated="no", job_name="auto", **dated)))
