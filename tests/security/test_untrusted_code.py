@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 from bundle_factory import bright_image, scripted_bundle
 from conftest import NetworkBlocked
+from paths import REPO_ROOT  # noqa: E402
 
 from alp import storage
 from alp.bundle import BundleHashMismatch, load_bundle, sha256_file
 from alp.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 class _CreatesMarker:

@@ -15,12 +15,13 @@ pytest.importorskip("cdk_nag")
 
 import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
+from paths import REPO_ROOT  # noqa: E402
 
 from alp.lambda_asset import build_lambda_asset  # noqa: E402
 from alp.settings import settings_from_context  # noqa: E402
 from stacks.pipeline_stack import ActiveLabelingStack, cdk_json_context  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 _ONE_FINDING = re.compile(r"^AwsSolutions-[A-Z]+\d+(\[(Action|Resource|Policy)::[^\]]+\])?$")
 # Settings that add grants of their own: the Rekognition head backend (a DescribeProjects on "*", a project
 # wildcard) on three roles, and a Processing image of the user's own instead of the built one.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from labeling_builders import human_line, truth_line
+from paths import REPO_ROOT  # noqa: E402
 
 from alp.labeling.contracts import PERSON_KEY, TEMPLATE_FILES, PersonTask
 from alp.labeling.render import parse_form, render_task, template_path
@@ -44,7 +44,7 @@ def _person_line(source: str = "s3://u/img_0002.jpg") -> dict[str, Any]:
 
 def test_the_template_files_are_where_the_stack_uploads_them_from() -> None:
     for kind, name in TEMPLATE_FILES.items():
-        assert template_path(kind) == Path(__file__).parents[1] / "gt_templates" / name
+        assert template_path(kind) == REPO_ROOT / "gt_templates" / name
         assert template_path(kind).is_file()
 
 

@@ -12,12 +12,13 @@ import pytest
 pytest.importorskip("aws_cdk")
 
 import aws_cdk as cdk  # noqa: E402
+from paths import REPO_ROOT  # noqa: E402
 
 from alp.lambda_asset import build_lambda_asset  # noqa: E402
 from alp.settings import settings_from_context  # noqa: E402
 from stacks.pipeline_stack import ActiveLabelingStack, cdk_json_context  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 CFN_LINT_ERROR_BIT = 2  # cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import REPO_ROOT  # noqa: E402
 
 from alp.geometry import Box, box_agreement, box_iou, iou_matrix, oks
 from alp.labeling.answers import (
@@ -200,4 +201,4 @@ def test_consolidation_modules_import_without_numpy() -> None:
     code = ("import sys; sys.modules['numpy'] = None\n"
             "import lambdas.gt_pre_annotation, lambdas.gt_post_annotation\n"
             "assert 'numpy' not in [m for m, v in sys.modules.items() if v is not None]\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO_ROOT))

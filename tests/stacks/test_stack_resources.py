@@ -16,6 +16,7 @@ pytest.importorskip("aws_cdk")
 
 import aws_cdk as cdk  # noqa: E402
 from aws_cdk.assertions import Match, Template  # noqa: E402
+from paths import REPO_ROOT  # noqa: E402
 
 from alp.lambda_asset import build_lambda_asset  # noqa: E402
 from alp.settings import (  # noqa: E402
@@ -32,7 +33,7 @@ from stacks.processing_image import DOCKERFILE  # noqa: E402
 from stacks.step_pipeline import step_timeout_minutes  # noqa: E402
 from stacks.upload_trigger import queue_visibility_seconds  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 WORKTEAM = "arn:aws:sagemaker:eu-west-1:123456789012:workteam/private-crowd/heads"
 REKOGNITION_VERSION = "arn:aws:rekognition:eu-west-1:123456789012:project/heads/version/heads.v1/1767225600000"
 OWN_PROCESSING_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/alp-processing:3"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,12 +24,13 @@ pytest.importorskip("aws_cdk")
 
 import aws_cdk as cdk  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
+from paths import REPO_ROOT  # noqa: E402
 
 from alp.lambda_asset import build_lambda_asset  # noqa: E402
 from alp.settings import settings_from_context  # noqa: E402
 from stacks.pipeline_stack import ActiveLabelingStack, cdk_json_context  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 # Actions whose API has no resource-level permissions (the Service Authorization Reference lists "*" only).
 RESOURCE_STAR_ACKNOWLEDGED = {

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from events import event
 from labeling_builders import human_line, truth_line
 
 from alp.labeling.contracts import PERSON_KEY, PersonTask
@@ -20,7 +21,7 @@ ARN = "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/alp-heads-012345678
 
 
 def _event(data_object: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "2018-10-16", "labelingJobArn": ARN, "dataObject": data_object}
+    return {**event("gt_pre_annotation"), "dataObject": data_object}
 
 
 def _line(**kw: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import REPO_ROOT  # noqa: E402
 
 from alp.lambda_asset import (
     LambdaAssetError,
@@ -22,7 +23,7 @@ from alp.lambda_asset import (
     interpreter_matches_runtime,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 RUNTIME_PACKAGES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "urllib3", "six")
 HANDLERS = ("batcher", "gt_pre_annotation", "gt_post_annotation")
 

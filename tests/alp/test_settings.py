@@ -6,6 +6,7 @@ import json
 
 import boto3
 import pytest
+from paths import REPO_ROOT  # noqa: E402
 
 from alp import storage
 from alp.settings import (
@@ -81,9 +82,8 @@ def test_cdk_json_and_file_and_s3_give_the_same_settings(tmp_path, aws_mock):
 
 
 def test_repository_cdk_json_is_valid():
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
     if not (root / "cdk.json").exists():
         pytest.skip("cdk.json not written yet")
     settings_from_cdk_json(root / "cdk.json")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from events import event
 
 from alp import aws
 from alp.batching.events import SqsRecord, parse_record
@@ -180,24 +181,20 @@ def test_given_the_same_window_retried_then_the_same_batch_and_no_second_executi
 # --- events that are not uploads, unsafe keys --------------------------------------------------------
 def test_given_the_s3_test_event_and_other_events_then_they_are_acknowledged_not_batched(env: Env) -> None:
     sqs = aws.client("sqs")
-    sqs.send_message(QueueUrl=env.queue_url, MessageBody=json.dumps({
-        "Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-21T08:00:00.000Z",
-        "Bucket": env.names.unlabeled_bucket, "RequestId": "R", "HostId": "H"}))
-    sqs.send_message(QueueUrl=env.queue_url, MessageBody=json.dumps({
-        "version": "0", "id": "1", "detail-type": "Object Deleted", "source": "aws.s3", "time": "2026-11-21T08:00:00Z",
-        "detail": {"bucket": {"name": env.names.unlabeled_bucket}, "object": {"key": "incoming/a.jpg"}}}))
+    sqs.send_message(QueueUrl=env.queue_url, MessageBody=json.dumps(
+        event("s3_test_event", BUCKET=env.names.unlabeled_bucket)))
+    sqs.send_message(QueueUrl=env.queue_url, MessageBody=json.dumps(
+        event("s3_object_deleted.eventbridge", BUCKET=env.names.unlabeled_bucket)))
     result = process_sqs_records(env.receive_all(), env.settings, env.names)
     assert result.failed_message_ids == [] and len(result.ignored) == 2
     assert result.batch_id is None and env.executions() == []
 
 
 def _eventbridge_body(bucket: str, key: str, version: str = "v1", etag: str = "e1") -> str:
-    return json.dumps({
-        "version": "0", "id": "ev", "detail-type": "Object Created", "source": "aws.s3", "account": ACCOUNT,
-        "time": "2026-11-21T08:00:00Z", "region": "us-east-1", "resources": [f"arn:aws:s3:::{bucket}"],
-        "detail": {"version": "0", "bucket": {"name": bucket},
-                   "object": {"key": key, "size": 10, "etag": etag, "version-id": version},
-                   "reason": "PutObject"}})
+    body = event("s3_object_created.eventbridge", BUCKET=bucket, KEY=key)
+    body["account"] = ACCOUNT
+    body["detail"]["object"].update({"etag": etag, "version-id": version})
+    return json.dumps(body)
 
 
 def test_given_unsafe_keys_then_they_are_quarantined_with_a_reason_and_acknowledged(env: Env) -> None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from events import event
 
 from alp import aws, storage
 from alp.labeling.contracts import CONSOLIDATION_KEY, GoldItem, JobContext
@@ -23,15 +24,7 @@ ATTR = "head-boxes"
 
 
 def _event(payload: str = PAYLOAD, attr: str = ATTR) -> dict[str, Any]:
-    return {
-        "version": "2018-10-16",
-        "labelingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:labeling-job/{JOB}",
-        "labelCategories": ["head"],
-        "labelAttributeName": attr,
-        "roleArn": "arn:aws:iam::123456789012:role/alp-sagemaker-execution",
-        "payload": {"s3Uri": payload},
-        "outputConfig": FOLDER + "annotations/consolidated-annotation/output",
-    }
+    return event("gt_post_annotation", JOB=JOB, ATTR=attr, PAYLOAD=payload, FOLDER=FOLDER)
 
 
 def _answer(*boxes: tuple[float, float, float, float], seconds: str = "20") -> str:
