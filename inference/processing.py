@@ -103,6 +103,8 @@ def build_processing_request(settings: Settings, *, job_name: str, manifest_uri:
     args = ["--manifest", local_manifest, "--out", PROCESSING_OUTPUT_DIR, "--shard-index", "auto",
             "--shard-count", str(count), "--executor", "local"]
     args += ["--bundle", bundle_uri] if bundle_uri else ["--no-model"]
+    if bundle_uri and settings.inference.head_detector_backend == "rekognition-custom-labels":
+        args.append("--head-model-held")  # the submitting Infer step starts and stops the model around the job
     request: dict[str, Any] = {
         "ProcessingJobName": job_name,
         "RoleArn": role_arn,

@@ -9,11 +9,17 @@ runs with ``--shard-index auto``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alp.settings import Settings
 
 
 def _shard(args: argparse.Namespace) -> tuple[int, int]:
@@ -37,6 +43,26 @@ def _role_arn(settings: object) -> str:
     return f"arn:{partition}:iam::{account}:role/{names.sagemaker_role}"
 
 
+@contextlib.contextmanager
+def _head_model_held(settings: Settings, bundle_uri: str | None) -> Iterator[None]:
+    """Around a Processing job: a Rekognition head model is started (if stopped) before the instances run
+    and stopped after the last one (if it was started here and the settings do not keep it running)."""
+    inf = settings.inference
+    if bundle_uri is None or inf.head_detector_backend != "rekognition-custom-labels" \
+            or not inf.rekognition_project_version_arn:
+        yield
+        return
+    from inference.head_backends import RekognitionHeadDetector
+
+    detector = RekognitionHeadDetector(inf.rekognition_project_version_arn, min_confidence=inf.box_conf_threshold,
+                                       keep_running=inf.keep_rekognition_model_running)
+    detector.open()
+    try:
+        yield
+    finally:
+        detector.close()
+
+
 def _infer_batch(args: argparse.Namespace) -> int:
     from alp.manifest import ROUTES
     from alp.observability import emit_metrics
@@ -48,6 +74,10 @@ def _infer_batch(args: argparse.Namespace) -> int:
     from inference.runner import resolve_bundle_uri, run_batch
 
     settings = load_settings()
+    if args.head_model_held:
+        # the Infer step that submitted this Processing job keeps the Rekognition model running for all its
+        # instances: an instance that stopped it on finishing would cut off the others
+        settings = settings.with_overrides({"inference.keep_rekognition_model_running": True})
     if args.merge_shards:
         summary = processing.merge_shards(args.manifest, args.out, args.merge_shards)
         print(json.dumps(summary.model_dump(mode="json"), sort_keys=True) if args.json
@@ -66,9 +96,10 @@ def _infer_batch(args: argparse.Namespace) -> int:
             settings, job_name=name, manifest_uri=args.manifest, out_uri=args.out, bundle_uri=bundle_uri,
             role_arn=_role_arn(settings), settings_uri=os.environ.get(SETTINGS_ENV),
         )
-        arn = processing.submit_processing_job(request)
-        print(f"infer-batch: started processing job {arn}", file=sys.stderr)
-        processing.wait_processing_job(name, timeout_seconds=processing.processing_wait_seconds(settings))
+        with _head_model_held(settings, bundle_uri):
+            arn = processing.submit_processing_job(request)
+            print(f"infer-batch: started processing job {arn}", file=sys.stderr)
+            processing.wait_processing_job(name, timeout_seconds=processing.processing_wait_seconds(settings))
         summary = processing.merge_shards(args.manifest, args.out, settings.compute.processing_instance_count)
     else:
         engine = None
@@ -107,6 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--executor", choices=("auto", "local", "processing"), default="auto",
                    help="auto: SageMaker Processing above inference.processing_threshold_images images")
     p.add_argument("--merge-shards", type=int, metavar="N", help="only merge N shard outputs under --out")
+    p.add_argument("--head-model-held", action="store_true",
+                   help="a Processing instance: the submitting step keeps the Rekognition head model running")
     p.add_argument("--cache-dir", help="where s3:// bundles are cached (default: temp dir)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print summary.json")

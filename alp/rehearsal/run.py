@@ -90,7 +90,8 @@ def project_version_arn(region: str, account: str = ACCOUNT) -> str:
     return f"arn:aws:rekognition:{region}:{account}:project/alp-heads/version/alp-heads.v1/1700000000000"
 
 
-def rehearsal_settings(variant: Variant, truth_uri: str, base: Settings | None = None) -> Settings:
+def rehearsal_settings(variant: Variant, truth_uri: str, base: Settings | None = None, *,
+                       rekognition_processing: bool = True) -> Settings:
     """The defaults (or ``base``, the settings a given stack was synthesized with) at rehearsal sizes."""
     base = base or Settings()
     overrides: dict[str, Any] = {
@@ -105,6 +106,12 @@ def rehearsal_settings(variant: Variant, truth_uri: str, base: Settings | None =
         overrides["inference.rekognition_project_version_arn"] = (
             base.inference.rekognition_project_version_arn or project_version_arn(base.region))
     if variant == "processing":
+        # with the Rekognition head detector where the stack allows it (the default rehearsal synthesizes it
+        # so): the Processing instances then call Rekognition under the SageMaker role
+        if rekognition_processing:
+            overrides["inference.head_detector_backend"] = "rekognition-custom-labels"
+            overrides["inference.rekognition_project_version_arn"] = (
+                base.inference.rekognition_project_version_arn or project_version_arn(base.region))
         overrides["inference.processing_threshold_images"] = PROCESSING_THRESHOLD
         overrides["compute.processing_instance_count"] = PROCESSING_INSTANCES
     return base.with_overrides(overrides)
@@ -381,7 +388,10 @@ def run_variant(variant: Variant, work_dir: Path, images: list[Path], truth_uri:
 
     t0 = time.monotonic()
     base = deployed_settings(cdk_out) if cdk_out else checkout_settings()
-    settings = rehearsal_settings(variant, truth_uri, base)
+    # a given stack's Processing path runs with the head detector it was synthesized for
+    rekognition_processing = cdk_out is None or (
+        base is not None and base.inference.head_detector_backend == "rekognition-custom-labels")
+    settings = rehearsal_settings(variant, truth_uri, base, rekognition_processing=rekognition_processing)
     folder = cdk_out or synthesize_cached(stack_settings(settings))
     result = VariantResult(variant=variant, cdk_out=str(folder))
     log_path = work_dir / f"{variant}.log"
@@ -404,7 +414,7 @@ def run_variant(variant: Variant, work_dir: Path, images: list[Path], truth_uri:
             switch.install()
             aws.add_client_observer(rehearsal.starts.attach)
             doubles: list[Any] = []
-            if variant == "rekognition":
+            if settings.inference.head_detector_backend == "rekognition-custom-labels":
                 version = settings.inference.rekognition_project_version_arn
                 assert version is not None
                 doubles.append(RekognitionDouble(version))

@@ -57,6 +57,10 @@ def test_given_the_synthesized_stack_when_rehearsed_then_every_variant_runs_both
     assert len(shards) == 4 and all("sagemaker-execution" in processing[s]["role"] for s in shards)
     assert processing["alp-labeling/Infer"]["calls"].get("sagemaker:CreateProcessingJob") == 2
     assert "iam:PassRole" in processing["alp-labeling/Infer"]["resources"]
+    # round 1's instances detect heads with Rekognition under the SageMaker role; the Infer step that submitted
+    # the job holds the model running around it (no instance stops it under the others)
+    assert sum(processing[s]["calls"].get("rekognition:DetectCustomLabels", 0) for s in shards) == 6  # 6 images
+    assert "rekognition:DescribeProjectVersions" in processing["alp-labeling/Infer"]["calls"]
 
 
 # --- negative controls -----------------------------------------------------------------------------------
