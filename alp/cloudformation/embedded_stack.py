@@ -212,9 +212,7 @@ def _create_roles(stack: EmbeddedStack) -> None:
 def _create_buckets(stack: EmbeddedStack) -> None:
     t = stack.template
     s3 = aws.client("s3")
-    for res in t.resources("AWS::S3::Bucket"):
-        props = t.properties(res.logical_id)
-        name = t.physical_name(res.logical_id)
+    for _res, name, props in t.each("AWS::S3::Bucket"):
         if t.region == "us-east-1":
             s3.create_bucket(Bucket=name)
         else:
@@ -235,8 +233,7 @@ def _create_buckets(stack: EmbeddedStack) -> None:
         if "CorsConfiguration" in props:
             s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [
                 {_CORS_KEYS.get(k, k): v for k, v in r.items()} for r in props["CorsConfiguration"]["CorsRules"]]})
-    for res in t.resources("AWS::S3::BucketPolicy"):
-        props = t.properties(res.logical_id)
+    for _res, _name, props in t.each("AWS::S3::BucketPolicy"):
         # moto evaluates bucket policies on object calls but not their conditions: the stack's SSL-only Deny
         # (aws:SecureTransport false) would refuse every call. The embedded AWS speaks http on loopback, so
         # that Deny is out of its reach anyway (docs/reliability.md); its unconditional statements apply.
@@ -279,8 +276,7 @@ def _create_queues(stack: EmbeddedStack) -> None:
             attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
         name = t.physical_name(res.logical_id)
         stack.queues[name] = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    for res in t.resources("AWS::SQS::QueuePolicy"):
-        props = t.properties(res.logical_id)
+    for _res, _name, props in t.each("AWS::SQS::QueuePolicy"):
         for url in props["Queues"]:
             name = url.rstrip("/").rsplit("/", 1)[-1]
             sqs.set_queue_attributes(QueueUrl=stack.queues[name], Attributes={"Policy": json.dumps(props["PolicyDocument"])})
@@ -289,9 +285,7 @@ def _create_queues(stack: EmbeddedStack) -> None:
 def _create_rules(stack: EmbeddedStack) -> None:
     t = stack.template
     events = aws.client("events")
-    for res in t.resources("AWS::Events::Rule"):
-        props = t.properties(res.logical_id)
-        name = t.physical_name(res.logical_id)
+    for _res, name, props in t.each("AWS::Events::Rule"):
         events.put_rule(Name=name, EventPattern=json.dumps(props["EventPattern"]),
                         State=props.get("State", "ENABLED"), Description=props.get("Description", ""))
         targets = [{"Id": tgt["Id"], "Arn": tgt["Arn"]} for tgt in props.get("Targets", [])]
@@ -302,9 +296,7 @@ def _create_rules(stack: EmbeddedStack) -> None:
 def _create_tables(stack: EmbeddedStack) -> None:
     t = stack.template
     ddb = aws.client("dynamodb")
-    for res in t.resources("AWS::DynamoDB::Table"):
-        props = t.properties(res.logical_id)
-        name = t.physical_name(res.logical_id)
+    for _res, name, props in t.each("AWS::DynamoDB::Table"):
         ddb.create_table(TableName=name, AttributeDefinitions=props["AttributeDefinitions"],
                          KeySchema=props["KeySchema"], BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"))
         ttl = props.get("TimeToLiveSpecification")
@@ -322,8 +314,7 @@ def _create_topics_and_logs(stack: EmbeddedStack) -> None:
 
 def _create_model_package_groups(stack: EmbeddedStack) -> None:
     t = stack.template
-    for res in t.resources("AWS::SageMaker::ModelPackageGroup"):
-        props = t.properties(res.logical_id)
+    for _res, _name, props in t.each("AWS::SageMaker::ModelPackageGroup"):
         aws.client("sagemaker").create_model_package_group(
             ModelPackageGroupName=props["ModelPackageGroupName"],
             ModelPackageGroupDescription=props.get("ModelPackageGroupDescription", ""))
@@ -332,17 +323,14 @@ def _create_model_package_groups(stack: EmbeddedStack) -> None:
 # --- what moto cannot run: functions, builds, pipelines ----------------------------------------------
 def _read_functions(stack: EmbeddedStack) -> None:
     t = stack.template
-    for res in t.resources("AWS::Lambda::Function"):
-        props = t.properties(res.logical_id)
-        name = t.physical_name(res.logical_id)
+    for res, name, props in t.each("AWS::Lambda::Function"):
         role_arn = props["Role"]
         role = t.logical_id_of("AWS::IAM::Role", role_arn.rsplit("/", 1)[-1])
         stack.functions[name] = Function(
             logical_id=res.logical_id, name=name, arn=t.arn(res.logical_id), role=role,
             handler=str(props.get("Handler", "")), environment=dict(props.get("Environment", {}).get("Variables", {})),
             timeout_seconds=int(props.get("Timeout", 3)))
-    for res in t.resources("AWS::Lambda::EventSourceMapping"):
-        props = t.properties(res.logical_id)
+    for _res, _name, props in t.each("AWS::Lambda::EventSourceMapping"):
         source = str(props.get("EventSourceArn", ""))
         if ":sqs:" in source:
             stack.event_sources[str(props["FunctionName"])] = source.rsplit(":", 1)[-1]
@@ -350,9 +338,7 @@ def _read_functions(stack: EmbeddedStack) -> None:
 
 def _read_projects(stack: EmbeddedStack) -> None:
     t = stack.template
-    for res in t.resources("AWS::CodeBuild::Project"):
-        props = t.properties(res.logical_id)
-        name = t.physical_name(res.logical_id)
+    for res, name, props in t.each("AWS::CodeBuild::Project"):
         role = t.logical_id_of("AWS::IAM::Role", str(props["ServiceRole"]).rsplit("/", 1)[-1])
         buildspec = props.get("Source", {}).get("BuildSpec", "{}")
         env = {v["Name"]: str(v["Value"]) for v in props.get("Environment", {}).get("EnvironmentVariables", [])}
@@ -376,9 +362,7 @@ def _camel(value: Any, *, keep_keys: bool = False) -> Any:
 def _create_pipelines(stack: EmbeddedStack) -> None:
     t = stack.template
     cp = aws.client("codepipeline")
-    for res in t.resources("AWS::CodePipeline::Pipeline"):
-        props = t.properties(res.logical_id)
-        name = t.physical_name(res.logical_id)
+    for _res, name, props in t.each("AWS::CodePipeline::Pipeline"):
         role = t.logical_id_of("AWS::IAM::Role", str(props["RoleArn"]).rsplit("/", 1)[-1])
         stages = []
         api_stages = []
@@ -411,8 +395,7 @@ def _deploy_bucket_contents(stack: EmbeddedStack) -> None:
     folder = t.folder
     assets = _file_assets(folder) if folder else {}
     s3 = aws.client("s3")
-    for res in t.resources("Custom::CDKBucketDeployment"):
-        props = t.properties(res.logical_id)
+    for res, _name, props in t.each("Custom::CDKBucketDeployment"):
         if str(props.get("Extract", True)).lower() == "false":
             stack.skipped[res.logical_id] = "unextracted source archive: the embedded runners run this checkout"
             continue
@@ -490,7 +473,6 @@ def create_stack(template: StackTemplate, *, deploy_contents: bool = True,
 def _enable_bucket_events(stack: EmbeddedStack) -> None:
     t = stack.template
     s3 = aws.client("s3")
-    for res in t.resources("Custom::S3BucketNotifications"):
-        props = t.properties(res.logical_id)
+    for _res, _name, props in t.each("Custom::S3BucketNotifications"):
         s3.put_bucket_notification_configuration(Bucket=props["BucketName"],
                                                  NotificationConfiguration=props["NotificationConfiguration"])

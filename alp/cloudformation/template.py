@@ -83,6 +83,11 @@ class StackTemplate:
             raise TemplateError(f"template of {self.stack_name} has no resource {logical_id!r}")
         return Resource(logical_id, raw["Type"], raw.get("Properties", {}))
 
+    def each(self, type_: str) -> Iterator[tuple[Resource, str, dict[str, Any]]]:
+        """Every resource of ``type_`` with its physical name and resolved properties."""
+        for res in self.resources(type_):
+            yield res, self.physical_name(res.logical_id), self.properties(res.logical_id)
+
     def logical_ids(self, type_: str) -> list[str]:
         return [r.logical_id for r in self.resources(type_)]
 
