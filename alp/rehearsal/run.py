@@ -215,6 +215,18 @@ def build_commands(buildspec: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def lambda_handler(spec: str) -> Any:
+    """The handler the template names (``module.function``), loaded as a new execution environment loads it:
+    the module imported afresh, so nothing it caches (its settings) carries over from another run."""
+    import importlib
+
+    module_name, _, function_name = spec.rpartition(".")
+    if not module_name:
+        raise TemplateError(f"Lambda handler {spec!r} is not <module>.<function>")
+    sys.modules.pop(module_name, None)
+    return getattr(importlib.import_module(module_name), function_name)
+
+
 class LambdaContext:
     """The part of Lambda's context object the handlers read."""
 
@@ -314,10 +326,8 @@ class Rehearsal:
             self._step("batcher event source", receive)
 
         def invoke() -> int:
-            from lambdas import batcher
-
-            batcher._settings = None  # a fresh execution environment: settings read anew
-            response = batcher.handler({"Records": records}, LambdaContext(function.arn, function.timeout_seconds))
+            handler = lambda_handler(function.handler)
+            response = handler({"Records": records}, LambdaContext(function.arn, function.timeout_seconds))
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
             print(json.dumps(response))
             with self.switch.acting_as(role, "batcher event source"):
