@@ -102,30 +102,12 @@ class EmbeddedStack:
     created: dict[str, int] = field(default_factory=dict)  # resource type -> how many were created
     skipped: dict[str, str] = field(default_factory=dict)  # logical id -> why it is not in the embedded AWS
 
-    def role_of_function(self, function_name: str) -> Role:
-        return self.roles[self.functions[function_name].role]
-
-    def role_of_project(self, project_name: str) -> Role:
-        return self.roles[self.projects[project_name].role]
-
-    def role_named(self, name: str) -> Role:
-        for role in self.roles.values():
-            if role.name == name:
-                return role
-        raise KeyError(f"the stack has no role named {name!r}")
-
     def queue_for(self, function_name: str) -> str:
         """URL of the queue whose event source mapping feeds ``function_name``."""
         try:
             return self.queues[self.event_sources[function_name]]
         except KeyError:
             raise TemplateError(f"no queue feeds the function {function_name!r} in the template") from None
-
-    def project_for_step(self, pipeline: str, step: str) -> BuildProject:
-        for stage in self.pipelines[pipeline].stages:
-            if stage.name.lower() == step.lower() and stage.project:
-                return self.projects[stage.project]
-        raise TemplateError(f"pipeline {pipeline!r} has no build stage {step!r} in the template")
 
 
 # --- IAM ----------------------------------------------------------------------------------------------

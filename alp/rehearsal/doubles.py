@@ -74,6 +74,7 @@ class ProcessingDouble:
         self.switch = switch
         self.run_container = run_container
         self.jobs: list[dict[str, Any]] = []
+        self._request: dict[str, Any] = {}  # the CreateProcessingJob request being sent
 
     def attach(self, service: str, client: Any) -> None:
         if service != "sagemaker":
@@ -99,7 +100,7 @@ class ProcessingDouble:
         self.switch_check_image_pull(identity.name, str(app["ImageUri"]))
         count = int(request["ProcessingResources"]["ClusterConfig"]["InstanceCount"])
         environment = {str(k): str(v) for k, v in (request.get("Environment") or {}).items()}
-        step = f"{self.switch._step} > processing job {request['ProcessingJobName']}"
+        step = f"{self.switch.step} > processing job {request['ProcessingJobName']}"
         self.jobs.append({"name": request["ProcessingJobName"], "instances": count, "image": app["ImageUri"]})
         for index in range(count):
             with tempfile.TemporaryDirectory(prefix="alp-processing-") as tmp, \
@@ -137,7 +138,7 @@ class ProcessingDouble:
         repo = rest.split("@")[0].rsplit(":", 1)[0]
         arn = f"arn:aws:ecr:{parts[3]}:{parts[0]}:repository/{repo}"
         identity = self.switch.identities[role_name]
-        with self.switch.acting_as(identity, f"{self.switch._step} > image pull"):
+        with self.switch.acting_as(identity, f"{self.switch.step} > image pull"):
             self.switch.check("ecr:pull", [Request("ecr:GetAuthorizationToken", "*"),
                                            Request("ecr:BatchGetImage", arn),
                                            Request("ecr:GetDownloadUrlForLayer", arn)])

@@ -75,6 +75,11 @@ class PrincipalSwitch:
         self._step = "setup"
         self._env: dict[str, str] = {}
 
+    @property
+    def step(self) -> str:
+        """The step the calls are booked to now."""
+        return self._step
+
     # --- identities --------------------------------------------------------------------------------
     def assume_roles(self) -> None:
         """STS credentials for every role of the stack (made before IAM enforcement starts)."""
