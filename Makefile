@@ -10,7 +10,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_NO_INPUT := 1
 
-.PHONY: setup test demo synth rehearse lint check bench deploy clean help
+.PHONY: setup browser test demo synth rehearse lint check bench deploy clean help
 
 help:
 	@echo "make demo    run the whole active-learning loop locally (moto as AWS, simulated workforce)"
@@ -44,8 +44,17 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(BIN)/.installed node_modules/.installed
 
-test: setup
-	$(BIN)/pytest
+# The browser test drives Debian's Chromium with Playwright (Playwright's own browser download is not used).
+# Installed with apt when missing (root, or sudo without a password); CHROMIUM= names another binary.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) && $(CHROMIUM) --version
+
+test: setup browser
+	ALP_CHROMIUM=$(CHROMIUM) $(BIN)/pytest
 
 demo: $(BIN)/.installed-demo
 	$(BIN)/alp demo $(DEMO_ARGS)

@@ -23,6 +23,7 @@ from alp.schema import KeypointSchema, SchemaName, get_schema
 SETTINGS_ENV = "ALP_SETTINGS_URI"
 CONTEXT_KEY = "alp"
 _LABEL_ATTR = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,126}$")
+_CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z\-]*:acm:[a-z0-9\-]+:\d{12}:certificate/[\w\-]+$")
 _WORKTEAM_ARN = re.compile(r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]+:\d{12}:workteam/[\w\-/]+$")
 # The Infer step's CodeBuild build waits for its SageMaker Processing job, and CodeBuild stops any build after
 # at most 2160 minutes. The build needs a margin around the job (install, submit, instance start-up, output
@@ -142,10 +143,43 @@ class JudgementSettings(_Section):
     audit_seed: str = "alp-audit"
 
 
+class StudioSettings(_Section):
+    """Label Studio as the labeling backend (``labeling.backend: "label-studio"``), on one machine or hosted."""
+
+    hosted: bool = Field(
+        True, description="the stack runs Label Studio on ECS Fargate (false: the pipeline uses the one at url)")
+    version: str = Field("1.23.2", pattern=r"^\d+\.\d+\.\d+$",
+                         description="the pinned Label Studio release (pip locally, the container image hosted)")
+    url: str | None = Field(
+        None, description="where the pipeline reaches Label Studio; unset: the run folder's studio.json (local) or "
+                          "the hosted service's internal address (stack)")
+    token_secret_name: str | None = Field(
+        None, description="hosted: the Secrets Manager secret holding the API token the pipeline uses")
+    certificate_arn: str | None = Field(
+        None, description="hosted: ACM certificate of the HTTPS load balancer (required when hosted)")
+    allowed_cidr: str = Field(
+        "10.0.0.0/8", description="hosted: the network allowed to reach the load balancer (annotators' VPN or office)")
+    image: str = Field("heartexlabs/label-studio:1.23.2", description="hosted: the Label Studio container image")
+    database_instance_type: str = Field("t4g.micro", description="hosted: the RDS PostgreSQL instance type")
+    desired_count: int = Field(1, ge=1, le=10, description="hosted: Label Studio tasks behind the load balancer")
+    cpu: int = Field(1024, description="hosted: Fargate CPU units per task")
+    memory_mib: int = Field(2048, description="hosted: Fargate memory per task")
+    check_interval_minutes: int = Field(
+        15, ge=1, le=1440, description="how often finished tasks are looked for when no webhook arrives")
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _certificate(cls, v: str | None) -> str | None:
+        if v is not None and not _CERTIFICATE_ARN.match(v):
+            raise ValueError("must look like arn:aws:acm:<region>:<account>:certificate/<id>")
+        return v
+
+
 class LabelingSettings(_Section):
     """Who labels and how."""
 
-    backend: Literal["ground-truth", "local"] = "ground-truth"
+    backend: Literal["ground-truth", "local", "label-studio"] = "ground-truth"
+    studio: StudioSettings = StudioSettings()
     workteam_arn: str | None = None
     workers_per_object: int = Field(1, ge=1, le=9)
     task_time_limit_seconds: int = Field(600, ge=30, le=28800)

@@ -69,22 +69,37 @@ def _training_derived(v: dict[str, str]) -> dict[str, str]:
     return {"dataset": dataset, "candidate": storage.join(root, models_prefix, "candidates", version) + "/"}
 
 
+INFER_STEP = Step("Infer", ("infer-batch", "--manifest", "{batch_manifest}", "--out", "{batch_dir}inference/"),
+                  "Run the current approved bundle on every image; route auto / human / audit / quarantine")
+# People's work takes hours or days: the Label step creates the jobs and ends, or collects them when people are
+# done; it never waits inside a build. Merge and Requeue do nothing while the batch's labeling is waiting.
+LABEL_STEP = Step("Label", ("label", "--batch", "{batch_dir}"),
+                  "Create the labeling jobs for human and audit items, or collect them once people are done "
+                  "(never waits for people)", timeout_minutes=30)
+MERGE_STEP = Step("Merge", ("merge", "--batch", "{batch_dir}"),
+                  "Merge human, audit and auto labels into a new immutable dataset version (once labeling is "
+                  "complete)")
+REQUEUE_STEP = Step("Requeue", ("requeue", "--batch", "{batch_dir}", "--json"),
+                    "Send the images left unlabeled (failed labeling jobs, a spent human budget) back to the queue")
+BATCH_VARIABLE = Variable("BatchManifestUri", "ALP_BATCH_MANIFEST_URI",
+                          "s3:// URI of the batch manifest the batcher wrote")
+
 LABELING_PIPELINE = PipelineSpec(
     name="labeling",
-    description="Inference and judgement over an uploaded batch, human labeling, merge into a dataset version",
-    variables=(
-        Variable("BatchManifestUri", "ALP_BATCH_MANIFEST_URI", "s3:// URI of the batch manifest the batcher wrote"),
-    ),
-    steps=(
-        Step("Infer", ("infer-batch", "--manifest", "{batch_manifest}", "--out", "{batch_dir}inference/"),
-             "Run the current approved bundle on every image; route auto / human / audit / quarantine"),
-        Step("Label", ("label", "--batch", "{batch_dir}"),
-             "Create the labeling jobs for human and audit items and wait for them", timeout_minutes=480),
-        Step("Merge", ("merge", "--batch", "{batch_dir}"),
-             "Merge human, audit and auto labels into a new immutable dataset version"),
-        Step("Requeue", ("requeue", "--batch", "{batch_dir}", "--json"),
-             "Send the images left unlabeled (failed labeling jobs, a spent human budget) back to the queue"),
-    ),
+    description="Inference and judgement over an uploaded batch, labeling jobs for people, merge into a dataset "
+                "version",
+    variables=(BATCH_VARIABLE,),
+    steps=(INFER_STEP, LABEL_STEP, MERGE_STEP, REQUEUE_STEP),
+    derive=_labeling_derived,
+)
+
+# Started for a batch when its labeling job changes state (Ground Truth's event) or by the scheduled check of
+# waiting batches (Label Studio): the same Label, Merge and Requeue steps, from where the batch stands.
+LABELING_COMPLETION_PIPELINE = PipelineSpec(
+    name="labeling-completion",
+    description="When people finish a batch's labeling job: collect their labels, merge, requeue the rest",
+    variables=(BATCH_VARIABLE,),
+    steps=(LABEL_STEP, MERGE_STEP, REQUEUE_STEP),
     derive=_labeling_derived,
 )
 
@@ -111,7 +126,8 @@ TRAINING_PIPELINE = PipelineSpec(
     derive=_training_derived,
 )
 
-PIPELINES: dict[str, PipelineSpec] = {p.name: p for p in (LABELING_PIPELINE, TRAINING_PIPELINE)}
+PIPELINES: dict[str, PipelineSpec] = {p.name: p for p in (LABELING_PIPELINE, LABELING_COMPLETION_PIPELINE,
+                                                           TRAINING_PIPELINE)}
 
 _VAR_KEYS = {"BatchManifestUri": "batch_manifest", "DatasetUri": "dataset"}
 

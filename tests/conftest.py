@@ -23,6 +23,9 @@ _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
 
+pytest_plugins = ["studio_fixtures"]  # a real Label Studio server (tests/studio_fixtures.py)
+
+
 class NetworkBlocked(RuntimeError):
     pass
 

@@ -10,6 +10,7 @@ import sys
 def _merge(args: argparse.Namespace) -> int:
     from alp import aws, storage
     from alp.datasets import data_root_for, merge_batch_result
+    from alp.labeling.workflow import read_summary
     from alp.observability import emit_metrics
     from alp.pipeline_runs import start_execution
     from alp.resources import ResourceNames
@@ -20,6 +21,11 @@ def _merge(args: argparse.Namespace) -> int:
     settings = load_settings()
     batch_dir = args.batch.rstrip("/") + "/"
     data_root = args.data_root or data_root_for(batch_dir)
+    labeling = read_summary(batch_dir)
+    if labeling is not None and labeling.state == "waiting":
+        print(f"alp merge: labeling of {batch_dir} is still with people ({labeling.waiting_on[0].name}); nothing "
+              "to merge yet", file=sys.stderr)
+        return 0
     result = merge_batch_result(batch_dir, settings, data_root)
     if not result.created:
         print(f"alp merge: batch already in {result.uri}; no new version", file=sys.stderr)

@@ -9,12 +9,19 @@ import sys
 
 def _requeue(args: argparse.Namespace) -> int:
     from alp import aws
+    from alp.labeling.workflow import read_summary
     from alp.observability import emit_metrics
     from alp.requeue import requeue_batch
     from alp.resources import ResourceNames
     from alp.settings import load_settings
 
     settings = load_settings()
+    labeling = read_summary(args.batch)
+    if labeling is not None and labeling.state == "waiting":
+        print(f"alp requeue: labeling of {args.batch} is still with people; nothing to requeue yet", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"waiting": True}))
+        return 0
     bucket = args.unlabeled_bucket
     if bucket is None:
         account = aws.account_id()

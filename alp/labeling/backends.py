@@ -7,6 +7,7 @@ from typing import Any
 
 from alp.labeling.backend import LabelingBackend
 from alp.labeling.ground_truth import GroundTruthBackend
+from alp.labeling.label_studio import LabelStudioBackend
 from alp.labeling.local import LocalWorkforceBackend
 from alp.settings import Settings
 
@@ -17,4 +18,6 @@ def get_backend(settings: Settings, **options: Any) -> LabelingBackend:
         return GroundTruthBackend(settings, **options)
     if settings.labeling.backend == "local":
         return LocalWorkforceBackend(settings, **options)
+    if settings.labeling.backend == "label-studio":
+        return LabelStudioBackend(settings, **options)
     raise ValueError(f"unknown labeling backend {settings.labeling.backend!r}")

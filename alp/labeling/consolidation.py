@@ -297,6 +297,8 @@ def consolidate_object(obj: ResolvedObject, read: ReadAnswers, context: JobConte
             workers_ignored=workers_ignored, gold=is_gold))
     else:
         reason = "no usable worker answer" if obj.answers or obj.fetch_errors else "no worker answered"
+        if workers_ignored:  # say why, so the people who get the item back (and the report) see it
+            reason += ": " + "; ".join(sorted(set(workers_ignored.values())))[:300]
         consolidated = ConsolidatedLabel(info=ConsolidationInfo(unlabeled=True, reason=reason,
                                                                 workers_ignored=workers_ignored, gold=is_gold))
         read.log.append(f"object {obj.dataset_object_id}: unlabeled ({reason})")

@@ -34,17 +34,16 @@ from alp.labeling.contracts import (
     ConsolidatedObject,
     PersonTask,
 )
+from alp.labeling.job_output import PAYLOAD_PATH, consolidation_event, output_lines
 from alp.labeling.post_annotation import post_annotation
 from alp.labeling.pre_annotation import pre_annotation
 from alp.labeling.render import FormSpec, parse_form, render_task
 from alp.manifest import (
-    CUSTOM_TYPE,
     BoundingBoxLabel,
     KeypointLabel,
     ManifestLine,
     PersonKeypoints,
     read_manifest,
-    utc_now_iso,
     write_manifest,
 )
 from alp.resources import ResourceNames
@@ -52,7 +51,6 @@ from alp.schema import VISIBILITY_NAMES
 from alp.settings import Settings
 
 STATUS_FILE = "alp-local-status.json"
-PAYLOAD_PATH = "annotations/consolidated-annotation/consolidation-request/iteration-1/payload.json"
 LOCAL_ACCOUNT = "000000000000"
 
 
@@ -162,7 +160,7 @@ class LocalWorkforceBackend(LabelingBackend):
         finished = total if sim.outcome == "completed" else math.floor(sim.finished_share * total)
         payload, failed = self._work(spec, lines, finished)
         consolidated = self._consolidate(spec, payload)
-        out_lines = _output_lines(spec, lines, consolidated, failed)
+        out_lines = output_lines(spec, lines, consolidated, failed)
         output_uri = spec.folder + OUTPUT_MANIFEST
         write_manifest(output_uri, out_lines)
         labeled = sum(1 for line in out_lines if spec.label_attribute in line.data)
@@ -220,12 +218,8 @@ class LocalWorkforceBackend(LabelingBackend):
         payload_uri = spec.folder + PAYLOAD_PATH
         with principals.acting_as_role(names.sagemaker_role):  # Ground Truth writes the workers' answers
             storage.write_text(payload_uri, json.dumps(payload, sort_keys=True), content_type="application/json")
-        event = {
-            "version": "2018-10-16", "labelingJobArn": self._job_arn(spec), "labelCategories": None,
-            "labelAttributeName": spec.label_attribute,
-            "roleArn": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/local-labeling",
-            "payload": {"s3Uri": payload_uri}, "outputConfig": spec.folder + "annotations/consolidated-annotation/output",
-        }
+        event = consolidation_event(spec, self._job_arn(spec), payload_uri,
+                                    f"arn:aws:iam::{LOCAL_ACCOUNT}:role/local-labeling")
         with principals.acting_as_role(names.sagemaker_role):
             response = principals.invoke_function(names.post_annotation_function, post_annotation, event)
         objects = [ConsolidatedObject.parse(item, spec.label_attribute) for item in response]
@@ -256,26 +250,6 @@ class LocalWorkforceBackend(LabelingBackend):
         seconds = rng.expovariate(1.0 / noise.seconds_per_item) * (0.3 if worker.careless else 1.0)
         answer[ELAPSED_FIELD] = f"{max(seconds, 1.0):.1f}"
         return json.dumps(answer, sort_keys=True)
-
-
-def _output_lines(spec: JobSpec, lines: list[ManifestLine], consolidated: dict[str, ConsolidatedLabel],
-                  failed: dict[int, str]) -> list[ManifestLine]:
-    """The output manifest as Ground Truth writes it: labeled objects with their label and metadata, failed
-    ones with the failure reason only, objects nobody finished left out."""
-    out_lines = []
-    now = utc_now_iso()
-    for i, line in enumerate(lines):
-        meta: dict[str, Any] = {"type": CUSTOM_TYPE, "job-name": f"labeling-job/{spec.name}",
-                                "human-annotated": "yes", "creation-date": now}
-        label = consolidated.get(str(i))
-        if label is not None:
-            out_lines.append(line.with_fields(**{spec.label_attribute: label.to_json(),
-                                                 f"{spec.label_attribute}-metadata": meta}))
-        elif i in failed:
-            meta.pop("human-annotated")
-            meta["failure-reason"] = failed[i]
-            out_lines.append(line.with_fields(**{f"{spec.label_attribute}-metadata": meta}))
-    return out_lines
 
 
 def _scaled(rate: float, careless: bool, factor: float) -> float:

@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 UNLABELED_KEY = "alp-unlabeled"
 LABELING_KEY = "alp-labeling"
 AUDIT_MODEL_FILE = "audit_model.jsonl"
+SUMMARY_FILE = "labeling.json"
 
 _TITLES: dict[str, tuple[str, str]] = {
     "head-boxes": ("Box every head in a car-cabin image",
@@ -81,11 +82,22 @@ class JobRecord(BaseModel):
     folder: str
 
 
+class LabelingPending(Exception):
+    """A job is still with people and the step does not wait for it."""
+
+    def __init__(self, record: JobRecord) -> None:
+        super().__init__(f"labeling job {record.name} is {record.state}: {record.labeled}/{record.items} labeled")
+        self.record = record
+
+
 class LabelingSummary(BaseModel):
-    """``labeling.json``: what the label step did for one batch."""
+    """``labeling.json``: what the label step did for one batch. ``state`` is ``waiting`` while people are
+    still at work on ``waiting_on`` (the step ended without waiting; a completion event runs it again)."""
 
     batch_dir: str
     backend: str
+    state: Literal["complete", "waiting"] = "complete"
+    waiting_on: list[JobRecord] = Field(default_factory=list)
     items: int = 0
     audit_items: int = 0
     labeled: int = 0
@@ -209,7 +221,7 @@ def select_gold(candidates: list[ManifestLine], exclude: set[str], count: int, s
 
 # --- jobs ------------------------------------------------------------------------------------------------
 
-Waiter = Callable[[LabelingBackend, str], JobStatus]  # waits for a job to reach a final state
+Waiter = Callable[[LabelingBackend, str], JobStatus]  # waits for a job (may return it still unfinished)
 
 @dataclass
 class _JobRun:
@@ -258,6 +270,9 @@ def _run_job(kind: JobKind, item_lines: list[dict[str, Any]], gold_lines: list[d
     log.info("label: %s job %s is %s", kind, name, status.state)
     if not status.done:
         status = wait(backend, name)
+    if not status.done:
+        raise LabelingPending(JobRecord(name=name, kind=kind, state=status.state, items=status.total or 0,
+                                        labeled=status.labeled or 0, folder=spec.folder))
     outcomes = backend.read_output(spec, status)
     return _JobRun(spec=spec, status=status, outcomes=outcomes, gold=len(gold_lines))
 
@@ -383,9 +398,15 @@ def run_label_step(batch_dir: str, settings: Settings, backend: LabelingBackend,
     """Label the human and audit items of ``batch_dir`` and write the results under ``labeling/``.
 
     ``gold_candidates`` supplies lines with known labels for gold items (default: the backend's own);
-    it is only called when there is work to label.
+    it is only called when there is work to label. ``wait`` decides how long to wait for a job people are
+    still working on (default: not at all); a job still unfinished after it leaves the batch ``waiting``:
+    ``labeling.json`` says on which job, and running the step again goes on from there (job names derive from
+    the items, so it finds the jobs it made). A batch whose labeling is complete is never labeled again.
     """
     batch_dir = batch_dir.rstrip("/") + "/"
+    done = read_summary(batch_dir)
+    if done is not None and done.state == "complete":
+        return done
     inference_dir = folder_uri(batch_dir, "inference")
     human = read_manifest(inference_dir + "human.jsonl")
     items, rejected = prepare_items(human, read_audit_model(inference_dir, settings), settings)
@@ -394,11 +415,38 @@ def run_label_step(batch_dir: str, settings: Settings, backend: LabelingBackend,
         candidates = gold_candidates() if gold_candidates is not None else backend.gold_candidates()
         exclude = {storage.basename(i.task_id) for i in items}
         gold = select_gold(candidates, exclude, settings.labeling.gold_items_per_job, batch_dir, settings)
-        runs = _label_items(items, gold, batch_dir, settings, backend, wait or (lambda b, name: b.wait(name)))
+        try:
+            runs = _label_items(items, gold, batch_dir, settings, backend, wait or _no_wait)
+        except LabelingPending as pending:
+            summary = LabelingSummary(batch_dir=batch_dir, backend=backend.name, items=len(items),
+                                      audit_items=sum(1 for i in items if i.is_audit), state="waiting",
+                                      waiting_on=[pending.record])
+            storage.write_text(labeling_dir(batch_dir) + SUMMARY_FILE, summary.model_dump_json(indent=2),
+                               content_type="application/json")
+            return summary
     summary = LabelingSummary(batch_dir=batch_dir, backend=backend.name, items=len(items),
                               audit_items=sum(1 for i in items if i.is_audit))
     _write_results(summary, items, rejected, runs, settings)
     return summary
+
+
+def _no_wait(backend: LabelingBackend, name: str) -> JobStatus:
+    return backend.describe_job(name)
+
+
+def read_summary(batch_dir: str) -> LabelingSummary | None:
+    """The batch's ``labeling.json``, or ``None`` before the label step ran."""
+    uri = labeling_dir(batch_dir.rstrip("/") + "/") + SUMMARY_FILE
+    if not storage.exists(uri):
+        return None
+    return LabelingSummary.model_validate_json(storage.read_text(uri))
+
+
+def labeling_complete(batch_dir: str) -> LabelingSummary | None:
+    """The summary when the batch's labeling is complete; ``None`` while it is waiting or has not run. Merge and
+    Requeue run only then, so a completion event that arrives early, twice or late changes nothing."""
+    summary = read_summary(batch_dir)
+    return summary if summary is not None and summary.state == "complete" else None
 
 
 def _label_items(items: list[_Item], gold: Gold, batch_dir: str, settings: Settings, backend: LabelingBackend,
@@ -462,8 +510,8 @@ def _write_results(summary: LabelingSummary, items: list[_Item], rejected: list[
     summary.unlabeled_reasons = dict(sorted(reasons.items()))
     summary.excluded_workers = sorted(excluded)
     summary.jobs = [_job_record(r) for r in runs]
-    summary.outputs = {**outputs, "summary": out_dir + "labeling.json"}
-    storage.write_text(out_dir + "labeling.json", summary.model_dump_json(indent=2), content_type="application/json")
+    summary.outputs = {**outputs, "summary": out_dir + SUMMARY_FILE}
+    storage.write_text(out_dir + SUMMARY_FILE, summary.model_dump_json(indent=2), content_type="application/json")
 
 
 def _sort_items(items: list[_Item], rejected: list[tuple[dict[str, Any], str]], runs: list[_JobRun],

@@ -12,7 +12,8 @@ from alp import aws, storage
 from alp.cli import main
 from alp.geometry import Box, box_agreement, oks
 from alp.labeling.answers import parse_box_answer, parse_keypoint_answer
-from alp.labeling.local import PAYLOAD_PATH, LocalJobSimulation, LocalWorkforceBackend, NoiseModel, workforce
+from alp.labeling.job_output import PAYLOAD_PATH
+from alp.labeling.local import LocalJobSimulation, LocalWorkforceBackend, NoiseModel, workforce
 from alp.labeling.workflow import UNLABELED_KEY, run_label_step
 from alp.manifest import ManifestLine, read_manifest, write_manifest
 from alp.settings import Settings
