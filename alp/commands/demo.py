@@ -18,7 +18,9 @@ def _demo(args: argparse.Namespace) -> int:
     }.items() if v is not None}
     config = DemoConfig(**overrides)
     options = DemoOptions(run_dir=Path(args.run_dir), fresh=args.fresh, config=config,
-                          progress=not args.no_progress, threads=args.threads)
+                          progress=not args.no_progress, threads=args.threads, workforce=args.workforce,
+                          studio_port=args.studio_port,
+                          studio_file=Path(args.studio_file).resolve() if args.studio_file else None)
     return run_demo_cli(options)
 
 
@@ -57,4 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "audit sample then; default 0 = the judgement thresholds alone")
     parser.add_argument("--threads", type=int, default=None, help="threads for training (torch) and inference (onnxruntime); default: every core")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--workforce", choices=("simulated", "studio"), default="simulated",
+                        help="who labels: the simulated workforce (default), or people in a real Label Studio this "
+                             "run starts on 127.0.0.1 (each round waits for them; use a small --pool, e.g. 40)")
+    parser.add_argument("--studio-port", type=int, default=8080, help="--workforce studio: Label Studio's port")
+    parser.add_argument("--studio-file", help="--workforce studio: the studio.json of a Label Studio already running "
+                                              "(alp studio up) instead of one the run starts and stops")
     parser.set_defaults(func=_demo)

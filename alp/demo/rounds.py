@@ -16,6 +16,7 @@ from pathlib import Path
 from alp import storage
 from alp.demo import integration
 from alp.demo.console import say
+from alp.demo.people import PeopleAtWork
 from alp.demo.pipelines import run_pipeline_steps
 from alp.demo.report import Overlay
 from alp.demo.state import DemoState, RoundRecord, RunFolder
@@ -34,7 +35,9 @@ class DemoRun:
     """One demo run: embedded AWS up, data generated; call :meth:`run_round` per round."""
 
     def __init__(self, folder: RunFolder, state: DemoState, names: ResourceNames, settings: Settings,
-                 queue_url: str, *, show_progress: bool, reroute: Router | None = None):
+                 queue_url: str, *, show_progress: bool, reroute: Router | None = None,
+                 people: PeopleAtWork | None = None):
+        self.people = people
         self.folder = folder
         self.state = state
         self.config = state.config
@@ -133,6 +136,12 @@ class DemoRun:
         run_pipeline_steps("labeling", {"batch_manifest": manifest_uri},
                            log_path=self._log_path(rnd), timings=record.step_seconds,
                            show_progress=self.show_progress, after_step=after_step)
+        # People label in Label Studio (--workforce studio): the batch waits; when they finish a job, the
+        # completion pipeline runs, as the completion event starts it in the cloud.
+        while self.people is not None and not self.people.finished(batch_dir):
+            run_pipeline_steps("labeling-completion", {"batch_manifest": manifest_uri},
+                               log_path=self._log_path(rnd), timings=record.step_seconds,
+                               show_progress=self.show_progress)
         counts = integration.route_counts(batch_dir)  # the Infer summary's routes (rerouted or not) + the batcher's
         record.auto, record.human = counts["auto"], counts["human"]
         record.audit, record.quarantine = counts["audit"], counts["quarantine"]

@@ -16,11 +16,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from alp import storage
 from alp.demo import embedded
 from alp.demo.console import rounds_bar, say
 from alp.demo.data import SharedData, ensure_data
+from alp.demo.people import start_people, stop_people
 from alp.demo.pipelines import StepFailed
 from alp.demo.report import Overlay, format_table, improvement_note, write_report
 from alp.demo.rounds import DemoRun, Router
@@ -46,6 +48,9 @@ class DemoOptions:
     resource_prefix: str | None = None
     report: bool = True
     start_over: str = "add --fresh"  # how a user starts the run folder over (the bench: without --resume)
+    workforce: Literal["simulated", "studio"] = "simulated"  # studio: people label in a real Label Studio
+    studio_port: int = 8080
+    studio_file: Path | None = None  # a running Label Studio (alp studio up) instead of one the run starts
 
 
 @dataclass
@@ -57,8 +62,11 @@ class DemoResult:
     notes: list[str] = field(default_factory=list)
 
 
-def demo_settings(config: DemoConfig, truth_uri: str, threads: int = 0) -> Settings:
-    """The defaults with the local labeling and training backends and the demo's sizes."""
+def demo_settings(config: DemoConfig, truth_uri: str, threads: int = 0,
+                  workforce: Literal["simulated", "studio"] = "simulated") -> Settings:
+    """The defaults with the local labeling and training backends and the demo's sizes; with ``studio``, people
+    label in Label Studio (the one this run starts, not a hosted one)."""
+    people = {"labeling.backend": "label-studio", "labeling.studio.hosted": False} if workforce == "studio" else {}
     return Settings().with_overrides({
         "training.threads": threads,
         "inference.intra_op_threads": threads,  # 0 = one per core for both
@@ -73,6 +81,7 @@ def demo_settings(config: DemoConfig, truth_uri: str, threads: int = 0) -> Setti
         "training.batch": config.batch,
         "training.seed": config.seed,
         "trigger.batching_window_seconds": 0,
+        **people,
     })
 
 
@@ -115,7 +124,7 @@ def _prepare_data(folder: RunFolder, state: DemoState, options: DemoOptions) -> 
 
 def _write_settings(folder: RunFolder, state: DemoState, options: DemoOptions) -> Settings:
     """The run's settings in ``settings.json``, which every step loads (``ALP_SETTINGS_URI``)."""
-    settings = demo_settings(options.config, str(state.pool_manifest), options.threads or 0)
+    settings = demo_settings(options.config, str(state.pool_manifest), options.threads or 0, options.workforce)
     if options.resource_prefix:
         settings = settings.with_overrides({"storage.resource_prefix": options.resource_prefix})
     settings_path = folder.root / "settings.json"
@@ -140,11 +149,16 @@ def _run_in_embedded_aws(folder: RunFolder, state: DemoState, settings: Settings
             from alp.torch_compat import prepare_ultralytics
 
             prepare_ultralytics(folder.config_dir, threads=options.threads or os.cpu_count() or 1)
+            people = (start_people(folder.root, settings, port=options.studio_port, say=say,
+                                   studio_file=options.studio_file)
+                      if options.workforce == "studio" else None)
             run = DemoRun(folder, state, names, settings, queue_url, show_progress=options.progress,
-                          reroute=options.reroute)
+                          reroute=options.reroute, people=people)
             _run_rounds(run, folder, options)
             return run.overlays() if options.report else ([], [])
     finally:
+        if options.workforce == "studio" and options.studio_file is None:
+            stop_people(folder.root)
         server.stop()
 
 

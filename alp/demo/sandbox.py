@@ -10,6 +10,7 @@ from pathlib import Path
 
 from alp.demo.state import RunFolder
 from alp.environment import patched_environ
+from alp.labeling.label_studio import STUDIO_FILE_ENV
 from alp.observability import METRICS_LOG_ENV
 from alp.settings import SETTINGS_ENV
 from alp.steps import DATA_ROOT_ENV
@@ -37,9 +38,9 @@ def run_environment(folder: RunFolder) -> Iterator[None]:
     }
     saved_cwd = Path.cwd()
     saved_tempdir = tempfile.tempdir
-    # SETTINGS_ENV and DATA_ROOT_ENV are set later in the run; listed here so they are restored too
+    # SETTINGS_ENV, DATA_ROOT_ENV and STUDIO_FILE_ENV are set later in the run; listed here so they are restored too
     with patched_environ({SETTINGS_ENV: os.environ.get(SETTINGS_ENV), DATA_ROOT_ENV: os.environ.get(DATA_ROOT_ENV),
-                          **values}):
+                          STUDIO_FILE_ENV: os.environ.get(STUDIO_FILE_ENV), **values}):
         tempfile.tempdir = str(tmp)
         os.chdir(folder.root)  # tools that write relative to the cwd (ultralytics' runs/) write here
         try:

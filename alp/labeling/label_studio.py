@@ -55,7 +55,11 @@ TOKEN_ENV = "ALP_STUDIO_TOKEN"  # noqa: S105 (a variable name) - a token given d
 TOKEN_SECRET_ENV = "ALP_STUDIO_TOKEN_SECRET"  # noqa: S105 (a variable name) - the stack: the Secrets Manager secret holding the token
 RECORD_FILE = "alp-studio-job.json"
 STATUS_FILE = "alp-studio-status.json"
-MODEL_VERSION_FALLBACK = "alp-model"
+# Every prediction carries this one model_version (the bundle that proposed it is the task's ``alp_model``):
+# Label Studio's labeling stream prefills a task only with predictions whose model_version is the project's
+# ``model_version``, which it sets once, from the first import; per-bundle versions would leave every batch
+# of a newer model without its proposals there.
+PREDICTION_MODEL_VERSION = "alp-model"
 POINT_WIDTH = 0.6  # a keypoint region's drawn size, percent of the image width
 
 
@@ -154,7 +158,9 @@ def studio_task(kind: JobKind, job: str, index: int, line: dict[str, Any]) -> di
     if result:
         pre = line.get("alp-preannotation") or {}
         model = pre.get("bundle_id") if isinstance(pre, dict) else None
-        task["predictions"] = [{"model_version": str(model or MODEL_VERSION_FALLBACK), "result": result}]
+        if model:
+            data["alp_model"] = str(model)
+        task["predictions"] = [{"model_version": PREDICTION_MODEL_VERSION, "result": result}]
     return task
 
 
@@ -240,6 +246,7 @@ class LabelStudioBackend(LabelingBackend):
         self._folders: dict[str, str] = {}
         self._projects: dict[str, int] = {}
         self._storages: set[tuple[int, str]] = set()
+        self._prefilling: set[int] = set()
 
     @property
     def connection(self) -> StudioConnection:
@@ -277,6 +284,17 @@ class LabelStudioBackend(LabelingBackend):
         self._projects[key] = project_id
         return project_id
 
+    def ensure_prefill(self, project_id: int) -> None:
+        """The project prefills its tasks with their predictions (``show_collab_predictions``, "use predictions to
+        prelabel tasks") of :data:`PREDICTION_MODEL_VERSION`. Called after an import: Label Studio accepts a
+        model_version only once predictions of it exist (a new project takes it from its first import)."""
+        if project_id in self._prefilling:
+            return
+        body = self.client.request("GET", f"/api/projects/{project_id}/")
+        if body.get("model_version") != PREDICTION_MODEL_VERSION or body.get("show_collab_predictions") is not True:
+            self.client.update_project(project_id, show_collab_predictions=True, model_version=PREDICTION_MODEL_VERSION)
+        self._prefilling.add(project_id)
+
     def ensure_image_storage(self, project_id: int, source_ref: str) -> None:
         """An S3 storage on the project for the image's bucket, so Label Studio presigns its URLs."""
         if not source_ref.startswith("s3://"):
@@ -284,13 +302,19 @@ class LabelStudioBackend(LabelingBackend):
         bucket = source_ref[5:].split("/", 1)[0]
         if (project_id, bucket) in self._storages:
             return
-        if not any(s.get("bucket") == bucket for s in self.client.s3_storages(project_id)):
-            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            # Keys only for an embedded endpoint (fake credentials); in the cloud Label Studio signs with its role.
-            self.client.add_s3_storage(
-                project_id, bucket=bucket, prefix=self.settings.storage.unlabeled_prefix, region=self.settings.region,
-                endpoint=endpoint, access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") if endpoint else None,
-                secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") if endpoint else None)
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        # Keys only for an embedded endpoint (fake credentials); in the cloud Label Studio signs with its role.
+        key_id = os.environ.get("AWS_ACCESS_KEY_ID") if endpoint else None
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY") if endpoint else None
+        found = [s for s in self.client.s3_storages(project_id) if s.get("bucket") == bucket]
+        if not found:
+            self.client.add_s3_storage(project_id, bucket=bucket, prefix=self.settings.storage.unlabeled_prefix,
+                                       region=self.settings.region, endpoint=endpoint, access_key_id=key_id,
+                                       secret_access_key=secret)
+        elif (found[0].get("s3_endpoint") or None) != endpoint:
+            # an embedded AWS listens on a new port each run: the storage follows it
+            self.client.update_s3_storage(int(found[0]["id"]), endpoint=endpoint, access_key_id=key_id,
+                                          secret_access_key=secret)
         self._storages.add((project_id, bucket))
 
     # --- jobs --------------------------------------------------------------------------------------------
@@ -312,6 +336,8 @@ class LabelStudioBackend(LabelingBackend):
             self.ensure_image_storage(project_id, str(line.data.get("source-ref", "")))
         tasks = [studio_task(spec.kind, spec.name, i, line.data) for i, line in todo]
         ids = self.client.import_tasks(project_id, tasks) if tasks else []
+        if any("predictions" in task for task in tasks):
+            self.ensure_prefill(project_id)
         record = StudioJobRecord(name=spec.name, kind=spec.kind, project=project_id, url=self.connection.url,
                                  created_at=self._clock(),
                                  tasks={**adopted, **{i: task_id for (i, _), task_id in zip(todo, ids, strict=True)}})
@@ -320,6 +346,11 @@ class LabelStudioBackend(LabelingBackend):
         log.info("label studio: job %s: %d tasks in project %d at %s", spec.name, len(record.tasks), project_id,
                  self.connection.url)
         return self.describe_job(spec.name)
+
+    def job_status(self, name: str, folder: str) -> JobStatus | None:
+        """The status of the job ``name`` whose files are in ``folder`` (a process that did not create it)."""
+        self._folders[name] = folder
+        return self.find_job(name)
 
     def find_job(self, name: str) -> JobStatus | None:
         folder = self._folders.get(name)

@@ -12,7 +12,6 @@ Every call retries connection errors, 429 and 5xx with backoff; what still fails
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -226,6 +225,10 @@ class StudioClient:
         body.update({k: v for k, v in optional.items() if v})
         return dict(self.request("POST", "/api/storages/s3/", json=body))
 
+    def update_s3_storage(self, storage_id: int, *, endpoint: str | None, access_key_id: str | None = None,
+                          secret_access_key: str | None = None) -> dict[str, Any]:
+        body = {"s3_endpoint": endpoint or "", "aws_access_key_id": access_key_id or "",
+                "aws_secret_access_key": secret_access_key or ""}
+        return dict(self.request("PATCH", f"/api/storages/s3/{storage_id}", json=body))
 
-def dumps_compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
