@@ -56,7 +56,7 @@ def test_given_stack_when_an_image_is_uploaded_then_one_lambda_shaped_record_arr
     embedded.delete_records(queue_url, records, failed_ids=set())
     assert embedded.receive_upload_records(queue_url) == []
     pipelines = {p["name"] for p in aws.client("codepipeline").list_pipelines()["pipelines"]}
-    assert pipelines == {names.labeling_pipeline, names.training_pipeline}
+    assert pipelines == {names.labeling_pipeline, names.labeling_completion_pipeline, names.training_pipeline}
 
 
 def test_given_a_mirror_when_restored_in_a_new_server_then_objects_and_registry_return_without_events(
