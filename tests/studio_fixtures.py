@@ -8,6 +8,7 @@ storage presigns URLs a browser can load.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from alp import aws
 from alp.commands.studio import studio_up
+from alp.demo.embedded import aws_environment
 from alp.settings import Settings
 from alp.studio.server import StudioConnection, stop_server
 
@@ -43,6 +46,19 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioSe
         yield StudioServer(run_dir=run_dir, connection=connection)
     finally:
         stop_server(run_dir)
+
+
+@pytest.fixture
+def studio_aws(moto_server: str) -> Iterator[str]:
+    """Every boto3 client of the test on the moto server; the buckets of tests/studio_builders.py exist."""
+    from studio_builders import DATA, UNLABELED
+
+    with aws_environment(moto_server, "us-east-1"):
+        s3 = aws.client("s3")
+        for bucket in (DATA, UNLABELED):
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+                s3.create_bucket(Bucket=bucket)
+        yield moto_server
 
 
 def jpeg_bytes(width: int = 640, height: int = 480, shade: int = 90) -> bytes:

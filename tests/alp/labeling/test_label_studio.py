@@ -4,90 +4,32 @@ those labels. Images and batch files live in a moto server on 127.0.0.1 (Label S
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labeling_builders import human_line, truth_line
-from studio_fixtures import StudioServer, jpeg_bytes
+from studio_builders import (
+    DATA,
+    FALSE_BOX,
+    UNLABELED,
+    job_tasks,
+    prediction_of,
+    studio_batch,
+    studio_settings,
+    submit,
+)
+from studio_fixtures import StudioServer
 
-from alp import aws, storage
+from alp import storage
 from alp.cli import main
 from alp.datasets import merge_batch_result, read_version
-from alp.demo.embedded import aws_environment
 from alp.labeling.label_studio import LabelStudioBackend, head_answer, keypoint_answer
 from alp.labeling.workflow import UNLABELED_KEY, labeling_complete, read_summary, run_label_step
-from alp.manifest import OBJECT_KEY, PREANNOTATION_KEY, ManifestLine, ScoredBox, read_manifest, write_manifest
-from alp.settings import Settings
-from alp.studio.client import StudioClient, StudioTask, StudioUnavailable
+from alp.manifest import read_manifest
+from alp.studio.client import StudioClient, StudioUnavailable
 from alp.studio.server import StudioConnection
-
-DATA = "alp-test-data"
-UNLABELED = "alp-test-unlabeled"
-
-
-def _settings(prefix: str, **overrides: Any) -> Settings:
-    return Settings().with_overrides({
-        "storage.resource_prefix": prefix, "labeling.backend": "label-studio", "labeling.workers_per_object": 1,
-        "labeling.gold_items_per_job": 0, **overrides})
-
-
-@pytest.fixture
-def studio_aws(moto_server: str) -> Iterator[str]:
-    """Every boto3 client of the test on the moto server; the two buckets exist."""
-    with aws_environment(moto_server, "us-east-1"):
-        s3 = aws.client("s3")
-        for bucket in (DATA, UNLABELED):
-            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-                s3.create_bucket(Bucket=bucket)
-        yield moto_server
-
-
-FALSE_BOX = ScoredBox(left=560.0, top=400.0, width=40.0, height=40.0, score=0.41)
-
-
-def _batch(name: str, settings: Settings, *, images: int, persons: int = 2,
-           false_box_on: int | None = None) -> tuple[str, list[ManifestLine]]:
-    """A batch whose human.jsonl holds ``images`` images with the model's proposals (the model misses one person
-    per image, and proposes a false head box on image ``false_box_on``); the JPEGs uploaded."""
-    batch_dir = f"s3://{DATA}/batches/{name}/"
-    lines, truths = [], []
-    for i in range(images):
-        ref = f"s3://{UNLABELED}/incoming/{name}-{i}.jpg"
-        aws.client("s3").put_object(Bucket=UNLABELED, Key=f"incoming/{name}-{i}.jpg", Body=jpeg_bytes())
-        truth = truth_line(ref, settings, persons=persons, seed=i)
-        truths.append(truth)
-        line = human_line(ref, truth, settings, seed=i)
-        if i == false_box_on:
-            pre = line.preannotation()
-            assert pre is not None
-            line = line.with_model(PREANNOTATION_KEY, pre.model_copy(update={"boxes": [*pre.boxes, FALSE_BOX]}))
-        lines.append(line)
-    write_manifest(batch_dir + "inference/human.jsonl", lines)
-    write_manifest(batch_dir + "manifest.jsonl", [ManifestLine({k: v for k, v in line.data.items()
-                                                                if k == "source-ref" or k == OBJECT_KEY})
-                                                   for line in lines])
-    return batch_dir, truths
-
-
-def _tasks(client: StudioClient, project: int, job: str) -> list[StudioTask]:
-    """The job's tasks, by item (the job itself orders them by a hash)."""
-    return sorted((t for t in client.tasks(project) if t.data.get("alp_job") == job), key=lambda t: t.data["alp_item"])
-
-
-def _prediction(client: StudioClient, task: StudioTask) -> list[dict[str, Any]]:
-    body = client.request("GET", f"/api/tasks/{task.id}/", params={"fields": "all"})
-    predictions = body.get("predictions") or []
-    return [dict(r) for r in predictions[0]["result"]] if predictions else []
-
-
-def _submit(client: StudioClient, task: StudioTask, result: list[dict[str, Any]]) -> None:
-    """What Label Studio's editor posts when the annotator presses Submit."""
-    client.create_annotation(task.id, [r for r in result if not r.get("readonly")], lead_time=14.0)
 
 
 def _job(summary_dir: str, kind: str) -> str:
@@ -105,17 +47,17 @@ def test_people_label_a_batch_in_label_studio_and_the_merge_holds_exactly_their_
     on the second (leaving the missed person unboxed), then accepts one person's points, places the points of
     the person the model missed, and on a third drags one point and marks another occluded, then the dataset
     version holds exactly those labels, and the step never waited for people."""
-    settings = _settings("lsapi")
-    batch_dir, truths = _batch("ls-api", settings, images=2, false_box_on=1)
+    settings = studio_settings("lsapi")
+    batch_dir, truths = studio_batch("ls-api", settings, images=2, false_box_on=1)
     backend = LabelStudioBackend(settings, connection=studio_server.connection)
     client = backend.client
 
     first = run_label_step(batch_dir, settings, backend)
     assert first.state == "waiting" and first.waiting_on[0].kind == "head-boxes"
-    head_tasks = _tasks(client, backend.project_id("head-boxes"), first.waiting_on[0].name)
+    head_tasks = job_tasks(client, backend.project_id("head-boxes"), first.waiting_on[0].name)
     assert len(head_tasks) == 2
     # the proposal is prefilled: a prediction with the model's boxes, and the judgement's reason as text
-    proposal_0, proposal_1 = _prediction(client, head_tasks[0]), _prediction(client, head_tasks[1])
+    proposal_0, proposal_1 = prediction_of(client, head_tasks[0]), prediction_of(client, head_tasks[1])
     assert len(proposal_0) == 1 and len(proposal_1) == 2
     assert all(r["type"] == "rectanglelabels" and r["from_name"] == "heads" for r in proposal_0 + proposal_1)
     assert "unsure" in head_tasks[0].data["reason_text"]
@@ -126,25 +68,25 @@ def test_people_label_a_batch_in_label_studio_and_the_merge_holds_exactly_their_
              "original_width": 640, "original_height": 480,
              "value": {"x": missed.left / 6.4, "y": missed.top / 4.8, "width": missed.width / 6.4,
                        "height": missed.height / 4.8, "rotation": 0, "rectanglelabels": ["head"]}}
-    _submit(client, head_tasks[0], [*proposal_0, added])
-    _submit(client, head_tasks[1], proposal_1[:1])  # the false box deleted
+    submit(client, head_tasks[0], [*proposal_0, added])
+    submit(client, head_tasks[1], proposal_1[:1])  # the false box deleted
 
     second = run_label_step(batch_dir, settings, backend)
     assert second.state == "waiting" and second.waiting_on[0].kind == "keypoints"
-    kp_tasks = _tasks(client, backend.project_id("keypoints"), second.waiting_on[0].name)
+    kp_tasks = job_tasks(client, backend.project_id("keypoints"), second.waiting_on[0].name)
     assert [t.data["alp_item"].rsplit("-", 1)[-1] for t in kp_tasks] == ["0.jpg#0", "0.jpg#1", "1.jpg#0"]
-    accepted = _prediction(client, kp_tasks[0])
+    accepted = prediction_of(client, kp_tasks[0])
     assert sum(r["from_name"] == "keypoints" for r in accepted) >= 10, "the model's points are prefilled"
     assert any(r["from_name"] == "person" for r in accepted), "the person's head box is outlined"
-    _submit(client, kp_tasks[0], accepted)
-    assert not [r for r in _prediction(client, kp_tasks[1]) if r["from_name"] == "keypoints"], \
+    submit(client, kp_tasks[0], accepted)
+    assert not [r for r in prediction_of(client, kp_tasks[1]) if r["from_name"] == "keypoints"], \
         "the model had no points for the person it missed"
     placed = [{"id": f"p{n}", "from_name": "keypoints", "to_name": "image", "type": "keypointlabels",
                "original_width": 640, "original_height": 480,
                "value": {"x": x, "y": 30.0, "width": 0.6, "keypointlabels": [name]}}
               for n, (name, x) in enumerate((("nose", 70.0), ("left_eye", 72.0), ("right_eye", 68.0)))]
-    _submit(client, kp_tasks[1], placed)
-    edited = _prediction(client, kp_tasks[2])
+    submit(client, kp_tasks[1], placed)
+    edited = prediction_of(client, kp_tasks[2])
     marked = {r["id"] for r in edited if r["from_name"] == "visibility"}
     visible = [r for r in edited if r["from_name"] == "keypoints" and r["id"] not in marked]
     drag, hide = visible[0], visible[1]  # two points the model calls visible
@@ -152,7 +94,7 @@ def test_people_label_a_batch_in_label_studio_and_the_merge_holds_exactly_their_
     edited.append({"id": hide["id"], "from_name": "visibility", "to_name": "image", "type": "choices",
                    "original_width": 640, "original_height": 480,
                    "value": {"x": hide["value"]["x"], "y": hide["value"]["y"], "choices": ["occluded"]}})
-    _submit(client, kp_tasks[2], edited)
+    submit(client, kp_tasks[2], edited)
 
     final = run_label_step(batch_dir, settings, backend)
     assert final.state == "complete" and final.labeled == 2 and final.unlabeled == 0
@@ -185,12 +127,12 @@ def test_completion_events_twice_or_early_make_one_dataset_version(
         studio_server: StudioServer, studio_aws: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Given a batch waiting for people, when Merge runs early, then the batch is finished and the completion
     steps run twice, then exactly one dataset version exists."""
-    settings = _settings("lsonce")
+    settings = studio_settings("lsonce")
     settings_file = tmp_path / "settings.json"
     settings_file.write_text(settings.to_json())
     monkeypatch.setenv("ALP_SETTINGS_URI", str(settings_file))
     monkeypatch.setenv("ALP_STUDIO_FILE", str(studio_server.run_dir / "studio.json"))
-    batch_dir, _ = _batch("ls-once", settings, images=1, persons=2)
+    batch_dir, _ = studio_batch("ls-once", settings, images=1, persons=2)
     steps = (["label", "--batch", batch_dir], ["merge", "--batch", batch_dir, "--no-training"],
              ["requeue", "--batch", batch_dir, "--json", "--unlabeled-bucket", UNLABELED])
     datasets = f"s3://{DATA}/datasets/"
@@ -206,8 +148,8 @@ def test_completion_events_twice_or_early_make_one_dataset_version(
     client = backend.client
     for kind in ("head-boxes", "keypoints"):
         job = _job(batch_dir, kind)
-        for task in _tasks(client, backend.project_id(kind), job):
-            _submit(client, task, _prediction(client, task))
+        for task in job_tasks(client, backend.project_id(kind), job):
+            submit(client, task, prediction_of(client, task))
         for _ in range(2):  # the completion event, delivered twice
             for argv in steps:
                 assert main(argv) == 0
@@ -220,17 +162,17 @@ def test_bad_annotations_deleted_and_expired_tasks_go_back_with_their_reason(
     """Given 4 images, when one annotation has a box outside the image, one has a box without coordinates
     coordinates, one task is deleted in the UI and one is never done before the availability ends, then no
     image is labeled and each is unlabeled with its own reason (the Requeue step sends them back)."""
-    settings = _settings("lsbad", **{"labeling.task_availability_seconds": 3600})
-    batch_dir, _ = _batch("ls-bad", settings, images=4, persons=2)
+    settings = studio_settings("lsbad", **{"labeling.task_availability_seconds": 3600})
+    batch_dir, _ = studio_batch("ls-bad", settings, images=4, persons=2)
     now = [1_000_000.0]
     backend = LabelStudioBackend(settings, connection=studio_server.connection, clock=lambda: now[0])
     client = backend.client
     first = run_label_step(batch_dir, settings, backend)
-    tasks = _tasks(client, backend.project_id("head-boxes"), first.waiting_on[0].name)
-    outside = _prediction(client, tasks[0])
+    tasks = job_tasks(client, backend.project_id("head-boxes"), first.waiting_on[0].name)
+    outside = prediction_of(client, tasks[0])
     outside[0]["value"] = {**outside[0]["value"], "x": 180.0}
-    _submit(client, tasks[0], outside)
-    _submit(client, tasks[1], [{"id": "x", "from_name": "heads", "to_name": "image", "type": "rectanglelabels",
+    submit(client, tasks[0], outside)
+    submit(client, tasks[1], [{"id": "x", "from_name": "heads", "to_name": "image", "type": "rectanglelabels",
                                 "value": {"rectanglelabels": ["head"]}}])
     client.delete_task(tasks[2].id)
     assert run_label_step(batch_dir, settings, backend).state == "waiting", "one task is still open"
@@ -275,8 +217,8 @@ def test_label_studio_down_or_slow_fails_the_step_naming_the_url_and_loses_nothi
     """Given Label Studio unreachable (nothing listens) or hanging (accepts, never answers), when the label step
     runs, then it fails after its retries with the URL named, and the batch has no labeling outcome yet (a
     re-run goes on)."""
-    settings = _settings("lsdown")
-    batch_dir, _ = _batch("ls-down", settings, images=1, persons=1)
+    settings = studio_settings("lsdown")
+    batch_dir, _ = studio_batch("ls-down", settings, images=1, persons=1)
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]
