@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from alp.settings import Settings
@@ -64,7 +64,7 @@ def _status(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     connection = StudioConnection.read(run_dir / STUDIO_FILE)
     record = running(run_dir)
-    out = {"running": record is not None, "pid": record.pid if record else None}
+    out: dict[str, Any] = {"running": record is not None, "pid": record.pid if record else None}
     if record is not None:
         out.update(status_record(connection))
     else:
