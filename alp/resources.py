@@ -32,6 +32,11 @@ class ResourceNames:
     sagemaker_role: str
     # Exactly-once ledger of the upload batcher (DynamoDB); defaulted so direct constructions keep working.
     batch_ledger_table: str = ""
+    # The split human step: the pipeline a completion event starts, the function that starts it and its two rules.
+    labeling_completion_pipeline: str = ""
+    completion_function: str = ""
+    labeling_job_state_rule: str = ""
+    waiting_check_rule: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings, account: str, region: str | None = None) -> ResourceNames:
@@ -57,7 +62,19 @@ class ResourceNames:
             model_package_group=f"{p}-model-bundles",
             sagemaker_role=f"{p}-sagemaker-execution",
             batch_ledger_table=f"{p}-batch-ledger",
+            labeling_completion_pipeline=f"{p}-labeling-completion",
+            completion_function=f"{p}-labeling-completion-trigger",
+            labeling_job_state_rule=f"{p}-labeling-job-state-change",
+            waiting_check_rule=f"{p}-waiting-batches-check",
         )
+
+    @classmethod
+    def for_function(cls, settings: Settings, function_arn: str) -> ResourceNames:
+        """Resource names for the account and region of a running Lambda function (from its ARN)."""
+        parts = function_arn.split(":")
+        if len(parts) < 7 or parts[2] != "lambda":
+            raise ValueError(f"not a Lambda function ARN: {function_arn!r}")
+        return cls.from_settings(settings, account=parts[4], region=parts[3])
 
     @property
     def data_root(self) -> str:

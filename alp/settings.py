@@ -419,6 +419,22 @@ def settings_from_cdk_json(path: str | Path = "cdk.json") -> Settings:
     return settings_from_context(context)
 
 
+class SettingsOnce:
+    """The settings of a Lambda execution environment: loaded at the first invocation, kept for the next ones
+    (``reset`` starts a new environment)."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+
+    def __call__(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    def reset(self) -> None:
+        self._settings = None
+
+
 def load_settings(uri: str | None = None) -> Settings:
     """Settings for a runtime step: from ``uri`` (a path or s3:// URI), else ``$ALP_SETTINGS_URI``,
     else ``cdk.json`` in the working directory, else the defaults."""

@@ -12,17 +12,10 @@ from typing import Any
 from alp.batching import BatchingError
 from alp.batching.window import process_sqs_records
 from alp.resources import ResourceNames
-from alp.settings import Settings, load_settings
+from alp.settings import Settings, SettingsOnce
 
 logging.getLogger().setLevel(logging.INFO)
-_settings: Settings | None = None
-
-
-def _cached_settings() -> Settings:
-    global _settings  # noqa: PLW0603 - loaded once per execution environment, not per invocation
-    if _settings is None:
-        _settings = load_settings()
-    return _settings
+_settings = SettingsOnce()  # loaded once per execution environment, not per invocation
 
 
 def names_from_function_arn(settings: Settings, function_arn: str) -> ResourceNames:
@@ -35,7 +28,7 @@ def names_from_function_arn(settings: Settings, function_arn: str) -> ResourceNa
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
     """SQS event source handler with ``ReportBatchItemFailures``."""
-    settings = _cached_settings()
+    settings = _settings()
     names = names_from_function_arn(settings, context.invoked_function_arn)
     result = process_sqs_records(event.get("Records", []), settings, names)
     return result.lambda_response()

@@ -1,4 +1,5 @@
-"""Alarms and the dashboard: dead letters, failed pipeline executions, quarantine share, batcher errors.
+"""Alarms and the dashboard: dead letters, failed pipeline executions, quarantine share, batcher and completion
+trigger errors.
 
 Alarms notify one SNS topic (encrypted with a customer key, since CloudWatch and EventBridge cannot publish
 to a topic under the AWS-managed SNS key). The quarantine share comes from the metrics the steps publish
@@ -43,7 +44,7 @@ class Monitoring(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, dashboard_name: str,
                  dead_letter_queue: sqs.IQueue, upload_queue: sqs.IQueue, batcher: lambda_.IFunction,
-                 pipeline_names: Sequence[str]) -> None:
+                 pipeline_names: Sequence[str], completion_trigger: lambda_.IFunction | None = None) -> None:
         super().__init__(scope, construct_id)
         self.topic = self._alert_topic()
         self.dlq_alarm = self._alarm(
@@ -71,7 +72,14 @@ class Monitoring(Construct):
             "The batcher Lambda failed (its records return to the queue and are retried)",
             batcher.metric_errors(period=PERIOD, statistic="Sum"),
         )
-        self.alarms = (self.dlq_alarm, self.pipeline_failed_alarm, self.quarantine_alarm, self.batcher_errors_alarm)
+        # A failing completion trigger leaves batches waiting with nobody told (the scheduled check retries).
+        self.completion_errors_alarm = None if completion_trigger is None else self._alarm(
+            "CompletionTriggerErrorsAlarm",
+            "The labeling-completion trigger failed: batches whose people are done wait (the next check retries)",
+            completion_trigger.metric_errors(period=PERIOD, statistic="Sum"),
+        )
+        self.alarms = tuple(a for a in (self.dlq_alarm, self.pipeline_failed_alarm, self.quarantine_alarm,
+                                        self.batcher_errors_alarm, self.completion_errors_alarm) if a is not None)
         action = cw_actions.SnsAction(self.topic)
         for alarm in self.alarms:
             alarm.add_alarm_action(action)
@@ -102,7 +110,7 @@ class Monitoring(Construct):
     def _pipeline_failed_rule(self, pipeline_names: Sequence[str]) -> events.Rule:
         return events.Rule(
             self, "PipelineFailedRule",
-            description="A labeling or training pipeline execution failed",
+            description="A labeling, labeling-completion or training pipeline execution failed",
             event_pattern=events.EventPattern(
                 source=["aws.codepipeline"], detail_type=["CodePipeline Pipeline Execution State Change"],
                 detail={"state": ["FAILED"], "pipeline": list(pipeline_names)}),

@@ -76,3 +76,20 @@ def acknowledge_cdk_singletons(stack: Stack, *, deployment_buckets: Iterable[s3.
         acknowledge(handler.node.find_child("Role"), f"AwsSolutions-IAM4[{BASIC_EXECUTION}]",
                     "CDK's bucket-notification handler (turns on EventBridge delivery of the unlabeled bucket): "
                     "the AWS managed basic-execution policy only lets it write its logs.")
+
+
+def acknowledge_codebuild_vpc(role: iam.IRole, projects: Iterable[codebuild.IProject]) -> None:
+    """CodeBuild projects in a VPC: CDK grants the network-interface calls CodeBuild makes for each build
+    (on the shared build role, plus one policy CDK attaches once, under the first project)."""
+    eni = "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*"
+    acknowledge(role, f"AwsSolutions-IAM5[Resource::{eni}]",
+                "CDK's grant for CodeBuild in a VPC: ec2:CreateNetworkInterfacePermission on the interfaces CodeBuild "
+                "creates per build (their IDs are not known before), conditioned on the project's own subnets "
+                "and on CodeBuild as the authorized service.")
+    for project in projects:
+        policy = project.node.try_find_child("PolicyDocument")
+        if policy is not None:
+            acknowledge(policy, "AwsSolutions-IAM5[Resource::*]",
+                        "CDK's grant for CodeBuild in a VPC: ec2:CreateNetworkInterface and the ec2:Describe* calls "
+                        "CodeBuild makes to attach each build to the VPC; the Describe* APIs take no resource and "
+                        "the interfaces do not exist before the build.")

@@ -12,10 +12,12 @@ from constructs import Construct
 
 from alp.resources import ResourceNames
 from alp.settings import Settings
-from alp.steps import LABELING_PIPELINE, TRAINING_PIPELINE
+from alp.steps import LABELING_COMPLETION_PIPELINE, LABELING_PIPELINE, TRAINING_PIPELINE
 from inference.processing import PROCESSING_IMAGE_ENV
+from stacks.completion_trigger import CompletionTrigger
 from stacks.functions import GroundTruthFunctions
 from stacks.iam import ScopedPolicy, grant_rekognition_head_detector, pass_role, sagemaker_arn
+from stacks.label_studio_service import LabelStudioService
 from stacks.monitoring import Monitoring
 from stacks.nag import acknowledge_cdk_singletons
 from stacks.processing_image import ProcessingImage
@@ -37,7 +39,8 @@ def cdk_json_context(cdk_json: Path) -> dict[str, object]:
 
 
 class ActiveLabelingStack(Stack):
-    """Buckets, upload trigger, Ground Truth functions, SageMaker role and registry, both pipelines, alarms.
+    """Buckets, upload trigger, Ground Truth functions, SageMaker role and registry, the labeling, labeling-completion
+    and training pipelines with the completion trigger, alarms.
 
     ``lambda_code_dir`` is the folder built by :func:`alp.lambda_asset.build_lambda_asset`; ``repo_root``
     is the project folder the pipelines' source bundle is made from.
@@ -69,11 +72,31 @@ class ActiveLabelingStack(Stack):
             training_artifact_bucket=self.storage.training_artifacts, ground_truth_functions=self.ground_truth.functions,
             processing_image_repository_arn=self.processing_image.repository_arn if self.processing_image else None)
 
+        # Opt-in: Label Studio hosted by the stack; the labeling steps run in its VPC and read its API token.
+        self.studio = (LabelStudioService(self, "LabelStudio", settings=settings, unlabeled_bucket=unlabeled,
+                                          access_logs=self.storage.access_logs)
+                       if settings.labeling.backend == "label-studio" and settings.labeling.studio.hosted else None)
+        labeling_source = SourceBundle(self, "LabelingSource", repo_root=repo_root,
+                                       bucket=self.storage.labeling_artifacts)
         self.labeling = StepPipeline(
             self, "LabelingPipeline", spec=LABELING_PIPELINE, pipeline_name=names.labeling_pipeline,
             settings=settings, artifact_bucket=self.storage.labeling_artifacts, settings_uri=settings_uri,
             data_root=data_root, step_environment=self._infer_environment(),
-            source=SourceBundle(self, "LabelingSource", repo_root=repo_root, bucket=self.storage.labeling_artifacts))
+            environment=self.studio.client_environment if self.studio else None,
+            network=self.studio.client_network if self.studio else None,
+            source=labeling_source)
+        # The split human step: Label creates the jobs and ends; when people are done, a completion event
+        # starts this pipeline (the same Label, Merge and Requeue steps) for the batch. Same bucket and source.
+        self.completion = StepPipeline(
+            self, "LabelingCompletionPipeline", spec=LABELING_COMPLETION_PIPELINE,
+            pipeline_name=names.labeling_completion_pipeline, settings=settings,
+            artifact_bucket=self.storage.labeling_artifacts, settings_uri=settings_uri, data_root=data_root,
+            environment=self.studio.client_environment if self.studio else None,
+            network=self.studio.client_network if self.studio else None,
+            source=labeling_source)
+        if self.studio:
+            self.studio.grant_token_read(self.labeling.build_policy)
+            self.studio.grant_token_read(self.completion.build_policy)
         self.training = StepPipeline(
             self, "TrainingPipeline", spec=TRAINING_PIPELINE, pipeline_name=names.training_pipeline,
             settings=settings, artifact_bucket=self.storage.training_artifacts, settings_uri=settings_uri,
@@ -85,13 +108,19 @@ class ActiveLabelingStack(Stack):
                                     labeling_pipeline_arn=self.labeling.pipeline.pipeline_arn,
                                     settings_uri=settings_uri)
 
-        self._grant_labeling_steps(self.labeling.build_policy, settings, names)
+        self.completion_trigger = CompletionTrigger(
+            self, "CompletionTrigger", settings=settings, names=names, code=code, data_bucket=data,
+            completion_pipeline_arn=self.completion.pipeline.pipeline_arn, settings_uri=settings_uri)
+
+        self._grant_labeling_steps(self.labeling.build_policy, settings, names, infer=True)
+        self._grant_labeling_steps(self.completion.build_policy, settings, names, infer=False)
         self._grant_training_steps(self.training.build_policy, settings, names)
 
         self.monitoring = Monitoring(
             self, "Monitoring", settings=settings, dashboard_name=f"{storage.resource_prefix}-pipeline",
             dead_letter_queue=self.upload.dead_letter_queue, upload_queue=self.upload.queue,
-            batcher=self.upload.batcher.function, pipeline_names=[names.labeling_pipeline, names.training_pipeline])
+            batcher=self.upload.batcher.function, completion_trigger=self.completion_trigger.function.function,
+            pipeline_names=[names.labeling_pipeline, names.labeling_completion_pipeline, names.training_pipeline])
 
         acknowledge_cdk_singletons(self, deployment_buckets=[data, self.storage.labeling_artifacts,
                                                             self.storage.training_artifacts])
@@ -103,6 +132,8 @@ class ActiveLabelingStack(Stack):
             "TrainingArtifactBucketName": self.storage.training_artifacts.bucket_name,
             "AccessLogBucketName": self.storage.access_logs.bucket_name,
             "LabelingPipelineName": self.labeling.pipeline.pipeline_name,
+            "LabelingCompletionPipelineName": self.completion.pipeline.pipeline_name,
+            "CompletionTriggerFunctionArn": self.completion_trigger.function.function.function_arn,
             "TrainingPipelineName": self.training.pipeline.pipeline_name,
             "UploadQueueUrl": self.upload.queue.queue_url,
             "DeadLetterQueueUrl": self.upload.dead_letter_queue.queue_url,
@@ -114,6 +145,11 @@ class ActiveLabelingStack(Stack):
             "SettingsUri": settings_uri,
             "AlertsTopicArn": self.monitoring.topic.topic_arn,
         }
+        if self.studio:
+            outputs.update({"LabelStudioUrl": self.studio.url,
+                            "LabelStudioLoadBalancerDnsName": self.studio.load_balancer.load_balancer_dns_name,
+                            "LabelStudioTokenSecretArn": self.studio.token_secret.secret_arn,
+                            "LabelStudioAdminSecretArn": self.studio.admin_secret.secret_arn})
         for key, value in outputs.items():
             CfnOutput(self, key, value=value)
 
@@ -137,7 +173,11 @@ class ActiveLabelingStack(Stack):
                      reason="sagemaker:ListModelPackages supports no resource-level permissions; the steps list "
                             "only the project's own group (ModelPackageGroupName filter).")
 
-    def _grant_labeling_steps(self, policy: ScopedPolicy, settings: Settings, names: ResourceNames) -> None:
+    def _grant_labeling_steps(self, policy: ScopedPolicy, settings: Settings, names: ResourceNames, *,
+                              infer: bool) -> None:
+        """What Label, Merge and Requeue touch (both labeling pipelines), plus, with ``infer``, what only the
+        Infer step does: read the approved bundle, start Processing jobs, call the Rekognition head model. The
+        completion pipeline has no Infer step, so its build role gets none of those."""
         s = settings.storage
         prefix = s.resource_prefix
         policy.read_objects(self.storage.unlabeled, [s.unlabeled_prefix], "the uploaded images to infer and label")
@@ -146,23 +186,27 @@ class ActiveLabelingStack(Stack):
         policy.copy_objects_onto_themselves(self.storage.unlabeled, s.unlabeled_prefix,
                                             "images sent back to the queue by the Requeue step")
         policy.list_bucket(self.storage.unlabeled, [s.unlabeled_prefix])
-        policy.read_objects(self.storage.data, [s.config_key, s.templates_prefix, s.models_prefix],
-                            "settings, worker templates and the approved model bundle")
+        model_read = [s.models_prefix] if infer else []
+        policy.read_objects(self.storage.data, [s.config_key, s.templates_prefix, *model_read],
+                            "settings, worker templates" + (" and the approved model bundle" if infer else ""))
         policy.read_write_objects(self.storage.data, [s.batches_prefix, s.labeling_prefix, s.datasets_prefix,
                                                       s.manifests_prefix],
                                   "batch outputs, labeling-job inputs and outputs, new dataset versions")
         policy.list_bucket(self.storage.data, [s.batches_prefix, s.labeling_prefix, s.datasets_prefix,
-                                               s.manifests_prefix, s.models_prefix, s.templates_prefix])
+                                               s.manifests_prefix, s.templates_prefix, *model_read])
         own_jobs = "Jobs are named <resource prefix>-...; the wildcard covers only the project's own jobs."
+        # Label creates the head-box job, and once it is done the keypoint job: in either pipeline.
         policy.allow(["sagemaker:CreateLabelingJob", "sagemaker:DescribeLabelingJob", "sagemaker:StopLabelingJob",
                       "sagemaker:AddTags"], [sagemaker_arn(f"labeling-job/{prefix}-*")], reason=own_jobs)
+        pass_role(policy, self.sagemaker.role)
+        # The Merge step starts the training pipeline on the new dataset version (alp/commands/merge.py).
+        policy.allow(["codepipeline:StartPipelineExecution"], [self.training.pipeline.pipeline_arn])
+        if not infer:
+            return
         policy.allow(["sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
                       "sagemaker:StopProcessingJob", "sagemaker:AddTags"],
                      [sagemaker_arn(f"processing-job/{prefix}-*")], reason=own_jobs)
-        pass_role(policy, self.sagemaker.role)
         self._model_registry_read(policy, names)
-        # The Merge step starts the training pipeline on the new dataset version (alp/commands/merge.py).
-        policy.allow(["codepipeline:StartPipelineExecution"], [self.training.pipeline.pipeline_arn])
         # The Infer step runs the bundle with the configured head backend.
         grant_rekognition_head_detector(policy, settings)
 

@@ -14,13 +14,15 @@ declaration the local runner executes. Pipeline variables reach the build as the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Duration, Fn
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_codepipeline_actions as actions
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
@@ -29,7 +31,11 @@ from constructs import Construct
 from alp.settings import PROCESSING_WAIT_MARGIN_MINUTES, SETTINGS_ENV, Settings
 from alp.steps import DATA_ROOT_ENV, LABELING_PIPELINE, PipelineSpec, Step
 from stacks.iam import ScopedPolicy
-from stacks.nag import acknowledge_artifact_grant, acknowledge_codebuild_default_logs
+from stacks.nag import (
+    acknowledge_artifact_grant,
+    acknowledge_codebuild_default_logs,
+    acknowledge_codebuild_vpc,
+)
 from stacks.secure_defaults import acknowledge, log_group
 
 SOURCE_PREFIX = "source/"
@@ -93,6 +99,16 @@ def buildspec(spec: PipelineSpec, step: Step) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True)
+class StepNetwork:
+    """Where a pipeline's CodeBuild steps run when they must reach a service inside a VPC (the hosted Label
+    Studio): the VPC, its subnets with a route out (the steps install packages) and their security groups."""
+
+    vpc: ec2.IVpc
+    subnets: ec2.SubnetSelection
+    security_groups: Sequence[ec2.ISecurityGroup]
+
+
 class SourceBundle(Construct):
     """The repository folder, zipped at synth time and deployed unextracted into ``bucket``/source/."""
 
@@ -116,12 +132,14 @@ class StepPipeline(Construct):
 
     QUEUED, not the default SUPERSEDED: every execution is one batch (or one dataset version) and must run
     to the end; a superseded batch would never be merged. ``step_environment`` adds environment variables
-    to single steps' builds (step name -> variables), beside the settings URI and data root every step gets.
+    to single steps' builds (step name -> variables), ``environment`` to every step's, beside the settings
+    URI and data root every step gets. ``network`` runs the builds inside a VPC.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, spec: PipelineSpec, pipeline_name: str,
                  settings: Settings, artifact_bucket: s3.IBucket, source: SourceBundle, settings_uri: str,
-                 data_root: str, step_environment: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 data_root: str, step_environment: Mapping[str, Mapping[str, str]] | None = None,
+                 environment: Mapping[str, str] | None = None, network: StepNetwork | None = None) -> None:
         super().__init__(scope, construct_id)
         unknown = set(step_environment or {}) - {step.name for step in spec.steps}
         if unknown:
@@ -162,9 +180,13 @@ class StepPipeline(Construct):
                     SETTINGS_ENV: codebuild.BuildEnvironmentVariable(value=settings_uri),
                     DATA_ROOT_ENV: codebuild.BuildEnvironmentVariable(value=data_root),
                     **{name: codebuild.BuildEnvironmentVariable(value=value)
-                       for name, value in (step_environment or {}).get(step.name, {}).items()},
+                       for name, value in {**(environment or {}),
+                                           **(step_environment or {}).get(step.name, {})}.items()},
                 },
                 role=self.build_role,
+                vpc=network.vpc if network else None,
+                subnet_selection=network.subnets if network else None,
+                security_groups=list(network.security_groups) if network else None,
                 timeout=Duration.minutes(step_timeout_minutes(spec, step, settings)),
                 logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(
                     log_group=self.build_logs, prefix=step.name.lower())),
@@ -195,3 +217,5 @@ class StepPipeline(Construct):
         acknowledge_artifact_grant(self.pipeline_role, artifact_bucket, PIPELINE_ARTIFACT_ACTIONS, "CodePipeline")
         acknowledge_artifact_grant(self.build_role, artifact_bucket, BUILD_ARTIFACT_ACTIONS, "the CodeBuild steps")
         acknowledge_codebuild_default_logs(self.build_role, self.projects.values())
+        if network is not None:
+            acknowledge_codebuild_vpc(self.build_role, self.projects.values())

@@ -26,12 +26,16 @@ def pipeline_artifact_prefix(pipeline_name: str) -> str:
 TRAINING_JOB_PREFIXES = ("code/", "jobs/")
 
 
-def _artifact_rules(pipeline_name: str, retention_days: int, extra_prefixes: tuple[str, ...] = ()
-                    ) -> list[s3.LifecycleRule]:
-    """Expire a pipeline's run artifacts, never the current source bundle (it lives under ``source/``)."""
+def _artifact_rules(pipeline_name: str, retention_days: int, extra_prefixes: tuple[str, ...] = (),
+                    other_pipelines: tuple[str, ...] = ()) -> list[s3.LifecycleRule]:
+    """Expire the run artifacts of the pipelines sharing the bucket, never the current source bundle (it lives
+    under ``source/``)."""
     return [
         s3.LifecycleRule(id="expire-pipeline-artifacts", prefix=pipeline_artifact_prefix(pipeline_name),
                          expiration=Duration.days(retention_days)),
+        *(s3.LifecycleRule(id=f"expire-{other}-artifacts", prefix=pipeline_artifact_prefix(other),
+                           expiration=Duration.days(retention_days)) for other in other_pipelines
+          if pipeline_artifact_prefix(other) != pipeline_artifact_prefix(pipeline_name)),  # long prefixes meet
         *(s3.LifecycleRule(id=f"expire-{prefix.strip('/')}", prefix=prefix, expiration=Duration.days(retention_days))
           for prefix in extra_prefixes),
         s3.LifecycleRule(id="expire-old-versions", noncurrent_version_expiration=Duration.days(retention_days),
@@ -75,7 +79,8 @@ class Storage(Construct):
         # Versioned: a CodePipeline S3 source action requires it.
         self.labeling_artifacts = secure_bucket(
             self, "LabelingArtifacts", bucket_name=names.labeling_artifact_bucket, access_logs=self.access_logs,
-            versioned=True, lifecycle_rules=_artifact_rules(names.labeling_pipeline, retention),
+            versioned=True, lifecycle_rules=_artifact_rules(names.labeling_pipeline, retention,
+                                                            other_pipelines=(names.labeling_completion_pipeline,)),
         )
         self.training_artifacts = secure_bucket(
             self, "TrainingArtifacts", bucket_name=names.training_artifact_bucket, access_logs=self.access_logs,

@@ -64,6 +64,26 @@ class Function:
 
 
 @dataclass(frozen=True)
+class EventRule:
+    """An EventBridge rule: what it matches (resolved) or when it fires, and the ARNs of its targets."""
+
+    name: str
+    pattern: dict[str, Any] | None
+    schedule: str | None
+    targets: tuple[str, ...]
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        """Whether EventBridge would hand ``event`` to this rule's targets (moto's matcher: prefix, anything-but
+        and the other filters; a scheduled rule matches the ``Scheduled Event`` it sends itself)."""
+        if self.pattern is None:
+            return event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
+        from moto.events.models import EventPattern
+
+        matcher: Any = EventPattern(json.dumps(self.pattern), self.pattern)  # typed for moto's own event type
+        return bool(matcher.matches_event(event))
+
+
+@dataclass(frozen=True)
 class BuildProject:
     logical_id: str
     name: str
@@ -98,6 +118,7 @@ class EmbeddedStack:
     pipelines: dict[str, Pipeline] = field(default_factory=dict)  # by pipeline name
     queues: dict[str, str] = field(default_factory=dict)  # queue name -> URL
     event_sources: dict[str, str] = field(default_factory=dict)  # function name -> queue name feeding it
+    rules: dict[str, EventRule] = field(default_factory=dict)  # by rule name
     outputs: dict[str, str] = field(default_factory=dict)
     created: dict[str, int] = field(default_factory=dict)  # resource type -> how many were created
     skipped: dict[str, str] = field(default_factory=dict)  # logical id -> why it is not in the embedded AWS
@@ -268,8 +289,20 @@ def _create_rules(stack: EmbeddedStack) -> None:
     t = stack.template
     events = aws.client("events")
     for _res, name, props in t.each("AWS::Events::Rule"):
-        events.put_rule(Name=name, EventPattern=json.dumps(props["EventPattern"]),
-                        State=props.get("State", "ENABLED"), Description=props.get("Description", ""))
+        # a rule matches events (EventPattern) or fires on a schedule (ScheduleExpression); moto keeps a scheduled
+        # rule but never fires it: the runners deliver its event themselves
+        rule: dict[str, Any] = {"Name": name, "State": props.get("State", "ENABLED"),
+                                "Description": props.get("Description", "")}
+        if "EventPattern" in props:
+            rule["EventPattern"] = json.dumps(props["EventPattern"])
+        if "ScheduleExpression" in props:
+            rule["ScheduleExpression"] = props["ScheduleExpression"]
+        if "EventPattern" not in rule and "ScheduleExpression" not in rule:
+            raise TemplateError(f"rule {name} has neither an event pattern nor a schedule")
+        events.put_rule(**rule)
+        stack.rules[name] = EventRule(name=name, pattern=props.get("EventPattern"),
+                                      schedule=props.get("ScheduleExpression"),
+                                      targets=tuple(str(tgt["Arn"]) for tgt in props.get("Targets", [])))
         targets = [{"Id": tgt["Id"], "Arn": tgt["Arn"]} for tgt in props.get("Targets", [])]
         if targets:
             events.put_targets(Rule=name, Targets=targets)

@@ -97,7 +97,8 @@ def _digest(settings: Settings, repo_root: Path) -> str:
     """The settings plus the stack's own code: a change to either synthesizes again."""
     h = hashlib.sha256(settings_digest(settings).encode())
     for path in sorted([repo_root / "app.py", repo_root / "cdk.json", *(repo_root / "stacks").glob("*.py"),
-                        repo_root / "alp" / "steps.py", repo_root / "alp" / "settings.py"]):
+                        repo_root / "alp" / "steps.py", repo_root / "alp" / "settings.py",
+                        repo_root / "alp" / "resources.py", repo_root / "alp" / "labeling" / "completion.py"]):
         if path.is_file():
             h.update(path.name.encode())
             h.update(path.read_bytes())

@@ -49,10 +49,12 @@ from alp.studio.server import StudioConnection
 
 log = logging.getLogger(__name__)
 
-STUDIO_FILE_ENV = "ALP_STUDIO_FILE"           # a local run: the studio.json `alp studio up` wrote
-URL_ENV = "ALP_STUDIO_URL"                    # the stack: the hosted service's URL
-TOKEN_ENV = "ALP_STUDIO_TOKEN"  # noqa: S105 (a variable name) - a token given directly (tests, a self-run server)
-TOKEN_SECRET_ENV = "ALP_STUDIO_TOKEN_SECRET"  # noqa: S105 (a variable name) - the stack: the Secrets Manager secret holding the token
+# Where a process finds Label Studio: a local run's studio.json (`alp studio up`); the hosted service's URL and
+# the Secrets Manager secret holding its token (the stack); or a token given directly (a self-run server).
+STUDIO_FILE_ENV = "ALP_STUDIO_FILE"
+URL_ENV = "ALP_STUDIO_URL"
+TOKEN_ENV = "ALP_STUDIO_TOKEN"  # noqa: S105  # nosec B105
+TOKEN_SECRET_ENV = "ALP_STUDIO_TOKEN_SECRET"  # noqa: S105  # nosec B105
 RECORD_FILE = "alp-studio-job.json"
 STATUS_FILE = "alp-studio-status.json"
 # Every prediction carries this one model_version (the bundle that proposed it is the task's ``alp_model``):

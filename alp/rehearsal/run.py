@@ -10,7 +10,13 @@ fresh embedded AWS, assume every role, switch IAM enforcement on, then play the 
   runs stage by stage: each stage's CodeBuild project from the template gives the role, the environment and
   the buildspec, whose build commands run here with the pipeline's variables resolved;
 - the local workforce acts as Ground Truth with the SageMaker role and invokes the pre/post Lambdas, which
-  run with their own roles; a Processing job runs its instances with the role its request passes.
+  run with their own roles; a Processing job runs its instances with the role its request passes;
+- the split human step (variant ``yolo``, round 0): the round's Label step leaves its batch waiting, as it does
+  while people are at work, so the labeling pipeline's Merge and Requeue do nothing; then the completion
+  trigger's handler runs with its role for Ground Truth's job event and for the scheduled check (each handed
+  over only if the template's rule matches it), the completion pipeline it starts runs under its own build
+  role (Label collects, Merge makes the dataset version and starts training, Requeue), and a second check
+  starts nothing: one dataset version, one training run.
 
 Round 0 is the cold start (everything to people, the first model trained and registered); round 1 judges
 with that model, so the head detector (YOLO or Rekognition) and the Processing path are exercised.
@@ -26,21 +32,23 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from alp import aws, storage
+from alp.batching.plan import MANIFEST_NAME
 from alp.cloudformation.embedded_stack import EmbeddedStack, create_stack
 from alp.cloudformation.synth import stack_settings
 from alp.cloudformation.template import StackTemplate, TemplateError
 from alp.environment import patched_environ
 from alp.rehearsal.calls import Scope
 from alp.rehearsal.doubles import ProcessingDouble, RekognitionDouble
-from alp.rehearsal.principals import Denial, PrincipalSwitch
+from alp.rehearsal.principals import Denial, Identity, PrincipalSwitch
 from alp.resources import ResourceNames
 from alp.settings import Settings
+from alp.steps import BATCH_VARIABLE, LABEL_STEP
 
 Variant = Literal["yolo", "rekognition", "processing"]
 VARIANTS: tuple[Variant, ...] = ("yolo", "rekognition", "processing")
@@ -50,6 +58,8 @@ UPLOADER = "rehearsal-uploader"
 ROUND_IMAGES = (8, 6)
 PROCESSING_THRESHOLD = 4
 PROCESSING_INSTANCES = 2
+COMPLETION_VARIANT: Variant = "yolo"  # the variant whose round 0 takes the split human step
+LABEL_STAGE = LABEL_STEP.name
 
 
 class RehearsalFailed(RuntimeError):
@@ -73,6 +83,7 @@ class VariantResult:
     denied: list[Denial] = field(default_factory=list)
     error: str | None = None
     log: str = ""
+    completion: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -83,7 +94,8 @@ class VariantResult:
                 "steps": [{"step": s.name, "seconds": round(s.seconds, 2), "ok": s.ok} for s in self.steps],
                 "denied": [{"step": d.step, "role": d.role, "action": d.action, "resource": d.resource, "call": d.call}
                            for d in self.denied],
-                "error": self.error, "log": self.log, "calls": self.calls}
+                "error": self.error, "log": self.log, "calls": self.calls,
+                **({"completion": self.completion} if self.completion is not None else {})}
 
 
 def project_version_arn(region: str, account: str = ACCOUNT) -> str:
@@ -250,7 +262,10 @@ class Rehearsal:
         self.log_path = log_path
         self.images = images
         self.starts = PipelineStarts()
+        self.ran: list[PipelineStart] = []  # the executions run, in order
         self.steps: list[StepRun] = []
+        self.waiting: tuple[str, str] | None = None  # (batch folder, job name) left waiting for people
+        self.completion: dict[str, Any] | None = None
 
     # --- plumbing ----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -337,10 +352,12 @@ class Rehearsal:
         with self.switch.acting_as(role, f"lambda {function.name}", function.environment):
             self._step(f"lambda {function.name}", invoke)
 
-    def run_pipelines(self) -> None:
-        """Run every started execution to its end; executions they start run after them."""
+    def run_pipelines(self, after_stage: Callable[[PipelineStart, str], None] | None = None) -> None:
+        """Run every started execution to its end; executions they start run after them. ``after_stage`` is
+        called after each stage (execution, stage name)."""
         while self.starts.pending:
             start = self.starts.pending.pop(0)
+            self.ran.append(start)
             pipeline = self.stack.pipelines[start.pipeline]
             for stage in pipeline.stages:
                 if stage.project is None:
@@ -352,13 +369,137 @@ class Rehearsal:
                 for argv in build_commands(project.buildspec):
                     with self.switch.acting_as(identity, step, env):
                         self._step(step, lambda argv=argv: _cli(argv))
+                if after_stage is not None:
+                    after_stage(start, stage.name)
 
     def round(self, number: int) -> None:
         count = ROUND_IMAGES[number]
         start = sum(ROUND_IMAGES[:number])
         uploaded = self.upload(self.images[start:start + count], broken=number > 0)
         self.batch(uploaded)
+        split = self.variant == COMPLETION_VARIANT and number == 0
+        self.run_pipelines(self._leave_label_waiting if split else None)
+        if split:
+            self.complete_waiting_batch()
+
+    # --- the split human step ----------------------------------------------------------------------
+    def _build_identity(self, pipeline_name: str, stage_name: str) -> Identity:
+        stage = next(s for s in self.stack.pipelines[pipeline_name].stages if s.name == stage_name)
+        assert stage.project is not None
+        return self.switch.identities[self.stack.roles[self.stack.projects[stage.project].role].name]
+
+    def _leave_label_waiting(self, start: PipelineStart, stage: str) -> None:
+        """After the round's Label stage: what the step writes when people are still at work on its first job
+        (the batch's ``labeling.json`` says ``waiting`` on it, and the waiting index lists the batch), written
+        under the Label step's role. The local workforce finished at once; people would not have."""
+        if start.pipeline != self.names.labeling_pipeline or stage != LABEL_STAGE or self.waiting is not None:
+            return
+        from alp.labeling.waiting import record_outcome
+        from alp.labeling.workflow import SUMMARY_FILE, LabelingSummary, labeling_dir, read_summary
+
+        batch_dir = storage.parent(start.variables[BATCH_VARIABLE.name])
+        step = f"{start.pipeline}/{LABEL_STAGE}: people still at work"
+
+        def leave_waiting() -> int:
+            done = read_summary(batch_dir)
+            if done is None or not done.jobs:
+                print(f"{batch_dir}: the Label step created no labeling job, so nothing can wait for people")
+                return 1
+            job = done.jobs[0].model_copy(update={"state": "InProgress", "labeled": 0, "unlabeled": 0})
+            waiting = LabelingSummary(batch_dir=batch_dir, backend=done.backend, items=done.items,
+                                      audit_items=done.audit_items, state="waiting", waiting_on=[job])
+            storage.write_text(labeling_dir(batch_dir) + SUMMARY_FILE, waiting.model_dump_json(indent=2),
+                               content_type="application/json")
+            record_outcome(self.names.data_root, self.settings, waiting)
+            self.waiting = (batch_dir, job.name)
+            return 0
+
+        with self.switch.acting_as(self._build_identity(start.pipeline, LABEL_STAGE), step):
+            self._step(step, leave_waiting)
+
+    def _trigger(self, rule_name: str, event: dict[str, Any], label: str) -> dict[str, Any]:
+        """EventBridge's part: hand ``event`` to the completion function if the template's rule matches it and
+        targets it; then Lambda's: run the template's handler with the function's role and environment."""
+        function = self.stack.functions[self.names.completion_function]
+        rule = self.stack.rules.get(rule_name)
+        if rule is None or function.arn not in rule.targets:
+            raise RehearsalFailed(f"no rule {rule_name} targets {function.name} in the template")
+        if not rule.matches(event):
+            raise RehearsalFailed(f"the rule {rule_name} does not match {label} event: {json.dumps(event)}")
+        identity = self.switch.identities[self.stack.roles[function.role].name]
+        step = f"lambda {function.name} ({label})"
+        response: dict[str, Any] = {}
+
+        def invoke() -> int:
+            handler = lambda_handler(function.handler)
+            response.update(handler(event, LambdaContext(function.arn, function.timeout_seconds)))
+            print(json.dumps(response))
+            return 0
+
+        with self.switch.acting_as(identity, step, function.environment):
+            self._step(step, invoke)
+        return response
+
+    def complete_waiting_batch(self) -> None:
+        """Ground Truth's event for the job the batch waits on, and the scheduled check, each start the completion
+        pipeline for it; both executions run (the second changes nothing); a second check starts nothing."""
+        if self.waiting is None:
+            raise RehearsalFailed("no batch was left waiting for people")
+        batch_dir, job = self.waiting
+        region, manifest = self.settings.region, batch_dir + MANIFEST_NAME
+        ran_before = len(self.ran)
+        job_event = _event("aws.sagemaker", "SageMaker Ground Truth Labeling Job State Change", region,
+                           [f"arn:aws:sagemaker:{region}:{ACCOUNT}:labeling-job/{job}"], {"LabelingJobStatus": "Completed"})
+        check_arn = f"arn:aws:events:{region}:{ACCOUNT}:rule/{self.names.waiting_check_rule}"
+        started = {
+            "labeling-job": self._trigger(self.names.labeling_job_state_rule, job_event, "labeling-job state change"),
+            "schedule": self._trigger(self.names.waiting_check_rule,
+                                      _event("aws.events", "Scheduled Event", region, [check_arn], {}), "scheduled check"),
+        }
+        for label, response in started.items():
+            if [s["batch"] for s in response.get("started", [])] != [batch_dir]:
+                raise RehearsalFailed(f"the {label} event started {response.get('started')}, not the completion "
+                                      f"pipeline for {batch_dir}")
+        starts = [p for p in self.starts.pending if p.pipeline == self.names.labeling_completion_pipeline]
+        if len(starts) != 2 or any(p.variables != {BATCH_VARIABLE.name: manifest} for p in starts):
+            raise RehearsalFailed(f"expected two completion executions for {manifest}, got {starts}")
         self.run_pipelines()
+        after = self._trigger(self.names.waiting_check_rule,
+                              _event("aws.events", "Scheduled Event", region, [check_arn], {}), "check after")
+        if after.get("started"):
+            raise RehearsalFailed(f"a check after completion started {after['started']}")
+        ran = self.ran[ran_before:]
+        self.completion = {
+            "batch": batch_dir, "job": job,
+            "started": {label: len(r.get("started", [])) for label, r in started.items()},
+            "started_after_completion": len(after.get("started", [])),
+            "executions": [p.pipeline for p in ran],
+        }
+
+    def verify_completion(self) -> str | None:
+        """Exactly once: one dataset version added the batch and one training run followed (read after the
+        rounds, outside the rehearsed roles); None when so, else what went wrong."""
+        if self.completion is None:
+            return "the split human step did not run"
+        from alp.datasets import list_versions, read_version_info
+
+        batch = storage.basename(self.completion["batch"])
+        # versions are cumulative: count those the batch was added by
+        versions = [uri for uri in list_versions(self.names.data_root, self.settings)
+                    if read_version_info(uri).added_from.get("batch") == batch]
+        trainings = self.completion["executions"].count(self.names.training_pipeline)
+        self.completion.update(dataset_versions=len(versions), training_runs=trainings)
+        if len(versions) != 1 or trainings != 1:
+            return (f"the split human step was not exactly once: {len(versions)} dataset versions added {batch}, "
+                    f"{trainings} training runs followed")
+        return None
+
+
+def _event(source: str, detail_type: str, region: str, resources: list[str], detail: dict[str, Any]) -> dict[str, Any]:
+    """An EventBridge event as a rule's target receives it."""
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": detail_type, "source": source, "account": ACCOUNT,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "region": region, "resources": resources,
+            "detail": detail}
 
 
 class StepDenied(RuntimeError):
@@ -451,6 +592,9 @@ def run_variant(variant: Variant, work_dir: Path, images: list[Path], truth_uri:
             if variant == "rekognition" and not any(isinstance(d, RekognitionDouble) and d.calls for d in doubles) \
                     and result.error is None and not switch.denied:
                 result.error = "no Rekognition call was made"
+            if variant == COMPLETION_VARIANT and result.error is None and not switch.denied:
+                result.error = rehearsal.verify_completion()
+            result.completion = rehearsal.completion
             result.steps = rehearsal.steps
             result.denied = list(switch.denied)
             result.calls = {step: calls.as_json() for step, calls in switch.steps.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import quoteattr  # nosec B406: escapes our own keypoint names; parses nothing
 
 from alp.labeling.contracts import JobKind
 from alp.schema import KeypointSchema

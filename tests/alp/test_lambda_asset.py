@@ -25,7 +25,7 @@ from alp.lambda_asset import (
 
 ROOT = REPO_ROOT
 RUNTIME_PACKAGES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "urllib3", "six")
-HANDLERS = ("batcher", "gt_pre_annotation", "gt_post_annotation")
+HANDLERS = ("batcher", "gt_pre_annotation", "gt_post_annotation", "labeling_completion")
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,14 @@ REKOGNITION = {
     "alp:inference.processing_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/alp-processing:1",
 }
 
+# Label Studio hosted by the stack, its load balancer internet-facing: the variant holding every acknowledgement
+# of stacks/label_studio_service.py (tests/stacks/test_label_studio_service.py synthesizes both shapes).
+LABEL_STUDIO = {
+    "alp:labeling.backend": "label-studio",
+    "alp:labeling.studio.certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789",
+    "alp:labeling.studio.allowed_cidr": "100.20.0.0/16",
+}
+
 
 def _violations(report_path: Path) -> list[tuple[str, str]]:
     report = json.loads(report_path.read_text())
@@ -85,7 +93,7 @@ class _RecordingValidations:
         self._real.add_plugins(*plugins)
 
 
-@pytest.mark.parametrize("overrides", [{}, REKOGNITION], ids=["defaults", "rekognition"])
+@pytest.mark.parametrize("overrides", [{}, REKOGNITION, LABEL_STUDIO], ids=["defaults", "rekognition", "label-studio"])
 def test_given_no_acknowledgements_then_each_one_we_make_matches_a_real_finding(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, object]) -> None:
     """Synthesize with acknowledgements switched off: the plugin must fail (so it is really active), and

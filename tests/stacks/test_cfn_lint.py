@@ -45,6 +45,11 @@ def test_given_the_synthesized_templates_then_cfn_lint_reports_no_errors(tmp_pat
     asset = build_lambda_asset(ROOT, tmp_path / "asset")
     templates = _synth(tmp_path / "defaults", asset, {}) + _synth(tmp_path / "edge", asset, EDGE_SETTINGS)
     assert len(templates) == 2
+    assert_cfn_lint_clean(templates)
+
+
+def assert_cfn_lint_clean(templates: list[str]) -> None:
+    """cfn-lint as ``make lint`` runs it: no errors, and no warnings either."""
     cfn_lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent)) or "cfn-lint"
     done = subprocess.run([cfn_lint, "--ignore-checks", "W3005", "--", *templates],
                           capture_output=True, text=True, timeout=120)

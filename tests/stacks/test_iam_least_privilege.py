@@ -6,9 +6,12 @@
 * every S3 statement names the stack's own buckets, and object access to the data and unlabeled buckets is
   scoped to a prefix (the CDK BucketDeployment handler, which copies the config and templates, is the one
   acknowledged exception);
-* the Lambdas are invokable only by their callers: no resource policy (``AWS::Lambda::Permission``) opens
-  them, the only ``lambda:InvokeFunction`` grant is the labeling-job role's on exactly the two Ground Truth
-  functions, and the batcher is fed only by its own queue's event source mapping;
+* the Lambdas are invokable only by their callers: the only resource policies (``AWS::Lambda::Permission``)
+  let EventBridge invoke the completion trigger for exactly its two rules of this stack, the only
+  ``lambda:InvokeFunction`` grant is the labeling-job role's on exactly the two Ground Truth functions, and the
+  batcher is fed only by its own queue's event source mapping;
+* the completion trigger reads and lists nothing but the waiting index (and its settings) and may start, list
+  and read executions of the completion pipeline only;
 * every role trusts one AWS service, never an account or ``*``.
 """
 
@@ -155,8 +158,18 @@ def test_s3_statements_name_the_stack_buckets_and_data_access_is_prefix_scoped(t
 
 def test_lambdas_are_invokable_only_by_their_callers(template: dict[str, Any]) -> None:
     functions = _of_type(template, "AWS::Lambda::Function")
-    assert len(functions) >= 3
-    assert _of_type(template, "AWS::Lambda::Permission") == {}, "a resource policy opens a Lambda to someone"
+    assert len(functions) >= 4
+    rules = _of_type(template, "AWS::Events::Rule")
+    permissions = _of_type(template, "AWS::Lambda::Permission")
+    assert len(permissions) == 2, "a resource policy opens a Lambda to someone"
+    for pid, permission in permissions.items():
+        props = permission["Properties"]
+        (function,) = {props["FunctionName"]["Fn::GetAtt"][0]}
+        assert "CompletionTrigger" in function, (pid, props)
+        assert (props["Principal"], props["Action"]) == ("events.amazonaws.com", "lambda:InvokeFunction"), pid
+        rule = props["SourceArn"]["Fn::GetAtt"][0]  # one rule of this stack, never any rule
+        assert rule in rules and [t["Arn"] for t in rules[rule]["Properties"]["Targets"]] == [
+            {"Fn::GetAtt": [function, "Arn"]}], (pid, rule)
     invoke = [(pid, roles, st) for pid, roles, st in statements(template)
               if any(a in ("lambda:InvokeFunction", "lambda:*") for a in _as_list(st["Action"]))]
     assert len(invoke) == 1
@@ -223,3 +236,26 @@ def test_rekognition_calls_are_scoped_to_the_configured_model(template: dict[str
             assert sorted(actions) == ["rekognition:DetectCustomLabels", "rekognition:StartProjectVersion",
                                        "rekognition:StopProjectVersion"], (pid, st)
             assert resources == [VARIANTS["rekognition"]["alp:inference.rekognition_project_version_arn"]]
+
+
+def test_the_completion_trigger_touches_the_waiting_index_and_the_completion_pipeline_only(
+        template: dict[str, Any]) -> None:
+    """Its role: S3 reads of the settings and of ``labeling/waiting/`` objects, listings conditioned on that
+    prefix, and the completion pipeline's start/list/get; nothing else (no write, no other pipeline)."""
+    roles = [r for r in _of_type(template, "AWS::IAM::Role") if r.startswith("CompletionTrigger")]
+    assert len(roles) == 1
+    found = [st for _, rs, st in statements(template) if roles[0] in rs]
+    actions = {a for st in found for a in _as_list(st["Action"])}
+    assert actions == {"logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:GetObjectVersion",
+                       "s3:ListBucket", "codepipeline:StartPipelineExecution",
+                       "codepipeline:ListPipelineExecutions", "codepipeline:GetPipelineExecution"}
+    for st in found:
+        text = json.dumps(st["Resource"])
+        if "s3:GetObject" in _as_list(st["Action"]):
+            assert [json.dumps(r).rsplit('"', 2)[-2] for r in st["Resource"]] == ["/config/settings.json*",
+                                                                                "/labeling/waiting/*"]
+        elif st["Action"] == "s3:ListBucket":
+            assert st["Condition"] == {"StringLike": {"s3:prefix": ["labeling/waiting/*"]}}
+        elif any(a.startswith("codepipeline:") for a in _as_list(st["Action"])):
+            assert "LabelingCompletionPipeline" in text and "TrainingPipeline" not in text
+            assert '"LabelingPipeline' not in text

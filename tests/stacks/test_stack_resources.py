@@ -26,7 +26,7 @@ from alp.settings import (  # noqa: E402
     Settings,
     settings_from_context,
 )
-from alp.steps import LABELING_PIPELINE, TRAINING_PIPELINE  # noqa: E402
+from alp.steps import LABELING_COMPLETION_PIPELINE, LABELING_PIPELINE, TRAINING_PIPELINE  # noqa: E402
 from inference.processing import PROCESSING_IMAGE_ENV  # noqa: E402
 from stacks.pipeline_stack import ActiveLabelingStack, cdk_json_context  # noqa: E402
 from stacks.processing_image import DOCKERFILE  # noqa: E402
@@ -140,7 +140,9 @@ def test_given_the_artifact_buckets_then_lifecycle_rules_expire_runs_but_not_the
         expiring = [r for r in rules if "ExpirationInDays" in r]
         assert expiring[0] == {"Id": "expire-pipeline-artifacts", "Prefix": f"{pipeline}/", "ExpirationInDays": days,
                                "Status": "Enabled"}
-        assert {r["Prefix"] for r in expiring[1:]} == ({"code/", "jobs/"} if pipeline == "alp-training" else set())
+        # the completion pipeline shares the labeling bucket; CodePipeline keys artifacts by 20 characters of the name
+        assert {r["Prefix"] for r in expiring[1:]} == ({"code/", "jobs/"} if pipeline == "alp-training"
+                                                       else {"alp-labeling-complet/"})
         assert any(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == days for r in rules)
         assert not any(r.get("Prefix", "").startswith("source") for r in expiring)
 
@@ -231,8 +233,10 @@ def test_given_the_batcher_role_then_it_may_start_only_the_labeling_pipeline(bui
 def test_given_every_project_function_then_runtime_timeout_memory_and_logs_are_explicit(built: dict[str, Any]) -> None:
     settings = built["settings"]
     stack = built["stack"]
-    functions = [stack.upload.batcher, stack.ground_truth.pre, stack.ground_truth.post]
-    handlers = {"lambdas.batcher.handler", "lambdas.gt_pre_annotation.handler", "lambdas.gt_post_annotation.handler"}
+    functions = [stack.upload.batcher, stack.ground_truth.pre, stack.ground_truth.post,
+                 stack.completion_trigger.function]
+    handlers = {"lambdas.batcher.handler", "lambdas.gt_pre_annotation.handler", "lambdas.gt_post_annotation.handler",
+                "lambdas.labeling_completion.handler"}
     seen = set()
     for fn in functions:
         props = built["json"]["Resources"][_logical_id(built, fn.function)]["Properties"]
@@ -247,7 +251,7 @@ def test_given_every_project_function_then_runtime_timeout_memory_and_logs_are_e
         group = built["json"]["Resources"][_logical_id(built, fn.log_group)]["Properties"]
         assert group["RetentionInDays"] == settings.observability.log_retention_days
     assert seen == handlers
-    assert len({_logical_id(built, fn.role) for fn in functions}) == 3  # one role per function
+    assert len({_logical_id(built, fn.role) for fn in functions}) == 4  # one role per function
 
 
 def test_given_the_sagemaker_role_then_it_may_invoke_exactly_the_two_gt_functions(built: dict[str, Any]) -> None:
@@ -281,7 +285,8 @@ def test_given_our_roles_then_star_resources_are_only_for_unscopable_actions(bui
     stack = built["stack"]
     ours = [stack.sagemaker.role, stack.labeling.build_role, stack.training.build_role, stack.labeling.pipeline_role,
             stack.training.pipeline_role, stack.upload.batcher.role, stack.ground_truth.pre.role,
-            stack.ground_truth.post.role]
+            stack.ground_truth.post.role, stack.completion.build_role, stack.completion.pipeline_role,
+            stack.completion_trigger.function.role]
     unscopable = {"ecr:GetAuthorizationToken", "sagemaker:ListModelPackages"}
     for role in ours:
         for st in _statements_of_role(built, _logical_id(built, role)):
@@ -291,7 +296,7 @@ def test_given_our_roles_then_star_resources_are_only_for_unscopable_actions(bui
 
 def test_given_the_pipeline_roles_then_they_may_pass_the_sagemaker_role_to_sagemaker_only(built: dict[str, Any]) -> None:
     stack = built["stack"]
-    for build_role in (stack.labeling.build_role, stack.training.build_role):
+    for build_role in (stack.labeling.build_role, stack.completion.build_role, stack.training.build_role):
         passes = [s for s in _statements_of_role(built, _logical_id(built, build_role))
                   if "iam:PassRole" in _as_list(s["Action"])]
         assert passes == [{
@@ -302,10 +307,12 @@ def test_given_the_pipeline_roles_then_they_may_pass_the_sagemaker_role_to_sagem
 
 
 # --- pipelines --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("spec", [LABELING_PIPELINE, TRAINING_PIPELINE], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [LABELING_PIPELINE, LABELING_COMPLETION_PIPELINE, TRAINING_PIPELINE],
+                         ids=lambda s: s.name)
 def test_given_a_declared_pipeline_then_it_renders_as_v2_with_one_stage_per_step(built: dict[str, Any], spec: Any) -> None:
     stack = built["stack"]
-    pipeline = stack.labeling if spec is LABELING_PIPELINE else stack.training
+    pipeline = {LABELING_PIPELINE.name: stack.labeling, LABELING_COMPLETION_PIPELINE.name: stack.completion,
+                TRAINING_PIPELINE.name: stack.training}[spec.name]
     props = built["json"]["Resources"][_logical_id(built, pipeline.pipeline)]["Properties"]
     assert props["PipelineType"] == "V2"
     assert props["ExecutionMode"] == "QUEUED"
@@ -355,7 +362,7 @@ def test_given_the_alarms_then_dlq_failures_and_quarantine_share_notify_the_topi
     stack = built["stack"]
     topic = {"Ref": _logical_id(built, stack.monitoring.topic)}
     alarms = _resources(built, "AWS::CloudWatch::Alarm")
-    assert len(alarms) == 4
+    assert len(alarms) == 5
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [topic]
     dlq = built["json"]["Resources"][_logical_id(built, stack.monitoring.dlq_alarm)]["Properties"]
@@ -374,7 +381,8 @@ def test_given_the_alarms_then_dlq_failures_and_quarantine_share_notify_the_topi
     built["template"].has_resource_properties("AWS::Events::Rule", {
         "EventPattern": {"source": ["aws.codepipeline"],
                          "detail-type": ["CodePipeline Pipeline Execution State Change"],
-                         "detail": {"state": ["FAILED"], "pipeline": ["alp-labeling", "alp-training"]}},
+                         "detail": {"state": ["FAILED"],
+                                    "pipeline": ["alp-labeling", "alp-labeling-completion", "alp-training"]}},
         "Targets": [Match.object_like({"Arn": topic})],
     })
     built["template"].has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
@@ -385,7 +393,8 @@ def test_given_the_alarms_then_dlq_failures_and_quarantine_share_notify_the_topi
 def test_given_the_stack_then_it_outputs_names_queue_and_model_group(built: dict[str, Any]) -> None:
     outputs = built["json"]["Outputs"]
     for key in ("UnlabeledBucketName", "DataBucketName", "LabelingPipelineName", "TrainingPipelineName",
-                "UploadQueueUrl", "ModelPackageGroupName", "BatchLedgerTableName"):
+                "LabelingCompletionPipelineName", "CompletionTriggerFunctionArn", "UploadQueueUrl",
+                "ModelPackageGroupName", "BatchLedgerTableName"):
         assert key in outputs
     assert outputs["ModelPackageGroupName"]["Value"] == "alp-model-bundles"
 
@@ -409,8 +418,10 @@ def test_given_the_requeue_step_then_only_the_labeling_steps_write_to_the_unlabe
     assert write["Condition"] == {
         "StringLike": {"s3:x-amz-copy-source": {"Fn::Join": ["", [{"Ref": unlabeled}, f"/{prefix}*"]]}},
         "StringEquals": {"s3:x-amz-metadata-directive": "REPLACE"}}
+    assert unlabeled_writes(stack.completion.build_role) == [write]  # its Requeue step: the same copies only
     assert unlabeled_writes(stack.training.build_role) == []
     assert unlabeled_writes(stack.upload.batcher.role) == []
+    assert unlabeled_writes(stack.completion_trigger.function.role) == []
     versioning = [s for s in _statements_of_role(built, _logical_id(built, stack.labeling.build_role))
                   if "s3:GetBucketVersioning" in _as_list(s["Action"])]
     assert [s["Resource"] for s in versioning] == [{"Fn::GetAtt": [unlabeled, "Arn"]}]
@@ -471,7 +482,7 @@ def test_given_no_processing_image_setting_then_the_stack_builds_one_from_the_do
 def test_given_the_built_image_then_only_the_infer_step_gets_its_uri(built: dict[str, Any]) -> None:
     stack = built["stack"]
     image_uri = _resolve(built, stack.processing_image.image_uri)
-    for pipeline in (stack.labeling, stack.training):
+    for pipeline in (stack.labeling, stack.completion, stack.training):
         for step in pipeline.projects:
             env = {e["Name"]: e["Value"] for e in
                    _project_of_step(built, pipeline, step)["Environment"]["EnvironmentVariables"]}
@@ -492,7 +503,7 @@ def test_given_the_built_image_then_the_sagemaker_role_may_pull_it_and_nothing_e
                                        ":ecr:us-east-1:763104351884:repository/pytorch-training"]]}
     assert _as_list(pulls[0]["Resource"]) == [training_repo, _resolve(built, stack.processing_image.repository_arn)]
     assert "container-assets" in json.dumps(pulls[0]["Resource"][1])
-    for role in (stack.labeling.build_role, stack.training.build_role):  # the steps never pull images
+    for role in (stack.labeling.build_role, stack.completion.build_role, stack.training.build_role):  # never pull
         assert not [s for s in _statements_of_role(built, _logical_id(built, role)) if "ecr:" in json.dumps(s["Action"])]
 
 
@@ -568,8 +579,10 @@ def test_given_the_rekognition_head_backend_then_every_role_that_infers_may_run_
     }
     for role in (stack.labeling.build_role, stack.training.build_role, stack.sagemaker.role):
         assert _rekognition_grants(variant, role) == expected, role.node.path
+    # the completion pipeline has no Infer step: it never runs the model
     others = [stack.labeling.pipeline_role, stack.training.pipeline_role, stack.upload.batcher.role,
-              stack.ground_truth.pre.role, stack.ground_truth.post.role]
+              stack.ground_truth.pre.role, stack.ground_truth.post.role, stack.completion.build_role,
+              stack.completion.pipeline_role, stack.completion_trigger.function.role]
     for role in others:
         assert _rekognition_grants(variant, role) == {}, role.node.path
 
@@ -582,3 +595,104 @@ def test_given_a_malformed_rekognition_arn_then_synth_fails_naming_the_setting(t
     bad = {**VARIANT, "alp:inference.rekognition_project_version_arn": "arn:aws:rekognition:eu-west-1:1:project/x"}
     with pytest.raises(ValueError, match="rekognition_project_version_arn"):
         _build(tmp_path, bad)
+
+
+# --- the split human step: completion pipeline and trigger ------------------------------------------------
+def _actions(built: dict[str, Any], role: Any) -> set[str]:
+    return {a for s in _statements_of_role(built, _logical_id(built, role)) for a in _as_list(s["Action"])}
+
+
+def test_given_the_completion_pipeline_then_its_role_labels_merges_and_requeues_but_never_infers(
+        variant: dict[str, Any]) -> None:
+    """Label (labeling jobs, PassRole of the SageMaker role), Merge (starts training), Requeue (copies): what the
+    labeling steps need, less what only Infer does: no Processing jobs, no model registry, no Rekognition, no
+    read of the model bundles (checked on the variant, whose labeling role has Rekognition grants)."""
+    stack = variant["stack"]
+    completion, labeling = _actions(variant, stack.completion.build_role), _actions(variant, stack.labeling.build_role)
+    assert {"sagemaker:CreateLabelingJob", "sagemaker:DescribeLabelingJob", "iam:PassRole",
+            "codepipeline:StartPipelineExecution", "s3:PutObject", "s3:GetBucketVersioning"} <= completion
+    infer_only = {"sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", "sagemaker:StopProcessingJob",
+                  "sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage", "sagemaker:DescribeModelPackageGroup",
+                  *REKOGNITION_CALLS}
+    assert infer_only <= labeling
+    assert completion == labeling - infer_only
+    statements = _statements_of_role(variant, _logical_id(variant, stack.completion.build_role))
+    starts = [s for s in statements if "codepipeline:StartPipelineExecution" in _as_list(s["Action"])]
+    assert [json.dumps(s["Resource"]).count(_logical_id(variant, stack.training.pipeline)) for s in starts] == [1]
+    assert "/models/" not in json.dumps([s["Resource"] for s in statements])
+    built_projects = {p["Properties"]["Name"] for p in _resources(variant, "AWS::CodeBuild::Project").values()}
+    assert {f"alp-labeling-completion-{s.name.lower()}" for s in LABELING_COMPLETION_PIPELINE.steps} <= built_projects
+
+
+def test_given_the_completion_trigger_then_it_reads_only_the_waiting_index_and_starts_only_the_completion_pipeline(
+        built: dict[str, Any]) -> None:
+    stack = built["stack"]
+    trigger = stack.completion_trigger.function
+    data = {"Fn::GetAtt": [_logical_id(built, stack.storage.data), "Arn"]}
+    pipeline = _resolve(built, stack.completion.pipeline.pipeline_arn)
+    statements = _statements_of_role(built, _logical_id(built, trigger.role))
+    assert statements == [
+        {"Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Effect": "Allow",
+         "Resource": {"Fn::GetAtt": [_logical_id(built, trigger.log_group), "Arn"]}},
+        {"Action": ["s3:GetObject", "s3:GetObjectVersion"], "Effect": "Allow",
+         "Resource": [{"Fn::Join": ["", [data, "/config/settings.json*"]]},
+                      {"Fn::Join": ["", [data, "/labeling/waiting/*"]]}]},
+        {"Action": "s3:ListBucket", "Effect": "Allow", "Resource": data,
+         "Condition": {"StringLike": {"s3:prefix": ["labeling/waiting/*"]}}},
+        {"Action": ["codepipeline:StartPipelineExecution", "codepipeline:ListPipelineExecutions",
+                    "codepipeline:GetPipelineExecution"], "Effect": "Allow", "Resource": pipeline},
+    ]
+    props = built["json"]["Resources"][_logical_id(built, trigger.function)]["Properties"]
+    assert props["FunctionName"] == "alp-labeling-completion-trigger"
+    assert props["Handler"] == "lambdas.labeling_completion.handler"
+
+
+def test_given_the_rules_then_the_projects_ended_jobs_and_the_schedule_reach_the_trigger_and_nothing_else(
+        built: dict[str, Any]) -> None:
+    """The rules as EventBridge evaluates them (patterns resolved for an account and Region, matched by the
+    embedded EventBridge's matcher) against the documented Ground Truth event, and the permissions that let
+    exactly these two rules invoke the function."""
+    from events import event
+
+    from alp.cloudformation.embedded_stack import EventRule
+    from alp.cloudformation.template import StackTemplate
+
+    stack = built["stack"]
+    template = StackTemplate.load(built["outdir"], account="123456789012", region="eu-west-1", stack_name="TestStack")
+    function_arn = template.arn(_logical_id(built, stack.completion_trigger.function.function))
+    rules = {name: EventRule(name, props.get("EventPattern"), props.get("ScheduleExpression"),
+                             tuple(t["Arn"] for t in props["Targets"]))
+             for _, name, props in template.each("AWS::Events::Rule")}
+    job_rule, check_rule = rules["alp-labeling-job-state-change"], rules["alp-waiting-batches-check"]
+    assert job_rule.targets == check_rule.targets == (function_arn,)
+    assert check_rule.schedule == f"rate({built['settings'].labeling.studio.check_interval_minutes} minutes)"
+
+    def gt(job: str, status: str = "Completed", region: str = "eu-west-1") -> dict[str, Any]:
+        ev = event("gt_labeling_job_state_change.eventbridge", JOB_NAME=job, STATUS=status)
+        return {**ev, "region": region, "resources": [r.replace("us-east-1", region) for r in ev["resources"]]}
+
+    for status in ("Completed", "Failed", "Stopped"):
+        assert job_rule.matches(gt("alp-heads-0123456789abcdef", status))
+    assert not job_rule.matches(gt("alp-heads-0123456789abcdef", "InProgress"))
+    assert not job_rule.matches(gt("other-heads-0123456789abcdef"))  # another project's job
+    assert not job_rule.matches(gt("alp-heads-0123456789abcdef", region="us-east-1"))  # another Region's
+    assert not job_rule.matches(event("s3_object_created.eventbridge", BUCKET="b", KEY="k"))
+    assert check_rule.matches(event("scheduled_event.eventbridge", RULE="alp-waiting-batches-check"))
+
+    permissions = _resources(built, "AWS::Lambda::Permission").values()
+    function_ref = {"Fn::GetAtt": [_logical_id(built, stack.completion_trigger.function.function), "Arn"]}
+    assert sorted(json.dumps(p["Properties"]["SourceArn"]) for p in permissions) == sorted(
+        json.dumps({"Fn::GetAtt": [_logical_id(built, r), "Arn"]})
+        for r in (stack.completion_trigger.job_state_rule, stack.completion_trigger.check_rule))
+    for p in permissions:
+        assert p["Properties"]["FunctionName"] == function_ref
+        assert (p["Properties"]["Principal"], p["Properties"]["Action"]) == ("events.amazonaws.com",
+                                                                             "lambda:InvokeFunction")
+
+
+def test_given_the_completion_trigger_then_its_errors_alarm_the_topic(built: dict[str, Any]) -> None:
+    stack = built["stack"]
+    alarm = built["json"]["Resources"][_logical_id(built, stack.monitoring.completion_errors_alarm)]["Properties"]
+    assert alarm["MetricName"] == "Errors" and alarm["Namespace"] == "AWS/Lambda"
+    assert alarm["Dimensions"] == [{"Name": "FunctionName",
+                                    "Value": {"Ref": _logical_id(built, stack.completion_trigger.function.function)}}]

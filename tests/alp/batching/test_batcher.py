@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from events import event
+from moto_pipelines import create_step_pipeline
 
 from alp import aws
 from alp.batching.events import SqsRecord, parse_record
@@ -23,7 +24,7 @@ from alp.batching.plan import batch_id_for
 from alp.batching.window import process_sqs_records
 from alp.manifest import OBJECT_KEY, QUARANTINE_KEY, ManifestLine
 from alp.resources import ResourceNames
-from alp.settings import Settings
+from alp.settings import Settings, SettingsOnce
 
 ACCOUNT = "123456789012"  # moto's default account
 
@@ -92,23 +93,7 @@ def env(aws_mock: None) -> Iterator[Env]:
         TableName=names.batch_ledger_table, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
-    role = aws.client("iam").create_role(RoleName="labeling-pipeline", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                "Principal": {"Service": "codepipeline.amazonaws.com"}}]}))["Role"]["Arn"]
-    aws.client("codepipeline").create_pipeline(pipeline={
-        "name": names.labeling_pipeline, "roleArn": role, "pipelineType": "V2", "executionMode": "QUEUED",
-        "variables": [{"name": "BatchManifestUri", "description": "batch manifest"}],
-        "artifactStore": {"type": "S3", "location": names.labeling_artifact_bucket},
-        "stages": [
-            {"name": "Source", "actions": [{"name": "Source", "actionTypeId": {
-                "category": "Source", "owner": "AWS", "provider": "S3", "version": "1"},
-                "configuration": {"S3Bucket": names.labeling_artifact_bucket, "S3ObjectKey": "source/app.zip",
-                                  "PollForSourceChanges": "false"}, "outputArtifacts": [{"name": "Source"}]}]},
-            {"name": "Infer", "actions": [{"name": "Infer", "actionTypeId": {
-                "category": "Build", "owner": "AWS", "provider": "CodeBuild", "version": "1"},
-                "configuration": {"ProjectName": f"{names.labeling_pipeline}-infer"},
-                "inputArtifacts": [{"name": "Source"}]}]},
-        ]})
+    create_step_pipeline(names.labeling_pipeline, names.labeling_artifact_bucket, "Infer", "labeling-pipeline")
     yield Env(settings, names, queue_url)
 
 
@@ -341,7 +326,7 @@ def test_given_the_lambda_handler_then_it_returns_batch_item_failures(env: Env, 
     settings_file = tmp_path / "settings.json"
     settings_file.write_text(env.settings.to_json())
     monkeypatch.setenv("ALP_SETTINGS_URI", str(settings_file))
-    monkeypatch.setattr(batcher, "_settings", None)
+    monkeypatch.setattr(batcher, "_settings", SettingsOnce())
     env.upload("incoming/h.jpg")
     messages = env.receive_all()
     records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],

@@ -1,8 +1,10 @@
 """The deploy rehearsal: the synthesized stack, every step under its own role, IAM enforced.
 
-The full rehearsal (three variants, two rounds) must pass with no denial; and a rehearsal that cannot fail
-is not one, so for one statement of each of five roles a test removes it from the synthesized template
-and shows that ``alp rehearse --cdk-out`` fails, naming the step, the action and the resource.
+The full rehearsal (three variants, two rounds) must pass with no denial, the ``yolo`` variant taking the split
+human step in round 0 (its batch waits for people, the completion trigger starts the completion pipeline, once);
+and a rehearsal that cannot fail is not one, so for one statement of each of seven roles a test removes it from
+the synthesized template and shows that ``alp rehearse --cdk-out`` fails, naming the step, the action and the
+resource.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from alp.rehearsal.run import ACCOUNT, run_rehearsal, synthesized_stack  # noqa:
 
 PIPELINE_STEPS = {f"alp-labeling/{s}" for s in ("Infer", "Label", "Merge", "Requeue")} | {
     f"alp-training/{s}" for s in ("Prepare", "Train", "Evaluate", "Register")}
+COMPLETION_STEPS = {f"alp-labeling-completion/{s}" for s in ("Label", "Merge", "Requeue")}
+TRIGGER = "lambda alp-labeling-completion-trigger"
 
 
 @pytest.mark.slow
@@ -56,11 +60,39 @@ def test_given_the_synthesized_stack_when_rehearsed_then_every_variant_runs_both
     shards = [s for s in processing if "processing job" in s and "#" in s]
     assert len(shards) == 4 and all("sagemaker-execution" in processing[s]["role"] for s in shards)
     assert processing["alp-labeling/Infer"]["calls"].get("sagemaker:CreateProcessingJob") == 2
+    _assert_split_human_step(report["variants"]["yolo"])
+    assert all("completion" not in report["variants"][v] for v in ("rekognition", "processing"))
     assert "iam:PassRole" in processing["alp-labeling/Infer"]["resources"]
     # round 1's instances detect heads with Rekognition under the SageMaker role; the Infer step that submitted
     # the job holds the model running around it (no instance stops it under the others)
     assert sum(processing[s]["calls"].get("rekognition:DetectCustomLabels", 0) for s in shards) == 6  # 6 images
     assert "rekognition:DescribeProjectVersions" in processing["alp-labeling/Infer"]["calls"]
+
+
+def _assert_split_human_step(v: dict[str, Any]) -> None:
+    """Round 0 of the variant: the Label step left the batch waiting, so the labeling pipeline's Merge started
+    nothing; Ground Truth's job event and the scheduled check each started the completion pipeline (its steps
+    under its own build role, the trigger under its role); one dataset version, one training run; a check after
+    completion started nothing."""
+    completion = v["completion"]
+    assert completion["started"] == {"labeling-job": 1, "schedule": 1}
+    assert completion["executions"] == ["alp-labeling-completion", "alp-labeling-completion", "alp-training"]
+    assert completion["dataset_versions"] == 1 and completion["training_runs"] == 1
+    assert completion["started_after_completion"] == 0
+    ran = [s["step"] for s in v["steps"] if s["ok"]]
+    assert set(ran) >= COMPLETION_STEPS
+    assert all(ran.count(step) == 2 for step in COMPLETION_STEPS)  # the second execution changes nothing
+    calls = v["calls"]
+    assert all("LabelingCompletionPipelineBuildRole" in calls[step]["role"] for step in COMPLETION_STEPS)
+    assert calls["alp-labeling-completion/Merge"]["calls"].get("codepipeline:StartPipelineExecution") == 1
+    # the labeling pipeline's Merge started training in round 1 only: in round 0 the batch was waiting
+    assert calls["alp-labeling/Merge"]["calls"].get("codepipeline:StartPipelineExecution") == 1
+    for label in ("labeling-job state change", "scheduled check", "check after"):
+        step = calls[f"{TRIGGER} ({label})"]
+        assert "CompletionTriggerFunctionRole" in step["role"]
+        assert set(step["calls"]) <= {"s3:GetObject", "s3:ListObjectsV2", "codepipeline:StartPipelineExecution",
+                                      "codepipeline:ListPipelineExecutions", "codepipeline:GetPipelineExecution"}
+    assert calls[f"{TRIGGER} (check after)"]["calls"].get("codepipeline:StartPipelineExecution") is None
 
 
 # --- negative controls -----------------------------------------------------------------------------------
@@ -98,7 +130,12 @@ def _copy_without(src: Path, dst: Path, role: str, action: str, resource_part: s
 CONTROLS = [
     # (role, action, resource part, the step that must be refused)
     ("TrainingPipelineBuildRole", "s3:GetObject", "-unlabeled/incoming/", "alp-training/Prepare"),
-    ("LabelingPipelineBuildRole", "codepipeline:StartPipelineExecution", ":alp-training", "alp-labeling/Merge"),
+    ("LabelingPipelineBuildRole", "s3:GetObject", "-unlabeled/incoming/", "alp-labeling/Infer"),
+    # round 0 of the yolo variant takes the split human step: its dataset version is made, and training started,
+    # by the completion pipeline's Merge (the labeling pipeline's Merge starts training in round 1)
+    ("LabelingCompletionPipelineBuildRole", "codepipeline:StartPipelineExecution", ":alp-training",
+     "alp-labeling-completion/Merge"),
+    ("CompletionTriggerFunctionRole", "codepipeline:StartPipelineExecution", ":alp-labeling-completion", TRIGGER),
     ("UploadTriggerBatcherRole", "dynamodb:PutItem", ":table/alp-batch-ledger", "lambda alp-batcher"),
     ("GroundTruthPostAnnotationRole", "s3:GetObject", "-data/labeling/", "alp-labeling/Label > lambda alp-gt-post"),
     ("SageMakerRole", "lambda:InvokeFunction", ":function:alp-gt-pre-annotation", "alp-labeling/Label"),
