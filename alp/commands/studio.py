@@ -22,15 +22,15 @@ if TYPE_CHECKING:
     from alp.studio.server import StudioConnection
 
 
-def studio_up(run_dir: Path, settings: Settings, *, port: int, files_root: Path | None = None,
-              timeout_seconds: float = 300.0, say: Callable[[str], None] = print) -> StudioConnection:
+def studio_up(run_dir: Path, settings: Settings, *, port: int, timeout_seconds: float = 300.0,
+              say: Callable[[str], None] = print) -> StudioConnection:
     """Start the run folder's Label Studio, create (or find) both projects and write studio.json."""
     from alp.labeling.contracts import JOB_KINDS
     from alp.labeling.label_studio import LabelStudioBackend
     from alp.studio import configs
     from alp.studio.server import STUDIO_FILE, start_server
 
-    connection = start_server(run_dir, port=port, version=settings.labeling.studio.version, files_root=files_root,
+    connection = start_server(run_dir, port=port, version=settings.labeling.studio.version,
                               timeout_seconds=timeout_seconds, say=say)
     backend = LabelStudioBackend(settings, connection=connection)
     connection.projects = {configs.PROJECT_KEYS[kind]: backend.project_id(kind) for kind in JOB_KINDS}
@@ -49,9 +49,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"alp studio: {message}", file=sys.stderr, flush=True)
 
     say(f"starting Label Studio {settings.labeling.studio.version} on 127.0.0.1:{args.port} (state in {run_dir})")
-    connection = studio_up(run_dir, settings, port=args.port,
-                           files_root=Path(args.files_root) if args.files_root else None,
-                           timeout_seconds=args.timeout_seconds, say=say)
+    connection = studio_up(run_dir, settings, port=args.port, timeout_seconds=args.timeout_seconds, say=say)
     say(f"projects: {json.dumps(connection.projects, sort_keys=True)}")
     say(f"log in as {connection.username}; the password and the API token are in {run_dir / STUDIO_FILE}")
     print(connection.url)
@@ -93,7 +91,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     up = sub.add_parser("up", help="start Label Studio, create the projects, print the URL")
     up.add_argument("--run-dir", default="studio-run", help="state folder (default ./studio-run)")
     up.add_argument("--port", type=int, default=8080)
-    up.add_argument("--files-root", help="a folder Label Studio may serve image files from (local paths)")
     up.add_argument("--timeout-seconds", type=float, default=300.0, help="how long to wait for the first start")
     up.set_defaults(func=_up)
     status = sub.add_parser("status", help="tasks and finished tasks per project, as Label Studio reports them")

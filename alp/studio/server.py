@@ -132,12 +132,9 @@ def running(run_dir: Path) -> ServerRecord | None:
 
 
 def start_server(run_dir: Path, *, port: int = DEFAULT_PORT, version: str = "1.23.2",
-                 files_root: Path | None = None, timeout_seconds: float = 300.0,
-                 say: Callable[[str], None] = print) -> StudioConnection:
-    """Start (or find running) the run folder's Label Studio and return how to reach it.
-
-    ``files_root``: a folder Label Studio may serve image files from (its local-files storage).
-    """
+                 timeout_seconds: float = 300.0, say: Callable[[str], None] = print) -> StudioConnection:
+    """Start (or find running) the run folder's Label Studio and return how to reach it. Images reach it as
+    ``s3://`` URIs it presigns (the embedded AWS locally); serving a folder of files is not switched on."""
     run_dir = run_dir.resolve()
     studio_file = run_dir / STUDIO_FILE
     existing = StudioConnection.read(studio_file) if studio_file.is_file() else None
@@ -168,9 +165,6 @@ def start_server(run_dir: Path, *, port: int = DEFAULT_PORT, version: str = "1.2
         "USE_DEFAULT_BANNED_SUBNETS": "false",
         "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_EXCEPT_LOOPBACK),
     })
-    if files_root is not None:
-        env.update({"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-                    "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root.resolve())})
     args = [str(exe), "start", "--no-browser", "--port", str(port), "--internal-host", HOST,
             "--data-dir", str(data_dir), "--enable-legacy-api-token"]
     with log_path.open("ab") as out:
