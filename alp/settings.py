@@ -234,6 +234,10 @@ class TrainingSettings(_Section):
     batch: int = Field(16, ge=1, le=512)
     model_size: Literal["n", "s", "m", "l", "x"] = "n"
     architecture: Literal["yolo11", "yolov8"] = "yolo11"
+    retrain_min_new_labels: int = Field(
+        0, ge=0, le=1_000_000,
+        description="the Merge step starts training once people's labels grew by this many since the last version "
+                    "trained (0: after every version)")
     seed: int = 0
     device: str = "cpu"
     threads: int = Field(0, ge=0, le=256, description="torch CPU threads for local training; 0 = every core")

@@ -14,6 +14,7 @@ def _merge(args: argparse.Namespace) -> int:
     from alp.observability import emit_metrics
     from alp.pipeline_runs import start_execution
     from alp.resources import ResourceNames
+    from alp.retraining import record_training_start, retrain_decision
     from alp.settings import load_settings
     from alp.steps import TRAINING_PIPELINE
 
@@ -35,9 +36,17 @@ def _merge(args: argparse.Namespace) -> int:
                                **{f"changes_{k}": v for k, v in info.changes.items()}},
                      namespace=settings.observability.metrics_namespace)
         if storage.is_s3(data_root) and not args.no_training:
-            pipeline = ResourceNames.from_settings(settings, aws.account_id()).training_pipeline
-            execution_id = start_execution(pipeline, TRAINING_PIPELINE, {"DatasetUri": result.uri})
-            print(f"alp merge: started {pipeline} execution {execution_id}", file=sys.stderr)
+            decision = retrain_decision(data_root, settings, result.uri)
+            emit_metrics("Merge", {"new_people_labels": decision.new_people_labels,
+                                   "training_started": float(decision.start)},
+                         namespace=settings.observability.metrics_namespace)
+            if decision.start:
+                pipeline = ResourceNames.from_settings(settings, aws.account_id()).training_pipeline
+                execution_id = start_execution(pipeline, TRAINING_PIPELINE, {"DatasetUri": result.uri})
+                record_training_start(data_root, settings, info.version, execution_id)
+                print(f"alp merge: started {pipeline} execution {execution_id} ({decision.reason})", file=sys.stderr)
+            else:
+                print(f"alp merge: no training run: {decision.reason}", file=sys.stderr)
     print(result.uri)
     return 0
 
