@@ -180,6 +180,11 @@ class LabelingSettings(_Section):
 
     backend: Literal["ground-truth", "local", "label-studio"] = "ground-truth"
     studio: StudioSettings = StudioSettings()
+    human_budget_share: float | None = Field(
+        None, gt=0.0, le=1.0,
+        description="at most this share of each batch goes to people: the images the judgement is least sure of; "
+                    "the rest of its doubts are deferred (back in the queue for a later, better model); unset: the "
+                    "judgement's thresholds alone decide")
     workteam_arn: str | None = None
     workers_per_object: int = Field(1, ge=1, le=9)
     task_time_limit_seconds: int = Field(600, ge=30, le=28800)

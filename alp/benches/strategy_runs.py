@@ -19,7 +19,7 @@ from alp.demo.signals import sigterm_as_interrupt
 if TYPE_CHECKING:
     from alp.demo.data import SharedData
     from alp.demo.state import DemoConfig, RoundRecord
-    from alp.demo.strategies import Strategy
+    from inference.budget import Strategy
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ def run_strategy(task: StrategyRun) -> list[RoundRecord]:
     """Run one seed under one strategy; returns its round records. Top-level so a worker process can run it."""
     from alp import storage
     from alp.demo.runner import DemoOptions, run_demo
-    from alp.demo.strategies import reroute_batch
     from alp.settings import Settings
+    from inference.budget import reroute_batch
 
     def router(batch_dir: str, rnd: int, run_settings: Settings) -> dict[str, int]:
         return reroute_batch(storage.join(batch_dir, "inference/"), task.budget, task.strategy,

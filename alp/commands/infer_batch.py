@@ -110,18 +110,28 @@ def _infer_batch(args: argparse.Namespace) -> int:
             engine = InferenceEngine.from_bundle(bundle_uri, settings, cache)
         summary = run_batch(args.manifest, args.out, settings, engine=engine, shard_index=shard_index,
                             shard_count=shard_count, progress=args.progress)
+    routes: dict[str, int] = dict(summary.routes)
+    share = settings.labeling.human_budget_share
+    if share is not None:
+        # A human budget: people get the images the judgement is least sure of, up to the budget; the rest of
+        # its doubts go back to the queue (deferred.jsonl, sent back by the Requeue step).
+        from inference.budget import batch_budget, reroute_batch
+
+        routable = summary.inputs - summary.routes.get("quarantine", 0)
+        routes = reroute_batch(args.out, batch_budget(routable, share), "judgement", 0, settings)
     # Names and the Step dimension match what the stack's dashboard and quarantine alarm read.
     emit_metrics(INFER_STEP, {
         "images": summary.inputs,
-        **{f"images_{route}": summary.routes.get(route, 0) for route in ROUTES},
-        "quarantine_share": summary.routes.get("quarantine", 0) / summary.inputs if summary.inputs else 0.0,
+        **{f"images_{route}": routes.get(route, 0) for route in (*ROUTES, "deferred")},
+        "quarantine_share": routes.get("quarantine", 0) / summary.inputs if summary.inputs else 0.0,
         **({"inference_ms_per_image": 1000.0 * summary.timings["total_s"] / summary.inputs}
            if summary.inputs and "total_s" in summary.timings else {}),
     }, namespace=settings.observability.metrics_namespace)
     if args.json:  # one line, last on stdout (the metrics record may precede it in the cloud)
-        print(json.dumps(summary.model_dump(mode="json"), sort_keys=True))
+        print(json.dumps({**summary.model_dump(mode="json"), "routes": routes}, sort_keys=True))
     else:
-        print(f"infer-batch: {summary.invariant} (bundle {summary.bundle_id or 'none: cold start'})")
+        print(f"infer-batch: {summary.invariant} (bundle {summary.bundle_id or 'none: cold start'})"
+              + (f"; within the human budget: {routes}" if share is not None else ""))
     return 0
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from alp import storage
-from alp.demo.strategies import DEFERRED_FILE
 from alp.manifest import ROUTES, ManifestLine, read_manifest_if_present
 from alp.settings import Settings
+from inference.budget import DEFERRED_FILE
 
 INFERENCE_DIR = "inference/"
 ROUTE_FILES = {"auto": "auto.jsonl", "human": "human.jsonl", "quarantine": "quarantine.jsonl"}
@@ -67,7 +67,7 @@ def route_counts(batch_dir: str) -> dict[str, int]:
             counts["audit" if route is not None and route.route == "audit" else "human"] += 1
         counts["quarantine"] = len(read_manifest_if_present(storage.join(base, ROUTE_FILES["quarantine"])))
     counts["quarantine"] += len(read_manifest_if_present(storage.join(batch_dir, "quarantine.jsonl")))
-    # a human budget's back-in-the-queue images (alp.demo.strategies.reroute_batch)
+    # a human budget's back-in-the-queue images (inference.budget.reroute_batch)
     counts["deferred"] = (int(routes["deferred"]) if isinstance(routes.get("deferred"), int)
                           else len(read_manifest_if_present(storage.join(base, DEFERRED_FILE))))
     return counts

@@ -177,7 +177,7 @@ class DemoRun:
         budget = self.config.human_budget()
         if budget is None:
             return None
-        from alp.demo.strategies import reroute_batch
+        from inference.budget import reroute_batch
 
         def route(batch_dir: str, rnd: int, settings: Settings) -> dict[str, int]:
             return reroute_batch(storage.join(batch_dir, "inference/"), budget, "judgement", rnd, settings)

@@ -171,3 +171,25 @@ def test_predict_manifest_labels_every_readable_image(bundle, tmp_path):
     labeled = [o for o in out if "keypoints" in o.data]
     assert len(labeled) == 3  # bright1, dark, bright2: labels whatever the route
     assert sum(1 for o in out if o.quarantine() is not None) == 4
+
+
+def test_a_human_budget_sends_the_least_sure_images_to_people_and_defers_the_rest(bundle, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """Given labeling.human_budget_share 0.34 and thresholds that doubt every readable image (3 of 8), when the
+    Infer step runs, then 1 image goes to people, 2 are deferred (back in the queue), none is auto-labeled, and
+    the 5 unreadable ones stay quarantined: nothing is lost."""
+    manifest, _ = _batch(tmp_path)
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(Settings().with_overrides({
+        "labeling.human_budget_share": 0.34, "judgement.box_threshold": 1.0, "judgement.audit_fraction": 0.0,
+    }).to_json())
+    monkeypatch.setenv("ALP_SETTINGS_URI", str(settings_file))
+    out = tmp_path / "out"
+    assert cli_main(["infer-batch", "--manifest", str(manifest), "--out", str(out), "--bundle", str(bundle),
+                     "--executor", "local", "--json", "--cache-dir", str(tmp_path / "c")]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["routes"] == {"auto": 0, "human": 1, "audit": 0, "quarantine": 5, "deferred": 2}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["routes"] == printed["routes"] and summary["strategy"]["human_budget"] == 1
+    assert len(_read(out, "human.jsonl")) == 1 and len(_read(out, "deferred.jsonl")) == 2
+    assert not _read(out, "auto.jsonl")

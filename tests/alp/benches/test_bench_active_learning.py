@@ -18,16 +18,11 @@ from alp.benches.label_savings import (
     ratio_at,
     score_diagnostics,
 )
-from alp.demo.strategies import (
-    auto_label_matches,
-    auto_to_human,
-    human_to_auto,
-    route_randomly,
-    route_within_budget,
-)
+from alp.demo.strategies import auto_label_matches, route_randomly
 from alp.manifest import ManifestLine
 from alp.schema import INCABIN17
 from alp.settings import Settings
+from inference.budget import auto_to_human, human_to_auto, route_within_budget
 
 SETTINGS = Settings()
 HEAD = SETTINGS.labeling.head_label_attribute

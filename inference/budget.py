@@ -1,0 +1,196 @@
+"""A fixed human budget per batch: the images the judgement is least sure of go to people, up to the budget.
+
+``labeling.human_budget_share`` (a share of each batch) makes the Infer step apply it in the pipeline; the
+label-savings bench applies the same routing (and its random baseline) after the Infer step. With the
+``judgement`` strategy people get the ``B`` images the judgement function is least sure of (its own human
+decisions first, lowest score first); the images its thresholds passed are auto-labeled; the images it sent to
+people beyond the budget are **deferred**: back in the queue (``deferred.jsonl``, which the Requeue step sends
+back), judged again by the next, better model. Nothing the judgement doubts is auto-labeled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from alp import manifest, storage
+from alp.manifest import (
+    PREANNOTATION_KEY,
+    ROUTE_KEY,
+    ManifestLine,
+    PreAnnotation,
+    Route,
+    RouteInfo,
+    ScoredBox,
+    read_manifest_if_present,
+)
+from alp.settings import Settings
+
+RANDOM_REASON = "random_selection: baseline strategy of the label-savings bench"
+
+
+def rerouted(line: ManifestLine, route: Route, reason: str, bundle_id: str | None = None) -> ManifestLine:
+    """``line`` with a new ``alp-route``: the judgement's score (and bundle, unless given) carried over."""
+    old = line.route()
+    return line.with_model(ROUTE_KEY, RouteInfo(route=route, reason=reason, score=old.score if old else None,
+                                                bundle_id=bundle_id or (old.bundle_id if old else None)))
+
+
+def auto_to_human(line: ManifestLine, settings: Settings, reason: str = RANDOM_REASON) -> ManifestLine:
+    """An auto-labeled line turned into a human task pre-drawn with the model's labels."""
+    head, kp = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
+    route = line.route()
+    boxes = line.boxes(head)
+    kps = line.keypoints(kp)
+    scored: list[ScoredBox] = []
+    size = None
+    if boxes is not None:
+        label, meta = boxes
+        size = label.size
+        confs = [o.confidence for o in meta.objects] + [0.0] * len(label.annotations)
+        scored = [ScoredBox(left=a.left, top=a.top, width=a.width, height=a.height, score=confs[i])
+                  for i, a in enumerate(label.annotations)]
+    pre = PreAnnotation(route="human", reason=reason, image_size=size, boxes=scored,
+                        persons=kps[0].persons if kps is not None else [],
+                        bundle_id=route.bundle_id if route else None)
+    return rerouted(line.without(*settings.labeling.label_keys).with_model(PREANNOTATION_KEY, pre), "human", reason)
+
+
+def human_to_auto(line: ManifestLine, settings: Settings, strategy: str = "random") -> ManifestLine:
+    """A human/audit line auto-labeled with the model's proposal it carries (what the model would write)."""
+    pre = line.preannotation()
+    if pre is None or pre.image_size is None:
+        raise ValueError(f"{line.source_ref}: no pre-annotation with an image size to auto-label from")
+    job = f"auto-{pre.bundle_id or 'model'}"
+    # the model's proposal in the Ground Truth output formats, as the Infer step writes an auto-label
+    box_label = manifest.BoundingBoxLabel(image_size=[pre.image_size], annotations=[
+        manifest.BoxAnnotation(left=b.left, top=b.top, width=b.width, height=b.height) for b in pre.boxes])
+    box_meta = manifest.BoxMetadata(objects=[manifest.ObjectConfidence(confidence=b.score) for b in pre.boxes],
+                                    human_annotated="no", job_name=job)
+    kp_label = manifest.KeypointLabel(image_size=[pre.image_size], keypoint_schema=settings.schema_.name,
+                                      persons=pre.persons)
+    kp_meta = manifest.KeypointMetadata(human_annotated="no", job_name=job)
+    out = line.without(PREANNOTATION_KEY)
+    out = out.with_boxes(settings.labeling.head_label_attribute, box_label, box_meta)
+    out = out.with_keypoints(settings.labeling.keypoint_label_attribute, kp_label, kp_meta)
+    return rerouted(out, "auto", f"{strategy}_selection: not drawn for people within the budget", pre.bundle_id)
+
+
+@dataclass(frozen=True)
+class BudgetedRouting:
+    auto: list[ManifestLine]
+    human: list[ManifestLine]
+    deferred: list[ManifestLine] = dataclasses.field(default_factory=list)  # back in the queue, for a later round
+
+
+Strategy = Literal["judgement", "random"]
+STRATEGY_REASONS: dict[str, str] = {
+    "judgement": "lowest_score: among the {budget} least confident images of the batch (judgement score)",
+    "random": RANDOM_REASON,
+}
+DEFERRED_REASON = ("deferred: the judgement sent it to people, beyond this round's budget of {budget}; back in "
+                   "the queue for the next round's model")
+DEFERRED_FILE = "deferred.jsonl"
+_Item = tuple[str, int]
+
+
+NO_PROPOSAL_REASONS = ("no_model", "model_error")  # inference.judgement's reasons when nothing was predicted
+
+
+def has_model_proposal(line: ManifestLine) -> bool:
+    """True when a model predicted this image (an empty prediction counts; a cold start or a model error not)."""
+    pre = line.preannotation()
+    return (pre is not None and pre.image_size is not None and pre.bundle_id is not None
+            and not pre.reason.startswith(NO_PROPOSAL_REASONS))
+
+
+def _score_of(line: ManifestLine) -> float:
+    """The judgement score on a line; images without one (no detections, model errors) rank least confident."""
+    route = line.route()
+    return route.score if route is not None and route.score is not None else float("-inf")
+
+
+def _judged_human(line: ManifestLine) -> bool:
+    """The judgement's thresholds sent this image to people (not an audit draw of a confident image)."""
+    route = line.route()
+    return route is not None and route.route == "human"
+
+
+def route_within_budget(auto: Sequence[ManifestLine], human: Sequence[ManifestLine], budget: int,
+                        strategy: Strategy, rng: random.Random, settings: Settings) -> BudgetedRouting:
+    """``budget`` images of the batch go to people; input order is kept.
+
+    ``judgement`` picks the images its thresholds sent to people first, least confident (lowest score)
+    first, then the least confident of those it would auto-label (uncertainty sampling within a fixed
+    budget); of the others, those its thresholds passed are auto-labeled and those it sent to people are
+    deferred (never auto-labeled).
+    ``random`` draws them at random and auto-labels every other image. Lines routed to people without a
+    model proposal (cold start, model errors) cannot be auto-labeled, so they stay with people and count
+    against the budget.
+    """
+    pool: list[_Item] = [*(("auto", i) for i in range(len(auto))), *(("human", i) for i in range(len(human)))]
+
+    def line_of(item: _Item) -> ManifestLine:
+        return auto[item[1]] if item[0] == "auto" else human[item[1]]
+
+    forced = {("human", i) for i, line in enumerate(human) if not has_model_proposal(line)}
+    free = [p for p in pool if p not in forced]
+    k = max(0, min(budget - len(forced), len(free)))
+    if strategy == "judgement":
+        # The judgement's own decision first (every image its checks sent to people before any it would
+        # auto-label, so a structural failure such as a head without a person is never outranked by a
+        # merely lower score), then the score, then the key for a stable order.
+        picked = sorted(free, key=lambda item: (not _judged_human(line_of(item)), _score_of(line_of(item)),
+                                                line_of(item).source_ref))[:k]
+    else:
+        picked = rng.sample(free, k)
+    chosen = forced | set(picked)
+    reason = STRATEGY_REASONS[strategy].format(budget=budget)
+    new_auto: list[ManifestLine] = []
+    new_human: list[ManifestLine] = []
+    deferred: list[ManifestLine] = []
+    for item in pool:
+        line = line_of(item)
+        if item not in chosen and strategy == "judgement" and _judged_human(line):
+            deferred.append(rerouted(line, "human", DEFERRED_REASON.format(budget=budget)))
+        elif item in chosen:
+            new_human.append(auto_to_human(line, settings, reason) if item[0] == "auto"
+                             else rerouted(line, "human", reason))
+        else:
+            new_auto.append(line if item[0] == "auto" else human_to_auto(line, settings, strategy))
+    return BudgetedRouting(new_auto, new_human, deferred)
+
+
+def batch_budget(routable_images: int, share: float) -> int:
+    """People's share of a batch, in images: at least one when the batch has any image to route."""
+    return max(1, round(share * routable_images)) if routable_images else 0
+
+
+def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int,
+                  settings: Settings) -> dict[str, int]:
+    """Rewrite the Infer step's outputs in ``inference_dir`` with :func:`route_within_budget`; returns counts."""
+    auto, human, quarantine = (read_manifest_if_present(storage.join(inference_dir, name))
+                               for name in ("auto.jsonl", "human.jsonl", "quarantine.jsonl"))
+    routed = route_within_budget(auto, human, budget, strategy, random.Random(seed), settings)
+    storage.write_text(storage.join(inference_dir, "auto.jsonl"), manifest.dumps_lines(routed.auto))
+    storage.write_text(storage.join(inference_dir, "human.jsonl"), manifest.dumps_lines(routed.human))
+    storage.write_text(storage.join(inference_dir, "audit_model.jsonl"), "")
+    storage.write_text(storage.join(inference_dir, DEFERRED_FILE), manifest.dumps_lines(routed.deferred))
+    counts = {"auto": len(routed.auto), "human": len(routed.human), "audit": 0, "quarantine": len(quarantine),
+              "deferred": len(routed.deferred)}
+    summary_uri = storage.join(inference_dir, "summary.json")
+    if storage.exists(summary_uri):
+        summary = json.loads(storage.read_text(summary_uri))
+        summary["judgement_routes"] = summary.get("routes")  # what the thresholds alone decided
+        summary["routes"] = counts
+        summary["human_reasons"] = {f"{strategy}_selection_within_budget": counts["human"]}
+        if isinstance(summary.get("inputs"), int) and summary["inputs"] != sum(counts.values()):
+            raise RuntimeError(f"rerouting {inference_dir} lost images: {summary['inputs']} inputs, routed {counts}")
+        summary["invariant"] = f"inputs {summary.get('inputs')} = " + " + ".join(f"{k} {v}" for k, v in counts.items())
+        summary["strategy"] = {"name": strategy, "human_budget": budget}
+        storage.write_text(summary_uri, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return counts
