@@ -42,6 +42,15 @@ class ModelFile(BaseModel):
     calibration_images: int | None = Field(None, description="int8 only: images the activation ranges came from")
 
 
+class VisibilityThreshold(BaseModel):
+    """One keypoint's visibility rule: in view above ``main``; then visible above ``additional``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    main: float = Field(ge=0.0, le=1.0)
+    additional: float = Field(ge=0.0, le=1.0)
+
+
 class BundleDescriptor(BaseModel):
     """``bundle.json``: everything needed to run and to trust a bundle."""
 
@@ -58,6 +67,9 @@ class BundleDescriptor(BaseModel):
     dataset_uri: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="epochs, imgsz, seed, warm start...")
+    visibility_thresholds: dict[str, VisibilityThreshold] | None = Field(
+        None, description="per keypoint name, fitted on the validation split at training time (None: the "
+                          "settings' inference.main_threshold / additional_threshold for every point)")
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)

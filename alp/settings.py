@@ -239,6 +239,9 @@ class TrainingSettings(_Section):
     batch: int = Field(16, ge=1, le=512)
     model_size: Literal["n", "s", "m", "l", "x"] = "n"
     architecture: Literal["yolo11", "yolov8"] = "yolo11"
+    fit_visibility_thresholds: bool = Field(
+        True, description="after training, fit each keypoint's visibility thresholds on the validation split and "
+                          "ship them in bundle.json (false: inference.main/additional_threshold for every point)")
     retrain_min_new_labels: int = Field(
         0, ge=0, le=1_000_000,
         description="the Merge step starts training once people's labels grew by this many since the last version "

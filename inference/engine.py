@@ -27,7 +27,7 @@ from inference.image_io import DecodedImage
 from inference.judgement import ImageEvidence, PersonEvidence
 from inference.letterbox import input_shape, letterbox_batch
 from inference.onnx_models import Detections, OnnxYoloModel
-from inference.visibility import assign_heads, classify_visibility, match_persons
+from inference.visibility import Threshold, assign_heads, classify_visibility, match_persons
 
 F64 = NDArray[np.float64]
 
@@ -53,8 +53,8 @@ class ImagePrediction:
     head_scores: F64  # (H,)
     persons: tuple[PersonPrediction, ...]
     unmatched_visible_persons: int
-    main_threshold: float  # the visibility rule the persons' keypoints were classified with
-    additional_threshold: float
+    main_threshold: Threshold  # the visibility rule the persons' keypoints were classified with
+    additional_threshold: Threshold
 
     def evidence(self, keypoint_names: Sequence[str] = ()) -> ImageEvidence:
         """The confidences judgement needs, as plain data."""
@@ -78,7 +78,7 @@ class ImagePrediction:
 
 
 def combine(heads: Detections, main: Detections, visible: Detections, width: int, height: int, *,
-            keypoint_names: Sequence[str], main_threshold: float, additional_threshold: float,
+            keypoint_names: Sequence[str], main_threshold: Threshold, additional_threshold: Threshold,
             person_match_iou: float) -> ImagePrediction:
     """Join the three models' detections of one image into persons with visibility and head boxes."""
     if main.keypoints is None or visible.keypoints is None:
@@ -122,6 +122,13 @@ class InferenceEngine:
         self.keypoint_names: tuple[str, ...] = tuple(desc.keypoint_names)
         self.imgsz = desc.imgsz
         k = len(self.keypoint_names)
+        # The bundle's own visibility thresholds (fitted per keypoint at training time), else the settings'.
+        self.main_threshold: Threshold = inf.main_threshold
+        self.additional_threshold: Threshold = inf.additional_threshold
+        if desc.visibility_thresholds and all(n in desc.visibility_thresholds for n in self.keypoint_names):
+            fitted = [desc.visibility_thresholds[n] for n in self.keypoint_names]
+            self.main_threshold = tuple(t.main for t in fitted)
+            self.additional_threshold = tuple(t.additional for t in fitted)
         threads = inf.intra_op_threads
         self.pose_main = OnnxYoloModel(bundle.paths["pose_main"], task="pose", num_keypoints=k,
                                        intra_op_threads=threads)
@@ -193,7 +200,7 @@ class InferenceEngine:
                                              max_detections=inf.max_detections)
         return [
             combine(h, m, v, p.width, p.height, keypoint_names=self.keypoint_names,
-                    main_threshold=inf.main_threshold, additional_threshold=inf.additional_threshold,
+                    main_threshold=self.main_threshold, additional_threshold=self.additional_threshold,
                     person_match_iou=inf.person_match_iou)
             for h, m, v, p in zip(heads, mains, visibles, batch.placements, strict=True)
         ]

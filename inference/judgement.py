@@ -65,9 +65,10 @@ class ImageEvidence:
     persons: tuple[PersonEvidence, ...]
     unmatched_visible_persons: int = 0
     keypoint_names: tuple[str, ...] = ()
-    # the visibility rule the keypoints were classified with (inference.main/additional_threshold)
-    main_threshold: float = field(kw_only=True)
-    additional_threshold: float = field(kw_only=True)
+    # the visibility rule the keypoints were classified with: inference.main/additional_threshold, or the
+    # bundle's per-keypoint thresholds (a tuple, one per keypoint)
+    main_threshold: float | tuple[float, ...] = field(kw_only=True)
+    additional_threshold: float | tuple[float, ...] = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,11 @@ def audit_draw(image_key: str, seed: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def _at(threshold: float | tuple[float, ...], k: int) -> float:
+    """Keypoint ``k``'s threshold (a tuple holds one per keypoint)."""
+    return threshold[k] if isinstance(threshold, tuple) else threshold
+
+
 def _name(names: tuple[str, ...], k: int) -> str:
     return names[k] if k < len(names) else f"keypoint {k}"
 
@@ -179,8 +185,8 @@ def _failures(ev: ImageEvidence, s: JudgementSettings) -> tuple[list[str], float
         if not person.keypoint_conf:
             continue
         if s.keypoint_score == "certainty":
-            per_point = [keypoint_certainty(m, v, ev.main_threshold, ev.additional_threshold)
-                         for m, v in zip(person.keypoint_conf, visible, strict=True)]
+            per_point = [keypoint_certainty(m, v, _at(ev.main_threshold, k), _at(ev.additional_threshold, k))
+                         for k, (m, v) in enumerate(zip(person.keypoint_conf, visible, strict=True))]
             kpt_score = aggregate(per_point, s.aggregation, s.quantile)
             k = int(np.argmin(per_point))
             what, which = "certainty", "least certain"

@@ -20,6 +20,15 @@ from numpy.typing import NDArray
 from alp.geometry import iou_matrix
 from alp.schema import V_OCCLUDED, V_OUTSIDE, V_VISIBLE
 
+# A visibility threshold: one for every keypoint (the settings), or one per keypoint (fitted, in bundle.json).
+Threshold = float | tuple[float, ...]
+
+
+def threshold_at(threshold: Threshold, k: int) -> float:
+    """Keypoint ``k``'s threshold."""
+    return threshold[k] if isinstance(threshold, tuple) else threshold
+
+
 # Keypoints that sit inside a head box; names follow both shipped schemas.
 HEAD_KEYPOINT_WORDS = ("eye", "ear", "nose", "mouth")
 # A head box belongs to a person only if most of it lies inside the person's box.
@@ -28,14 +37,16 @@ MIN_HEAD_INSIDE_PERSON = 0.5
 
 def classify_visibility(main_conf: NDArray[np.floating] | Sequence[float],
                         visible_conf: NDArray[np.floating] | Sequence[float],
-                        main_threshold: float, additional_threshold: float) -> NDArray[np.int64]:
-    """COCO visibility codes (0 outside, 1 occluded, 2 visible) per keypoint, element-wise."""
+                        main_threshold: Threshold, additional_threshold: Threshold) -> NDArray[np.int64]:
+    """COCO visibility codes (0 outside, 1 occluded, 2 visible) per keypoint, element-wise (per-keypoint
+    thresholds apply along the last axis)."""
     main = np.asarray(main_conf, dtype=np.float64)
     vis = np.asarray(visible_conf, dtype=np.float64)
     if main.shape != vis.shape:
         raise ValueError(f"confidence arrays differ in shape: {main.shape} vs {vis.shape}")
-    in_view = main > main_threshold
-    return np.where(in_view, np.where(vis > additional_threshold, V_VISIBLE, V_OCCLUDED), V_OUTSIDE).astype(np.int64)
+    in_view = main > np.asarray(main_threshold, dtype=np.float64)
+    visible = vis > np.asarray(additional_threshold, dtype=np.float64)
+    return np.where(in_view, np.where(visible, V_VISIBLE, V_OCCLUDED), V_OUTSIDE).astype(np.int64)
 
 
 def match_persons(main_boxes: NDArray[np.floating], visible_boxes: NDArray[np.floating],
@@ -68,7 +79,7 @@ def head_keypoint_indexes(names: Sequence[str]) -> list[int]:
 
 def assign_heads(person_boxes: NDArray[np.floating], person_keypoints: NDArray[np.floating],
                  head_boxes: NDArray[np.floating], keypoint_names: Sequence[str],
-                 main_threshold: float) -> list[int | None]:
+                 main_threshold: Threshold) -> list[int | None]:
     """Tie each person to at most one head box and each head box to at most one person.
 
     A head qualifies for a person when at least half of the head box lies inside the person box. Among
@@ -95,7 +106,7 @@ def assign_heads(person_boxes: NDArray[np.floating], person_keypoints: NDArray[n
         iw = np.clip(np.minimum(box[2], heads[:, 2]) - np.maximum(box[0], heads[:, 0]), 0, None)
         ih = np.clip(np.minimum(box[3], heads[:, 3]) - np.maximum(box[1], heads[:, 1]), 0, None)
         inside = np.where(head_area > 0, iw * ih / np.maximum(head_area, 1e-12), 0.0)
-        confident = [k for k in face if kpts.shape[0] > p and kpts[p, k, 2] > main_threshold]
+        confident = [k for k in face if kpts.shape[0] > p and kpts[p, k, 2] > threshold_at(main_threshold, k)]
         if confident:
             anchor = kpts[p, confident, :2].mean(axis=0)
         else:

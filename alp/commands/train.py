@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from alp import storage
 
@@ -29,6 +30,13 @@ def _train(args: argparse.Namespace) -> int:
         batch=args.batch, model_size=args.model_size, device=args.device, threads=args.threads,
         pretrained=args.pretrained, work_dir=args.work_dir,
     )
+    if settings.training.fit_visibility_thresholds:
+        from training.visibility_fit import fit_bundle_visibility
+
+        fit = fit_bundle_visibility(out, args.dataset, settings)
+        if fit is not None:
+            print(f"visibility thresholds fitted per keypoint on the validation split: accuracy "
+                  f"{fit.accuracy_configured} with the configured pair -> {fit.accuracy_fitted}", file=sys.stderr)
     print(summary_json(descriptor))
     print(f"bundle written to {out}")
     return 0
