@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -270,7 +271,8 @@ def test_a_slow_answer_is_retried_then_named_with_its_status(tmp_path: Any) -> N
 def test_the_token_in_studio_json_works_with_label_studios_own_sdk_and_is_never_logged(
         studio_server: StudioServer) -> None:
     """``LabelStudio(base_url=url, api_key=token)`` from Label Studio's SDK (installed beside the server) lists the
-    projects; the server log never holds the token; studio.json is readable by its owner only."""
+    projects; the server log never holds the token; studio.json is readable by its owner only; the server
+    listens on 127.0.0.1 only."""
     import subprocess
 
     from alp.studio.server import read_record, studio_home
@@ -288,6 +290,10 @@ def test_the_token_in_studio_json_works_with_label_studios_own_sdk_and_is_never_
     assert isinstance(json.loads(out.stdout.strip().splitlines()[-1]), list)
     assert connection.token not in (studio_server.run_dir / "studio" / "server.log").read_text()
     assert (studio_server.run_dir / "studio.json").stat().st_mode & 0o077 == 0
+    port = int(connection.url.rsplit(":", 1)[1])
+    listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == port]
+    assert listening == [f"0100007F:{port:04X}"], "Label Studio listens on 127.0.0.1 only"
 
 
 def test_alp_studio_status_reports_tasks_as_label_studio_counts_them(
