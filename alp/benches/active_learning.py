@@ -239,8 +239,8 @@ def auto_label_outcomes(rows: list[RoundRecord], mirror: Path, truth_by_name: di
     """(judgement score, matches the truth) of every auto-labeled image of the rounds after the cold start,
     read from a run's mirror (its moto is gone by now)."""
     from alp import storage
+    from alp.agreement import auto_label_matches
     from alp.demo.embedded import mirrored_path
-    from alp.demo.strategies import auto_label_matches
     from alp.manifest import read_manifest
 
     outcomes: list[Outcome] = []

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from alp import manifest
+from alp.agreement import auto_label_matches
 from alp.benches.label_savings import (
     RoundPoint,
     SeedResult,
@@ -18,7 +19,7 @@ from alp.benches.label_savings import (
     ratio_at,
     score_diagnostics,
 )
-from alp.demo.strategies import auto_label_matches, route_randomly
+from alp.demo.strategies import route_randomly
 from alp.manifest import ManifestLine
 from alp.schema import INCABIN17
 from alp.settings import Settings
