@@ -140,6 +140,10 @@ class JudgementSettings(_Section):
     # because a young visible-only model's confidences sit close to its visibility threshold
     keypoint_threshold: float = Field(0.1, ge=0.0, le=1.0, description="aggregated keypoint score below")
     audit_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    target_precision: float = Field(
+        0.95, gt=0.0, le=1.0, description="the precision auto-labels must keep: the lower bound of the audited "
+                                          "precision's 95% interval is compared with it (alp/audits.py)")
+    min_audits: int = Field(30, ge=1, le=100_000, description="audits of a bundle before its precision is judged")
     audit_seed: str = "alp-audit"
 
 

@@ -63,6 +63,30 @@ def _head_model_held(settings: Settings, bundle_uri: str | None) -> Iterator[Non
         detector.close()
 
 
+def _guarantee(args: argparse.Namespace, settings: Settings, bundle_id: str | None) -> dict[str, float]:
+    """What the audits of the bundle say about its auto-labels, written beside the batch's outputs
+    (``guarantee.json``) and returned as metrics (the audited precision and its 95% lower bound)."""
+    from alp import storage
+    from alp.audits import bundle_guarantee
+    from alp.datasets import data_root_for
+
+    if bundle_id is None:
+        return {}
+    batch_dir = storage.parent(args.manifest)
+    report = bundle_guarantee(data_root_for(batch_dir), settings, bundle_id)
+    storage.write_text(storage.join(args.out, "guarantee.json"), json.dumps(
+        {"bundle_id": bundle_id, **report.as_json()}, indent=2, sort_keys=True) + "\n",
+        content_type="application/json")
+    if report.audits:
+        verdict = {True: "holds", False: "does not hold", None: "too few audits"}[report.holds]
+        print(f"infer-batch: audits of {bundle_id}: {report.agreed}/{report.audits} agreed, lower bound "
+              f"{report.lower_bound} vs target {report.target} ({verdict})", file=sys.stderr)
+    metrics = {"audits": float(report.audits)}
+    if report.precision is not None and report.lower_bound is not None:
+        metrics.update({"audited_precision": report.precision, "audited_precision_lower_bound": report.lower_bound})
+    return metrics
+
+
 def _infer_batch(args: argparse.Namespace) -> int:
     from alp.manifest import ROUTES
     from alp.observability import emit_metrics
@@ -119,8 +143,10 @@ def _infer_batch(args: argparse.Namespace) -> int:
 
         routable = summary.inputs - summary.routes.get("quarantine", 0)
         routes = reroute_batch(args.out, batch_budget(routable, share), "judgement", 0, settings)
+    guarantee = _guarantee(args, settings, summary.bundle_id)
     # Names and the Step dimension match what the stack's dashboard and quarantine alarm read.
     emit_metrics(INFER_STEP, {
+        **guarantee,
         "images": summary.inputs,
         **{f"images_{route}": routes.get(route, 0) for route in (*ROUTES, "deferred")},
         "quarantine_share": routes.get("quarantine", 0) / summary.inputs if summary.inputs else 0.0,

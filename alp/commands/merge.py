@@ -9,6 +9,7 @@ import sys
 
 def _merge(args: argparse.Namespace) -> int:
     from alp import aws, storage
+    from alp.audits import record_batch_outcomes
     from alp.datasets import data_root_for, merge_batch_result
     from alp.labeling.workflow import read_summary
     from alp.observability import emit_metrics
@@ -28,6 +29,11 @@ def _merge(args: argparse.Namespace) -> int:
               "to merge yet", file=sys.stderr)
         return 0
     result = merge_batch_result(batch_dir, settings, data_root)
+    # How right the model's proposals were, by the people's labels of this batch (what the audits rest on).
+    outcomes = record_batch_outcomes(batch_dir, data_root, settings)
+    if outcomes:
+        print(f"alp merge: {len(outcomes)} proposals checked against people's labels "
+              f"({sum(o.agreed for o in outcomes)} agreed)", file=sys.stderr)
     if not result.created:
         print(f"alp merge: batch already in {result.uri}; no new version", file=sys.stderr)
     else:
