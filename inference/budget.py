@@ -182,15 +182,43 @@ def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int
     storage.write_text(storage.join(inference_dir, DEFERRED_FILE), manifest.dumps_lines(routed.deferred))
     counts = {"auto": len(routed.auto), "human": len(routed.human), "audit": 0, "quarantine": len(quarantine),
               "deferred": len(routed.deferred)}
-    summary_uri = storage.join(inference_dir, "summary.json")
-    if storage.exists(summary_uri):
-        summary = json.loads(storage.read_text(summary_uri))
-        summary["judgement_routes"] = summary.get("routes")  # what the thresholds alone decided
-        summary["routes"] = counts
-        summary["human_reasons"] = {f"{strategy}_selection_within_budget": counts["human"]}
-        if isinstance(summary.get("inputs"), int) and summary["inputs"] != sum(counts.values()):
-            raise RuntimeError(f"rerouting {inference_dir} lost images: {summary['inputs']} inputs, routed {counts}")
-        summary["invariant"] = f"inputs {summary.get('inputs')} = " + " + ".join(f"{k} {v}" for k, v in counts.items())
-        summary["strategy"] = {"name": strategy, "human_budget": budget}
-        storage.write_text(summary_uri, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    _rewrite_summary(inference_dir, counts, {f"{strategy}_selection_within_budget": counts["human"]},
+                     {"strategy": {"name": strategy, "human_budget": budget}})
     return counts
+
+
+PAUSED_REASON = ("paused: the audited precision of this model's auto-labels is under the target "
+                 "(lower bound {lower} < judgement.target_precision {target}); people label everything until the "
+                 "audits recover")
+
+
+def pause_auto_labels(inference_dir: str, reason: str, settings: Settings) -> dict[str, int]:
+    """Send every image the judgement would auto-label to people instead (prefilled with the model's labels);
+    audit items stay audits. Returns the new route counts."""
+    auto, human, quarantine = (read_manifest_if_present(storage.join(inference_dir, name))
+                               for name in ("auto.jsonl", "human.jsonl", "quarantine.jsonl"))
+    paused = [auto_to_human(line, settings, reason) for line in auto]
+    storage.write_text(storage.join(inference_dir, "auto.jsonl"), "")
+    storage.write_text(storage.join(inference_dir, "human.jsonl"), manifest.dumps_lines([*human, *paused]))
+    audits = sum(1 for line in human if (r := line.route()) is not None and r.route == "audit")
+    counts = {"auto": 0, "human": len(human) - audits + len(paused), "audit": audits, "quarantine": len(quarantine)}
+    _rewrite_summary(inference_dir, counts, {"paused_below_target_precision": len(paused)}, {"paused": reason})
+    return counts
+
+
+def _rewrite_summary(inference_dir: str, counts: dict[str, int], human_reasons: dict[str, int],
+                     extra: dict[str, object]) -> None:
+    """``summary.json`` with the new routes (what the judgement's thresholds alone decided kept beside them);
+    refuses a rerouting that would lose an image."""
+    summary_uri = storage.join(inference_dir, "summary.json")
+    if not storage.exists(summary_uri):
+        return
+    summary = json.loads(storage.read_text(summary_uri))
+    summary.setdefault("judgement_routes", summary.get("routes"))
+    summary["routes"] = counts
+    summary["human_reasons"] = human_reasons
+    if isinstance(summary.get("inputs"), int) and summary["inputs"] != sum(counts.values()):
+        raise RuntimeError(f"rerouting {inference_dir} lost images: {summary['inputs']} inputs, routed {counts}")
+    summary["invariant"] = f"inputs {summary.get('inputs')} = " + " + ".join(f"{k} {v}" for k, v in counts.items())
+    summary.update(extra)
+    storage.write_text(summary_uri, json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -63,15 +63,17 @@ def _head_model_held(settings: Settings, bundle_uri: str | None) -> Iterator[Non
         detector.close()
 
 
-def _guarantee(args: argparse.Namespace, settings: Settings, bundle_id: str | None) -> dict[str, float]:
+def _guarantee(args: argparse.Namespace, settings: Settings, bundle_id: str | None
+               ) -> tuple[dict[str, float], str | None]:
     """What the audits of the bundle say about its auto-labels, written beside the batch's outputs
-    (``guarantee.json``) and returned as metrics (the audited precision and its 95% lower bound)."""
+    (``guarantee.json``): the metrics (the audited precision and its 95% lower bound), and the reason to pause
+    auto-labeling when enough audits put the lower bound under the target (else None)."""
     from alp import storage
     from alp.audits import bundle_guarantee
     from alp.datasets import data_root_for
 
     if bundle_id is None:
-        return {}
+        return {}, None
     batch_dir = storage.parent(args.manifest)
     report = bundle_guarantee(data_root_for(batch_dir), settings, bundle_id)
     storage.write_text(storage.join(args.out, "guarantee.json"), json.dumps(
@@ -81,10 +83,14 @@ def _guarantee(args: argparse.Namespace, settings: Settings, bundle_id: str | No
         verdict = {True: "holds", False: "does not hold", None: "too few audits"}[report.holds]
         print(f"infer-batch: audits of {bundle_id}: {report.agreed}/{report.audits} agreed, lower bound "
               f"{report.lower_bound} vs target {report.target} ({verdict})", file=sys.stderr)
-    metrics = {"audits": float(report.audits)}
+    metrics = {"audits": float(report.audits), "auto_labeling_paused": float(report.holds is False)}
     if report.precision is not None and report.lower_bound is not None:
         metrics.update({"audited_precision": report.precision, "audited_precision_lower_bound": report.lower_bound})
-    return metrics
+    if report.holds is False:
+        from inference.budget import PAUSED_REASON
+
+        return metrics, PAUSED_REASON.format(lower=report.lower_bound, target=report.target)
+    return metrics, None
 
 
 def _infer_batch(args: argparse.Namespace) -> int:
@@ -135,6 +141,13 @@ def _infer_batch(args: argparse.Namespace) -> int:
         summary = run_batch(args.manifest, args.out, settings, engine=engine, shard_index=shard_index,
                             shard_count=shard_count, progress=args.progress)
     routes: dict[str, int] = dict(summary.routes)
+    guarantee, paused = _guarantee(args, settings, summary.bundle_id)
+    if paused is not None and routes.get("auto"):
+        # The audits say this model's auto-labels miss the target precision: people label everything.
+        from inference.budget import pause_auto_labels
+
+        routes = pause_auto_labels(args.out, paused, settings)
+        print(f"infer-batch: {paused}", file=sys.stderr)
     share = settings.labeling.human_budget_share
     if share is not None:
         # A human budget: people get the images the judgement is least sure of, up to the budget; the rest of
@@ -143,7 +156,6 @@ def _infer_batch(args: argparse.Namespace) -> int:
 
         routable = summary.inputs - summary.routes.get("quarantine", 0)
         routes = reroute_batch(args.out, batch_budget(routable, share), "judgement", 0, settings)
-    guarantee = _guarantee(args, settings, summary.bundle_id)
     # Names and the Step dimension match what the stack's dashboard and quarantine alarm read.
     emit_metrics(INFER_STEP, {
         **guarantee,

@@ -193,3 +193,39 @@ def test_a_human_budget_sends_the_least_sure_images_to_people_and_defers_the_res
     assert summary["routes"] == printed["routes"] and summary["strategy"]["human_budget"] == 1
     assert len(_read(out, "human.jsonl")) == 1 and len(_read(out, "deferred.jsonl")) == 2
     assert not _read(out, "auto.jsonl")
+
+
+def test_auto_labeling_pauses_while_the_audits_put_the_precision_under_the_target(bundle, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """Given 40 audits of this bundle of which 30 agreed (lower bound 0.6 < 0.95), when the Infer step runs, then
+    the images the judgement would auto-label go to people (prefilled) with the reason, guarantee.json says it,
+    and nothing is lost; with too few audits nothing pauses."""
+    from alp import storage
+    from alp.audits import AuditOutcome, outcomes_dir
+
+    manifest, _ = _batch(tmp_path)
+    data_root = str(tmp_path / "data") + "/"
+    monkeypatch.setenv("ALP_DATA_ROOT", data_root)
+    lines = [AuditOutcome(source_ref=f"s3://u/{i}.jpg", bundle_id="scripted-v1", route="audit", score=0.9,
+                          agreed=i < 30).model_dump_json() for i in range(40)]
+    settings = Settings().with_overrides({"judgement.audit_fraction": 0.0})
+    storage.write_text(outcomes_dir(data_root, settings, "scripted-v1") + "b0.jsonl", "\n".join(lines) + "\n")
+    for min_audits, paused in ((50, False), (30, True)):
+        settings_file = tmp_path / "settings.json"
+        settings_file.write_text(settings.with_overrides({"judgement.min_audits": min_audits}).to_json())
+        monkeypatch.setenv("ALP_SETTINGS_URI", str(settings_file))
+        out = tmp_path / f"out-{min_audits}"
+        assert cli_main(["infer-batch", "--manifest", str(manifest), "--out", str(out), "--bundle", str(bundle),
+                         "--executor", "local", "--json", "--cache-dir", str(tmp_path / "c")]) == 0
+        routes = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["routes"]
+        guarantee = json.loads((out / "guarantee.json").read_text())
+        assert guarantee["audits"] == 40 and guarantee["agreed"] == 30 and guarantee["lower_bound_95"] < 0.95
+        assert guarantee["holds"] is (None if not paused else False)
+        assert sum(routes.values()) == 8
+        if paused:
+            assert routes["auto"] == 0 and routes["human"] == 3
+            reasons = {h.route().reason for h in _read(out, "human.jsonl")}
+            assert any(r.startswith("paused: the audited precision") for r in reasons)
+            assert json.loads((out / "summary.json").read_text())["paused"].startswith("paused:")
+        else:
+            assert routes["auto"] >= 1
