@@ -67,6 +67,14 @@ class Monitoring(Construct):
             f"More than {limit:.0%} of the routed images were quarantined (broken uploads or a failing model)",
             share, threshold=limit, comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
         )
+        # The Infer step publishes 1 when the audits put the bundle's precision lower bound under the target.
+        self.auto_labeling_paused_alarm = self._alarm(
+            "AutoLabelingPausedAlarm",
+            f"Auto-labeling paused: the audited precision's 95% lower bound fell under "
+            f"judgement.target_precision {settings.judgement.target_precision}; people label every image until "
+            "the audits recover (inference/guarantee.json of the batch says by how much)",
+            _step_metric(settings, "auto_labeling_paused", INFER_STEP, statistic="Maximum"),
+        )
         self.batcher_errors_alarm = self._alarm(
             "BatcherErrorsAlarm",
             "The batcher Lambda failed (its records return to the queue and are retried)",
@@ -79,7 +87,8 @@ class Monitoring(Construct):
             completion_trigger.metric_errors(period=PERIOD, statistic="Sum"),
         )
         self.alarms = tuple(a for a in (self.dlq_alarm, self.pipeline_failed_alarm, self.quarantine_alarm,
-                                        self.batcher_errors_alarm, self.completion_errors_alarm) if a is not None)
+                                        self.auto_labeling_paused_alarm, self.batcher_errors_alarm,
+                                        self.completion_errors_alarm) if a is not None)
         action = cw_actions.SnsAction(self.topic)
         for alarm in self.alarms:
             alarm.add_alarm_action(action)

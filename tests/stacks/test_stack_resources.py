@@ -362,9 +362,12 @@ def test_given_the_alarms_then_dlq_failures_and_quarantine_share_notify_the_topi
     stack = built["stack"]
     topic = {"Ref": _logical_id(built, stack.monitoring.topic)}
     alarms = _resources(built, "AWS::CloudWatch::Alarm")
-    assert len(alarms) == 5
+    assert len(alarms) == 6
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [topic]
+    paused = built["json"]["Resources"][_logical_id(built, stack.monitoring.auto_labeling_paused_alarm)]["Properties"]
+    assert (paused["MetricName"], paused["Statistic"], paused["Threshold"]) == ("auto_labeling_paused", "Maximum", 1)
+    assert paused["Dimensions"] == [{"Name": "Step", "Value": "Infer"}]
     dlq = built["json"]["Resources"][_logical_id(built, stack.monitoring.dlq_alarm)]["Properties"]
     assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {
         "Fn::GetAtt": [_logical_id(built, stack.upload.dead_letter_queue), "QueueName"]}}]
