@@ -11,7 +11,7 @@ def _merge(args: argparse.Namespace) -> int:
     from alp import aws, storage
     from alp.audits import record_batch_outcomes
     from alp.datasets import data_root_for, merge_batch_result
-    from alp.labeling.workflow import read_summary
+    from alp.labeling.workflow import labeling_waiting
     from alp.observability import emit_metrics
     from alp.pipeline_runs import start_execution
     from alp.resources import ResourceNames
@@ -23,8 +23,8 @@ def _merge(args: argparse.Namespace) -> int:
     settings = load_settings()
     batch_dir = args.batch.rstrip("/") + "/"
     data_root = args.data_root or data_root_for(batch_dir)
-    labeling = read_summary(batch_dir)
-    if labeling is not None and labeling.state == "waiting":
+    labeling = labeling_waiting(batch_dir)
+    if labeling is not None:
         print(f"alp merge: labeling of {batch_dir} is still with people ({labeling.waiting_on[0].name}); nothing "
               "to merge yet", file=sys.stderr)
         return 0
@@ -38,14 +38,14 @@ def _merge(args: argparse.Namespace) -> int:
         print(f"alp merge: batch already in {result.uri}; no new version", file=sys.stderr)
     else:
         info = result.version
+        decision = (retrain_decision(data_root, settings, result.uri)
+                    if storage.is_s3(data_root) and not args.no_training else None)
         emit_metrics("Merge", {"records": info.records, **{f"records_{k}": v for k, v in info.counts_by_source.items()},
-                               **{f"changes_{k}": v for k, v in info.changes.items()}},
+                               **{f"changes_{k}": v for k, v in info.changes.items()},
+                               **({"new_people_labels": decision.new_people_labels,
+                                   "training_started": float(decision.start)} if decision else {})},
                      namespace=settings.observability.metrics_namespace)
-        if storage.is_s3(data_root) and not args.no_training:
-            decision = retrain_decision(data_root, settings, result.uri)
-            emit_metrics("Merge", {"new_people_labels": decision.new_people_labels,
-                                   "training_started": float(decision.start)},
-                         namespace=settings.observability.metrics_namespace)
+        if decision is not None:
             if decision.start:
                 pipeline = ResourceNames.from_settings(settings, aws.account_id()).training_pipeline
                 execution_id = start_execution(pipeline, TRAINING_PIPELINE, {"DatasetUri": result.uri})

@@ -9,15 +9,14 @@ import sys
 
 def _requeue(args: argparse.Namespace) -> int:
     from alp import aws
-    from alp.labeling.workflow import read_summary
+    from alp.labeling.workflow import labeling_waiting
     from alp.observability import emit_metrics
     from alp.requeue import requeue_batch
     from alp.resources import ResourceNames
     from alp.settings import load_settings
 
     settings = load_settings()
-    labeling = read_summary(args.batch)
-    if labeling is not None and labeling.state == "waiting":
+    if labeling_waiting(args.batch) is not None:
         print(f"alp requeue: labeling of {args.batch} is still with people; nothing to requeue yet", file=sys.stderr)
         if args.json:
             print(json.dumps({"waiting": True}))

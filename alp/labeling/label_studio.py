@@ -41,7 +41,7 @@ from alp.labeling.contracts import (
 from alp.labeling.job_output import PAYLOAD_PATH, consolidation_event, output_lines
 from alp.labeling.post_annotation import post_annotation
 from alp.labeling.pre_annotation import build_task_input
-from alp.manifest import read_manifest, write_manifest
+from alp.manifest import PREANNOTATION_KEY, read_manifest, write_manifest
 from alp.settings import Settings
 from alp.studio import configs
 from alp.studio.client import StudioClient, StudioTask
@@ -158,7 +158,7 @@ def studio_task(kind: JobKind, job: str, index: int, line: dict[str, Any]) -> di
             "image_width": size.get("width"), "image_height": size.get("height")}
     task: dict[str, Any] = {"data": data}
     if result:
-        pre = line.get("alp-preannotation") or {}
+        pre = line.get(PREANNOTATION_KEY) or {}
         model = pre.get("bundle_id") if isinstance(pre, dict) else None
         if model:
             data["alp_model"] = str(model)

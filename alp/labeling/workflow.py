@@ -442,6 +442,12 @@ def read_summary(batch_dir: str) -> LabelingSummary | None:
     return LabelingSummary.model_validate_json(storage.read_text(uri))
 
 
+def labeling_waiting(batch_dir: str) -> LabelingSummary | None:
+    """The summary while the batch's labeling is with people; ``None`` otherwise."""
+    summary = read_summary(batch_dir)
+    return summary if summary is not None and summary.state == "waiting" else None
+
+
 def labeling_complete(batch_dir: str) -> LabelingSummary | None:
     """The summary when the batch's labeling is complete; ``None`` while it is waiting or has not run. Merge and
     Requeue run only then, so a completion event that arrives early, twice or late changes nothing."""

@@ -28,6 +28,10 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 class StudioError(RuntimeError):
     """Label Studio answered, but not with what the call needs (a 4xx, an unexpected body)."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class StudioUnavailable(StudioError):
     """Label Studio could not be reached, or kept failing, after the retries."""
@@ -116,7 +120,7 @@ class StudioClient:
                 continue
             if response.status_code >= 400:
                 raise StudioError(f"Label Studio answered {response.status_code} to {where}: "
-                                  f"{response.text[:300]}")
+                                  f"{response.text[:300]}", status=response.status_code)
             return response.json() if response.content else None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -180,7 +184,7 @@ class StudioClient:
                 body = self.request("GET", "/api/tasks/", params={"project": project_id, "page": page,
                                                                    "page_size": page_size, "fields": "all"})
             except StudioError as exc:
-                if "404" in str(exc).split(":", 1)[0]:  # past the last page
+                if exc.status == 404:  # past the last page
                     return
                 raise
             rows = body.get("tasks", []) if isinstance(body, dict) else body
@@ -191,15 +195,8 @@ class StudioClient:
                 return
             page += 1
 
-    def task(self, task_id: int) -> StudioTask:
-        return StudioTask.model_validate(self.request("GET", f"/api/tasks/{task_id}/"))
-
     def delete_task(self, task_id: int) -> None:
         self.request("DELETE", f"/api/tasks/{task_id}/")
-
-    def annotations(self, task_id: int) -> list[StudioAnnotation]:
-        body = self.request("GET", f"/api/tasks/{task_id}/annotations/")
-        return [StudioAnnotation.model_validate(a) for a in body or []]
 
     def create_annotation(self, task_id: int, result: list[dict[str, Any]], *, lead_time: float | None = None
                           ) -> StudioAnnotation:

@@ -12,7 +12,6 @@ token needs a refresh flow in every client. Stop it with ``alp studio down`` (by
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -233,6 +232,3 @@ def status_record(connection: StudioConnection) -> dict[str, Any]:
                                     "finished": project.finished_task_number or 0}
     return out
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
