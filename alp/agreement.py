@@ -24,12 +24,26 @@ def auto_label_matches(pred: ManifestLine, truth: ManifestLine, settings: Settin
     tk, pk = truth.keypoints(kp), pred.keypoints(kp)
     t_boxes = [a.xyxy for a in tb[0].annotations] if tb else []
     p_boxes = [a.xyxy for a in pb[0].annotations] if pb else []
-    if not _one_to_one(t_boxes, p_boxes, lambda t, p: box_iou(t, p), iou_min):
+    if not boxes_match(t_boxes, p_boxes, iou_min):
         return False
     t_persons = tk[0].persons if tk else []
     p_persons = pk[0].persons if pk else []
     schema = settings.schema_
     return _one_to_one(t_persons, p_persons, lambda t, p: _person_oks(t, p, schema), oks_min)
+
+
+Xyxy = tuple[float, float, float, float]
+
+
+def boxes_match(truth: Sequence[Xyxy], pred: Sequence[Xyxy], iou_min: float = 0.5) -> bool:
+    """The head-box part agrees: the boxes pair one-to-one at IoU >= ``iou_min``."""
+    return _one_to_one(truth, pred, lambda t, p: box_iou(t, p), iou_min)
+
+
+def person_found(truth: Sequence[PersonKeypoints], pred: PersonKeypoints, schema: KeypointSchema,
+                 oks_min: float = 0.5) -> bool:
+    """One person's part agrees: some person of the label lies within OKS >= ``oks_min`` of the proposal."""
+    return any(_person_oks(t, pred, schema) >= oks_min for t in truth)
 
 
 def _person_oks(truth: PersonKeypoints, pred: PersonKeypoints, schema: KeypointSchema) -> float:

@@ -5,7 +5,8 @@ the audit sample of confident images) says whether the proposal agreed with peop
 (:func:`alp.agreement.auto_label_matches`). The Merge step records one outcome per such image under
 ``<data root><labeling_prefix>audit-outcomes/<bundle id>/<batch id>.jsonl`` (the score the judgement gave, its
 route, agreed or not). The audit items are a random draw of the images the judgement would have auto-labeled,
-so their share of agreements estimates the precision of auto-labels; :func:`guarantee` gives it with the lower
+so their share of agreements estimates the precision of auto-labels (with per-part routing, one outcome per part
+people labeled: the image's head boxes, or one person's keypoints); :func:`guarantee` gives it with the lower
 bound of its 95% interval (Wilson) and the lowest judgement score above which the audited images keep that lower
 bound at or above ``judgement.target_precision``. The Infer step reports both for its bundle, using the outcomes
 of that bundle only (an older model's audits say nothing about a new one).
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from alp import storage
-from alp.agreement import auto_label_matches
-from alp.manifest import read_manifest_if_present
+from alp.agreement import auto_label_matches, boxes_match, person_found
+from alp.manifest import ManifestLine, PartRoutes, PreAnnotation, read_manifest_if_present
 from alp.settings import Settings
 
 OUTCOMES_FOLDER = "audit-outcomes"
@@ -35,6 +36,7 @@ class AuditOutcome(BaseModel):
     route: str
     score: float | None
     agreed: bool
+    part: str = "image"  # "heads", "person-<k>" (per-part routing), or the whole image
 
 
 def wilson_lower_bound(successes: int, n: int, z: float = Z_95) -> float | None:
@@ -118,10 +120,38 @@ def batch_outcomes(batch_dir: str, settings: Settings) -> list[AuditOutcome]:
         pre, route = proposal.preannotation(), proposal.route()
         if pre is None or pre.bundle_id is None:
             continue
+        if pre.parts is not None:
+            out.extend(part_outcomes(labeled, pre, pre.parts, pre.bundle_id, settings))
+            continue
         model_line = human_to_auto(proposal, settings)
         out.append(AuditOutcome(source_ref=labeled.source_ref, bundle_id=pre.bundle_id, route=pre.route,
                                 score=route.score if route is not None else None,
                                 agreed=auto_label_matches(model_line, labeled, settings)))
+    return out
+
+
+def part_outcomes(labeled: ManifestLine, pre: PreAnnotation, parts: PartRoutes, bundle_id: str,
+                  settings: Settings) -> list[AuditOutcome]:
+    """One outcome per part people labeled: did the model's head boxes pair up with people's (IoU >= 0.5), did
+    each proposed person match one of people's persons (OKS >= 0.5)?"""
+    out = []
+    boxes = labeled.boxes(settings.labeling.head_label_attribute)
+    kps = labeled.keypoints(settings.labeling.keypoint_label_attribute)
+    if parts.heads.route != "auto":
+        agreed = boxes_match([a.xyxy for a in boxes[0].annotations] if boxes else [],
+                             [(b.left, b.top, b.left + b.width, b.top + b.height) for b in pre.boxes])
+        out.append(AuditOutcome(source_ref=labeled.source_ref, bundle_id=bundle_id, route=parts.heads.route,
+                                score=parts.heads.score, agreed=agreed, part="heads"))
+    labeling = labeled.data.get("alp-labeling")
+    sources = ((labeling or {}).get("parts") or {}).get("persons") if isinstance(labeling, dict) else None
+    people = [p for i, p in enumerate(kps[0].persons if kps else [])
+              if not isinstance(sources, list) or i >= len(sources) or sources[i] == "people"]
+    for k, (person, decision) in enumerate(zip(pre.persons, parts.persons, strict=False)):
+        if decision.route == "auto":
+            continue
+        out.append(AuditOutcome(source_ref=labeled.source_ref, bundle_id=bundle_id, route=decision.route,
+                                score=decision.score, agreed=person_found(people, person, settings.schema_),
+                                part=f"person-{k}"))
     return out
 
 

@@ -49,9 +49,13 @@ DATASET_FILE = "dataset.json"
 QUALITY_FILE = "automation-quality.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
 
-SourceKind = Literal["human", "auto", "audit", "seed"]
+# mixed: people labeled some parts of the image (its head boxes, or some persons) and the model's labels of the
+# others were accepted (per-part routing); like auto labels, such records only ever train
+SourceKind = Literal["human", "auto", "audit", "seed", "mixed"]
 Split = Literal["train", "val", "test"]
-_RANK = {"auto": 0, "human": 1, "audit": 1, "seed": 1}
+_RANK = {"auto": 0, "mixed": 1, "human": 1, "audit": 1, "seed": 1}
+PEOPLE_KINDS: tuple[SourceKind, ...] = ("human", "audit", "seed")  # every label of the record is people's
+MODEL_KINDS: tuple[SourceKind, ...] = ("auto", "mixed")  # some label of the record is the model's
 
 
 class SplitRule(BaseModel):
@@ -75,7 +79,7 @@ class SplitRule(BaseModel):
         set were rejected), and ultralytics pick the epoch (best.pt) that agrees with the champion most. An
         auto label whose key falls in either share trains instead."""
         u = int(hashlib.sha256(f"{self.seed}|{key}".encode()).hexdigest()[:16], 16) / float(1 << 64)
-        if u < self.test_fraction + self.val_fraction and kind == "auto":
+        if u < self.test_fraction + self.val_fraction and kind in MODEL_KINDS:
             return "train"
         if u < self.test_fraction:
             return "test"
@@ -189,6 +193,17 @@ def _job_of(line: ManifestLine, attr: str) -> str | None:
         if isinstance(job, str) and job:
             return job.rsplit("/", 1)[-1]
     return None
+
+
+def _source_kind(labeling: Any, people: bool, is_audit: bool) -> SourceKind:
+    """``auto`` for the model's labels; for a labeled line ``mixed`` when ``alp-labeling.parts`` says some part
+    kept the model's labels, else ``audit`` or ``human``."""
+    if not people:
+        return "auto"
+    parts = labeling.get("parts") if isinstance(labeling, dict) else None
+    if isinstance(parts, dict) and (parts.get("heads") == "model" or "model" in (parts.get("persons") or [])):
+        return "mixed"
+    return "audit" if is_audit else "human"
 
 
 def merge_records(parent: list[ManifestLine], new: list[ManifestLine]) -> tuple[list[ManifestLine], dict[str, int]]:
@@ -319,7 +334,7 @@ def merge_batch_result(batch_dir: str, settings: Settings, data_root: str | None
                 key = image_key(line)
                 labeling = line.data.get("alp-labeling") if people else None
                 is_audit = isinstance(labeling, dict) and bool(labeling.get("audit"))
-                kind: SourceKind = ("audit" if is_audit else "human") if people else "auto"
+                kind = _source_kind(labeling if people else None, people, is_audit)
                 job = _job_of(line, head_attr) if people else None
                 record = version_record(line, kind, batch, job, settings, rule.split_for(key, kind))
             except (ManifestError, storage.StorageError) as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -205,8 +206,33 @@ class ScoredBox(_Model):
     _check = field_validator("left", "top", "width", "height")(_finite)
 
 
+PartRoute = Literal["auto", "human", "audit"]
+
+
+class PartDecision(_Model):
+    """The route of one part of an image: its head-box task, or one person's keypoint task."""
+
+    route: PartRoute
+    score: float | None = None
+    reason: str = ""
+
+
+class PartRoutes(_Model):
+    """Per-part routes of an image the model labeled: the head-box task (all head boxes of the image, which also
+    catches missed heads) and one keypoint task per person, in the order of :attr:`PreAnnotation.persons`.
+    Only the parts routed ``human`` or ``audit`` become tasks; the others keep the model's labels."""
+
+    heads: PartDecision
+    persons: list[PartDecision] = Field(default_factory=list)
+
+    @property
+    def for_people(self) -> bool:
+        return self.heads.route != "auto" or any(p.route != "auto" for p in self.persons)
+
+
 class PreAnnotation(_Model):
-    """What the model proposes for an image sent to people, and why it was sent."""
+    """What the model proposes for an image sent to people, and why it was sent. ``parts``: which of its parts
+    people label (absent: all of them)."""
 
     route: Literal["human", "audit"]
     reason: str
@@ -214,6 +240,16 @@ class PreAnnotation(_Model):
     boxes: list[ScoredBox] = Field(default_factory=list)
     persons: list[PersonKeypoints] = Field(default_factory=list)
     bundle_id: str | None = None
+    parts: PartRoutes | None = None
+
+    def part_route(self, person: int | None) -> PartRoute:
+        """The route of the head-box part (``person`` None) or of one person's part; all parts are people's
+        when the image was routed whole."""
+        if self.parts is None:
+            return self.route
+        if person is None:
+            return self.parts.heads.route
+        return self.parts.persons[person].route if person < len(self.parts.persons) else self.route
 
 
 class RouteInfo(_Model):
@@ -352,6 +388,28 @@ class ManifestLine:
 
     def without(self, *keys: str) -> ManifestLine:
         return ManifestLine({k: v for k, v in self.data.items() if k not in keys})
+
+
+def part_counts(line: ManifestLine, keypoint_attribute: str) -> Counter[str]:
+    """How many parts of a routed line each route has, as ``heads.<route>`` and ``persons.<route>``: an auto line's
+    parts are all the model's; a line for people says per part (all people's when it was routed whole)."""
+    counts: Counter[str] = Counter()
+    route = line.route()
+    if route is None or route.route == "quarantine":
+        return counts
+    if route.route == "auto":
+        kps = line.keypoints(keypoint_attribute)
+        counts["heads.auto"] += 1
+        counts["persons.auto"] += len(kps[0].persons) if kps is not None else 0
+        return counts
+    pre = line.preannotation()
+    if pre is None:
+        counts[f"heads.{route.route}"] += 1
+        return counts
+    counts[f"heads.{pre.part_route(None)}"] += 1
+    for i in range(len(pre.persons)):
+        counts[f"persons.{pre.part_route(i)}"] += 1
+    return counts
 
 
 def _refuse_constant(name: str) -> Any:

@@ -18,13 +18,14 @@ from alp import storage
 from alp.datasets import DatasetVersion, read_version_info
 from alp.settings import Settings
 
-PEOPLE_KINDS = ("human", "audit", "seed")
+# labels people made: a mixed record (some parts people's) counts as one
+PEOPLE_WORK_KINDS = ("human", "audit", "seed", "mixed")
 STARTS_FOLDER = "training-starts"
 
 
 def people_labels(version: DatasetVersion) -> int:
     """Records of the version whose labels people made."""
-    return sum(version.counts_by_source.get(kind, 0) for kind in PEOPLE_KINDS)
+    return sum(version.counts_by_source.get(kind, 0) for kind in PEOPLE_WORK_KINDS)
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,10 @@ class JudgementSettings(_Section):
     # the auto-labeled images matched the truth 89-93% of the time; at 0.05, 73-83%; at 0.5 nothing passed,
     # because a young visible-only model's confidences sit close to its visibility threshold
     keypoint_threshold: float = Field(0.1, ge=0.0, le=1.0, description="aggregated keypoint score below")
-    audit_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    audit_fraction: float = Field(0.05, ge=0.0, le=1.0, description="share of confident parts drawn for review")
+    part_routing: bool = Field(
+        True, description="route each part (the head-box task, each person's keypoint task) on its own; false: "
+                          "one doubtful part sends the whole image to people")
     target_precision: float = Field(
         0.95, gt=0.0, le=1.0, description="the precision auto-labels must keep: the lower bound of the audited "
                                           "precision's 95% interval is compared with it (alp/audits.py)")
@@ -320,6 +323,47 @@ class CostSettings(_Section):
     target_kpt_oks_map50: float = Field(0.7, ge=0.0, le=1.0)
 
 
+class EffortSettings(_Section):
+    """Seconds a person spends on each labeling action: the human-effort model (alp/effort.py). Sources and the
+    reasoning behind each assumed value: docs/effort.md."""
+
+    head_task_overhead_seconds: float = Field(
+        2.0, ge=0.0, description="one head-box task: look over the image, submit (assumed)")
+    head_box_draw_seconds: float = Field(
+        7.0, ge=0.0, description="draw one head box from nothing (Papadopoulos et al., ICCV 2017: 7 s per box by "
+                                 "extreme clicking; about 35 s the traditional way on ILSVRC)")
+    head_box_adjust_seconds: float = Field(
+        3.5, ge=0.0, description="move the edges of a proposed box that is roughly right (assumed: half of drawing)")
+    head_box_confirm_seconds: float = Field(
+        1.0, ge=0.0, description="look at a proposed box that is right and leave it (assumed)")
+    head_box_delete_seconds: float = Field(
+        1.0, ge=0.0, description="remove a proposed box that matches no head (assumed: select, delete)")
+    head_confirm_iou: float = Field(
+        0.9, gt=0.0, le=1.0, description="a proposal at least this close to the final box was left as it was "
+                                         "(assumed)")
+    head_match_iou: float = Field(
+        0.5, gt=0.0, le=1.0, description="a proposal at least this close to the final box was adjusted, a farther "
+                                         "one deleted and the box drawn (PASCAL VOC's detection criterion)")
+    person_task_overhead_seconds: float = Field(
+        2.0, ge=0.0, description="one person's keypoint task: look at the person, submit (assumed)")
+    keypoint_place_seconds: float = Field(
+        1.75, ge=0.0, description="place one keypoint from nothing (derived: Papadopoulos et al., ICCV 2017, four "
+                                  "clicks on physical points of an object in 7 s)")
+    keypoint_adjust_seconds: float = Field(
+        1.75, ge=0.0, description="drag a proposed keypoint to where it belongs (assumed: as long as placing it)")
+    keypoint_confirm_seconds: float = Field(
+        0.5, ge=0.0, description="look at a proposed keypoint that is right and leave it (assumed)")
+    keypoint_delete_seconds: float = Field(
+        1.0, ge=0.0, description="clear a proposed keypoint the person is not labeled at (assumed: select, delete)")
+    keypoint_visibility_seconds: float = Field(
+        1.0, ge=0.0, description="switch a keypoint between visible and occluded (assumed: one click on a selected "
+                                 "point)")
+    keypoint_confirm_tolerance: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="a proposed keypoint within this fraction of the person's size (the square root of its box's "
+                    "area, else of its keypoints' extent) of the final one was left as it was (assumed)")
+
+
 class Settings(_Section):
     """Every tunable of the pipeline, validated. Build with :func:`load_settings` or :func:`parse_settings`."""
 
@@ -334,6 +378,7 @@ class Settings(_Section):
     trigger: TriggerSettings = TriggerSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     cost: CostSettings = CostSettings()
+    effort: EffortSettings = EffortSettings()
 
     @model_validator(mode="after")
     def _processing_threshold_is_reachable(self) -> Settings:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +27,7 @@ from alp.manifest import (
     Route,
     RouteInfo,
     ScoredBox,
+    part_counts,
     read_manifest_if_present,
 )
 from alp.settings import Settings
@@ -183,7 +185,8 @@ def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int
     counts = {"auto": len(routed.auto), "human": len(routed.human), "audit": 0, "quarantine": len(quarantine),
               "deferred": len(routed.deferred)}
     _rewrite_summary(inference_dir, counts, {f"{strategy}_selection_within_budget": counts["human"]},
-                     {"strategy": {"name": strategy, "human_budget": budget}})
+                     {"strategy": {"name": strategy, "human_budget": budget},
+                      "parts": _part_counts([*routed.auto, *routed.human], settings)})
     return counts
 
 
@@ -202,8 +205,16 @@ def pause_auto_labels(inference_dir: str, reason: str, settings: Settings) -> di
     storage.write_text(storage.join(inference_dir, "human.jsonl"), manifest.dumps_lines([*human, *paused]))
     audits = sum(1 for line in human if (r := line.route()) is not None and r.route == "audit")
     counts = {"auto": 0, "human": len(human) - audits + len(paused), "audit": audits, "quarantine": len(quarantine)}
-    _rewrite_summary(inference_dir, counts, {"paused_below_target_precision": len(paused)}, {"paused": reason})
+    _rewrite_summary(inference_dir, counts, {"paused_below_target_precision": len(paused)},
+                     {"paused": reason, "parts": _part_counts([*human, *paused], settings)})
     return counts
+
+
+def _part_counts(lines: Sequence[ManifestLine], settings: Settings) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for line in lines:
+        counts.update(part_counts(line, settings.labeling.keypoint_label_attribute))
+    return dict(sorted(counts.items()))
 
 
 def _rewrite_summary(inference_dir: str, counts: dict[str, int], human_reasons: dict[str, int],
@@ -215,6 +226,7 @@ def _rewrite_summary(inference_dir: str, counts: dict[str, int], human_reasons: 
         return
     summary = json.loads(storage.read_text(summary_uri))
     summary.setdefault("judgement_routes", summary.get("routes"))
+    summary.setdefault("judgement_parts", summary.get("parts"))
     summary["routes"] = counts
     summary["human_reasons"] = human_reasons
     if isinstance(summary.get("inputs"), int) and summary["inputs"] != sum(counts.values()):

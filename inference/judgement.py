@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alp.manifest import Route
+from alp.manifest import PartDecision, PartRoutes, Route
 from alp.settings import JudgementSettings
 
 NO_MODEL = "no_model"
@@ -96,6 +96,7 @@ class RouteDecision:
     reason: str
     score: float | None = None
     failures: tuple[str, ...] = field(default=())
+    parts: PartRoutes | None = None  # per-part routes (None: the image is routed whole)
 
 
 def aggregate(values: Sequence[float], method: str, quantile: float) -> float:
@@ -157,30 +158,50 @@ def _name(names: tuple[str, ...], k: int) -> str:
     return names[k] if k < len(names) else f"keypoint {k}"
 
 
-def _failures(ev: ImageEvidence, s: JudgementSettings) -> tuple[list[str], float | None]:
-    failures: list[str] = []
-    scores: list[float] = []
+HEADS = -1  # the part key of the head-box task in :class:`_Checks` (persons are 0, 1, ...)
+
+
+@dataclass
+class _Checks:
+    """Every failed check of an image, in reading order, each with the part it belongs to (``HEADS`` or a
+    person's index), and each part's score."""
+
+    failures: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    scores: dict[int, list[float]] = field(default_factory=dict)
+
+    def fail(self, text: str, *parts: int) -> None:
+        self.failures.append((text, parts))
+
+    def score(self, part: int, value: float) -> None:
+        self.scores.setdefault(part, []).append(value)
+
+    def of(self, part: int) -> list[str]:
+        return [text for text, parts in self.failures if part in parts]
+
+
+def _check(ev: ImageEvidence, s: JudgementSettings) -> _Checks:
+    c = _Checks()
     if not ev.head_confs and not ev.persons:
-        return ["no_detections: no head box and no person found"], None
+        c.fail("no_detections: no head box and no person found", HEADS)
+        return c
     for i, conf in enumerate(ev.head_confs):
-        scores.append(conf)
+        c.score(HEADS, conf)
         if conf < s.box_threshold:
-            failures.append(f"low_box: head box {i} confidence {conf:.3f} < box_threshold {s.box_threshold}")
+            c.fail(f"low_box: head box {i} confidence {conf:.3f} < box_threshold {s.box_threshold}", HEADS)
     tied_heads = {p.head_box_index for p in ev.persons if p.head_box_index is not None}
     for i in range(len(ev.head_confs)):
         if i not in tied_heads:
-            failures.append(f"unassigned_head: head box {i} belongs to no person")
+            c.fail(f"unassigned_head: head box {i} belongs to no person", HEADS)
     for i, person in enumerate(ev.persons):
-        scores.append(person.box_conf)
+        c.score(i, person.box_conf)
         if person.box_conf < s.box_threshold:
-            failures.append(
-                f"low_box: person {i} box confidence {person.box_conf:.3f} < box_threshold {s.box_threshold}"
-            )
+            c.fail(f"low_box: person {i} box confidence {person.box_conf:.3f} < box_threshold {s.box_threshold}", i)
         if person.head_box_index is None:
-            failures.append(f"no_head: person {i} has no head box")
+            # the head task draws the missing head; the person's task then follows from it
+            c.fail(f"no_head: person {i} has no head box", HEADS, i)
         visible = person.keypoint_conf_visible
         if visible is None:
-            failures.append(f"unmatched_person: person {i} was not found by the visible-only model")
+            c.fail(f"unmatched_person: person {i} was not found by the visible-only model", i)
             visible = tuple(0.0 for _ in person.keypoint_conf)
         if not person.keypoint_conf:
             continue
@@ -194,29 +215,74 @@ def _failures(ev: ImageEvidence, s: JudgementSettings) -> tuple[list[str], float
             kpt_score = aggregate([*person.keypoint_conf, *visible], s.aggregation, s.quantile)
             k = int(np.argmin(np.minimum(person.keypoint_conf, visible)))
             what, which = "score", "lowest"
-        scores.append(kpt_score)
+        c.score(i, kpt_score)
         if kpt_score < s.keypoint_threshold:
-            failures.append(
-                f"low_keypoints: person {i} keypoint {what} {kpt_score:.3f} ({s.aggregation}) < keypoint_threshold "
-                f"{s.keypoint_threshold}; {which} {_name(ev.keypoint_names, k)} main "
-                f"{person.keypoint_conf[k]:.3f} visible {visible[k]:.3f}"
-            )
+            c.fail(f"low_keypoints: person {i} keypoint {what} {kpt_score:.3f} ({s.aggregation}) < keypoint_threshold "
+                   f"{s.keypoint_threshold}; {which} {_name(ev.keypoint_names, k)} main "
+                   f"{person.keypoint_conf[k]:.3f} visible {visible[k]:.3f}", i)
     if ev.unmatched_visible_persons:
-        failures.append(
-            f"unmatched_person: the visible-only model found {ev.unmatched_visible_persons} person(s) "
-            "the main model did not"
-        )
-    if any(f.startswith(UNTIED_HEAD_FAILURES) for f in failures):
-        # Heads and persons do not pair up, so a person or a head box is missing from the labels whatever
-        # the confidences say: rank the image with the least certain. (Measured on the label-savings bench:
-        # this and the certainty score raised the AUROC of the score, right vs wrong labels, from 0.54-0.59
-        # to 0.95-0.96. A person the visible-only model missed carried no such signal, so it only fails.)
-        return failures, 0.0
-    return failures, (min(scores) if scores else None)
+        # a person only the visible-only model saw may be one the labels miss: the head task adds its head
+        c.fail(f"unmatched_person: the visible-only model found {ev.unmatched_visible_persons} person(s) "
+               "the main model did not", HEADS)
+    return c
+
+
+def _untied(failures: Sequence[str]) -> bool:
+    return any(f.startswith(UNTIED_HEAD_FAILURES) for f in failures)
+
+
+def _failures(ev: ImageEvidence, s: JudgementSettings) -> tuple[list[str], float | None]:
+    c = _check(ev, s)
+    failures = [text for text, _ in c.failures]
+    if ev.head_confs or ev.persons:
+        if _untied(failures):
+            # Heads and persons do not pair up, so a person or a head box is missing from the labels whatever
+            # the confidences say: rank the image with the least certain. (Measured on the label-savings bench:
+            # this and the certainty score raised the AUROC of the score, right vs wrong labels, from 0.54-0.59
+            # to 0.95-0.96. A person the visible-only model missed carried no such signal, so it only fails.)
+            return failures, 0.0
+        scores = [v for values in c.scores.values() for v in values]
+        return failures, (min(scores) if scores else None)
+    return failures, None
+
+
+def _part_score(c: _Checks, part: int) -> float | None:
+    if _untied(c.of(part)):
+        return 0.0
+    values = c.scores.get(part)
+    return round(min(values), 6) if values else None
+
+
+def part_routes(image_key: str, ev: ImageEvidence, s: JudgementSettings) -> PartRoutes:
+    """The route of each part: ``human`` when one of its checks failed, else ``audit`` when the part's own
+    draw falls in the shadow sample, else ``auto``. A part's route depends on its own checks only, so a
+    confidence falling never moves any part from ``human`` to ``audit`` or ``auto``."""
+    c = _check(ev, s)
+
+    def decide(part: int, name: str) -> PartDecision:
+        failed = c.of(part)
+        score = _part_score(c, part)
+        if failed:
+            return PartDecision(route="human", score=score, reason="; ".join(failed))
+        if audit_draw(f"{image_key}#{name}", s.audit_seed) < s.audit_fraction:
+            return PartDecision(route="audit", score=score, reason=_audit_reason(s, "part"))
+        return PartDecision(route="auto", score=score, reason=CONFIDENT)
+
+    return PartRoutes(heads=decide(HEADS, "heads"),
+                      persons=[decide(i, f"person-{i}") for i in range(len(ev.persons))])
+
+
+def _audit_reason(s: JudgementSettings, what: str) -> str:
+    return f"audit: confident {what} drawn for review ({s.audit_fraction:.1%} shadow sample)"
 
 
 def route_image(image_key: str, evidence: Evidence, settings: JudgementSettings) -> RouteDecision:
-    """The route of one image. Pure: same key, evidence and settings -> same decision."""
+    """The route of one image. Pure: same key, evidence and settings -> same decision.
+
+    With ``settings.part_routing`` (default) each part is routed on its own (:func:`part_routes`) and the image
+    goes to people when any part does (``human`` before ``audit``); only those parts become tasks. Without it
+    the image is one part: any failed check sends all of it to people.
+    """
     if isinstance(evidence, InputRejected):
         detail = f": {evidence.detail}" if evidence.detail else ""
         return RouteDecision("quarantine", f"{evidence.reason}{detail}")
@@ -225,9 +291,19 @@ def route_image(image_key: str, evidence: Evidence, settings: JudgementSettings)
     if isinstance(evidence, ModelFailed):
         return RouteDecision("human", f"model_error: {evidence.detail}")
     failures, score = _failures(evidence, settings)
+    if settings.part_routing:
+        parts = part_routes(image_key, evidence, settings)
+        routes = [parts.heads.route, *(p.route for p in parts.persons)]
+        if "human" in routes:
+            return RouteDecision("human", "; ".join(failures), score, tuple(failures), parts)
+        if "audit" in routes:
+            audited = ["head boxes" if parts.heads.route == "audit" else "",
+                       *(f"person {i}" for i, p in enumerate(parts.persons) if p.route == "audit")]
+            return RouteDecision("audit", _audit_reason(settings, ", ".join(a for a in audited if a)), score,
+                                 parts=parts)
+        return RouteDecision("auto", CONFIDENT, score, parts=parts)
     if failures:
         return RouteDecision("human", "; ".join(failures), score, tuple(failures))
     if audit_draw(image_key, settings.audit_seed) < settings.audit_fraction:
-        return RouteDecision("audit", f"audit: confident image drawn for review ({settings.audit_fraction:.1%} "
-                                      "shadow sample)", score)
+        return RouteDecision("audit", _audit_reason(settings, "image"), score)
     return RouteDecision("auto", CONFIDENT, score)

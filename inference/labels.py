@@ -16,6 +16,7 @@ from alp.manifest import (
     KeypointMetadata,
     ManifestLine,
     ObjectConfidence,
+    PartRoutes,
     PersonKeypoints,
     PreAnnotation,
     ScoredBox,
@@ -93,12 +94,15 @@ def with_prediction_labels(line: ManifestLine, pred: ImagePrediction, settings: 
             .with_keypoints(settings.labeling.keypoint_label_attribute, kpts, kpt_meta))
 
 
-def preannotation(pred: ImagePrediction | None, *, route: Literal["human", "audit"], reason: str, keypoint_names: Sequence[str],
-                  bundle_id: str | None, size: ImageSize | None = None) -> PreAnnotation:
-    """What people see pre-drawn (boxes; keypoints with visibility and scores) and why they see it."""
+def preannotation(pred: ImagePrediction | None, *, route: Literal["human", "audit"], reason: str,
+                  keypoint_names: Sequence[str], bundle_id: str | None, size: ImageSize | None = None,
+                  parts: PartRoutes | None = None) -> PreAnnotation:
+    """What people see pre-drawn (boxes; keypoints with visibility and scores), why they see it, and which of
+    its parts they label (``parts``; None: all)."""
     if pred is None:
         return PreAnnotation(route=route, reason=reason, image_size=size, bundle_id=bundle_id)
     return PreAnnotation(route=route, reason=reason, image_size=image_size(pred),
                          boxes=scored_boxes(pred),
                          persons=[person_keypoints(p, keypoint_names) for p in pred.persons],
-                         bundle_id=bundle_id)
+                         bundle_id=bundle_id, parts=parts)
+

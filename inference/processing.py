@@ -238,7 +238,7 @@ def merge_shards(manifest_uri: str, out_uri: str, shard_count: int) -> BatchSumm
         manifest=manifest_uri, bundle_id=first.bundle_id, cold_start=first.cold_start,
         head_backend=first.head_backend, shard_index=0, shard_count=shard_count, inputs=inputs,
         routes={r: counts.get(r, 0) for r in ROUTES}, human_reasons=total("human_reasons"),
-        quarantine_reasons=total("quarantine_reasons"), invariant="", files=dict(OUTPUT_FILES),
+        parts=total("parts"), quarantine_reasons=total("quarantine_reasons"), invariant="", files=dict(OUTPUT_FILES),
         timings={"shard_total_s_max": max(r.summary.timings.get("total_s", 0.0) for r in readers),
                  "shard_total_s_sum": round(sum(r.summary.timings.get("total_s", 0.0) for r in readers), 3)},
     )

@@ -49,6 +49,7 @@ from alp.manifest import (
     ManifestLine,
     QuarantineInfo,
     RouteInfo,
+    part_counts,
 )
 from alp.settings import Settings
 from inference.engine import ImagePrediction, InferenceEngine
@@ -86,6 +87,8 @@ class BatchSummary(BaseModel):
     inputs: int
     routes: dict[str, int]
     human_reasons: dict[str, int] = Field(default_factory=dict)
+    # per part (the head-box task, each person's keypoint task): "heads.auto", "persons.human", ...
+    parts: dict[str, int] = Field(default_factory=dict)
     quarantine_reasons: dict[str, int] = Field(default_factory=dict)
     invariant: str
     files: dict[str, str]
@@ -268,7 +271,7 @@ def result_lines(result: ImageResult, settings: Settings, *, bundle_id: str | No
         return {"auto": with_prediction_labels(line, result.prediction, settings, bundle_id=bundle_id,
                                                creation_date=date, confidence=d.score)}
     pre = preannotation(result.prediction, route=d.route, reason=d.reason, keypoint_names=names,
-                        bundle_id=bundle_id, size=result.size)
+                        bundle_id=bundle_id, size=result.size, parts=d.parts)
     out = {"human": line.with_model(PREANNOTATION_KEY, pre)}
     if d.route == "audit" and result.prediction is not None and bundle_id is not None:
         date = creation_date_for(result.line, fallback_date)
@@ -322,6 +325,7 @@ def run_batch(manifest_uri: str, out_uri: str, settings: Settings, *, engine: In
     counts: Counter[str] = Counter()
     human_reasons: Counter[str] = Counter()
     quarantine_reasons: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
     inputs = 0
 
     def my_share() -> Iterator[tuple[ManifestLine, InputRejected | None]]:
@@ -340,6 +344,8 @@ def run_batch(manifest_uri: str, out_uri: str, settings: Settings, *, engine: In
             for kind, line in result_lines(result, settings, bundle_id=bundle_id,
                                            fallback_date=fallback_date).items():
                 outputs.write(kind, line)
+                if kind in ("auto", "human"):
+                    parts.update(part_counts(line, settings.labeling.keypoint_label_attribute))
             route = result.decision.route
             counts[route] += 1
             if route == "quarantine" and result.rejected is not None:
@@ -354,7 +360,7 @@ def run_batch(manifest_uri: str, out_uri: str, settings: Settings, *, engine: In
             head_backend=engine.head_detector.name if engine is not None else None,
             shard_index=shard_index, shard_count=shard_count, inputs=inputs,
             routes={r: counts.get(r, 0) for r in ROUTES},
-            human_reasons=dict(sorted(human_reasons.items())),
+            human_reasons=dict(sorted(human_reasons.items())), parts=dict(sorted(parts.items())),
             quarantine_reasons=dict(sorted(quarantine_reasons.items())),
             invariant="", files={k: v for k, v in OUTPUT_FILES.items()},
         )

@@ -81,9 +81,11 @@ def model_guess(truth: manifest.ManifestLine, settings: Settings, *, seed: int =
 
 def human_line(source_ref: str, truth: manifest.ManifestLine | None, settings: Settings, *, route: str = "human",
                reason: str = "low_keypoints: person 0 keypoint score 0.310 (quantile) < keypoint_threshold 0.5",
-               seed: int = 0, key: str | None = None) -> manifest.ManifestLine:
+               seed: int = 0, key: str | None = None, parts: manifest.PartRoutes | None = None,
+               drop_last_person: bool | None = None) -> manifest.ManifestLine:
     """A line of ``inference/human.jsonl``: the batch line plus the model's proposal and the route.
-    ``truth=None`` is the cold start: no model, no prefill."""
+    ``truth=None`` is the cold start: no model, no prefill. ``parts``: the per-part routes (None: the whole
+    image is people's); the model misses the last person of a ``human`` line unless ``drop_last_person`` says."""
     data: dict[str, Any] = {
         "source-ref": source_ref,
         manifest.OBJECT_KEY: {"bucket": "unlabeled", "key": key or source_ref.rsplit("/", 1)[-1], "etag": f"e{seed}"},
@@ -94,9 +96,10 @@ def human_line(source_ref: str, truth: manifest.ManifestLine | None, settings: S
         return line.with_model(manifest.PREANNOTATION_KEY, pre).with_model(manifest.ROUTE_KEY, manifest.RouteInfo(route="human", reason="no_model"))
     found = truth.boxes(settings.labeling.head_label_attribute)
     assert found is not None
-    boxes, persons = model_guess(truth, settings, seed=seed, drop_last_person=route == "human")
+    drop = route == "human" if drop_last_person is None else drop_last_person
+    boxes, persons = model_guess(truth, settings, seed=seed, drop_last_person=drop)
     pre = manifest.PreAnnotation(route="audit" if route == "audit" else "human", reason=reason, image_size=found[0].size,
-                        boxes=boxes, persons=persons, bundle_id="bundle-test")
+                        boxes=boxes, persons=persons, bundle_id="bundle-test", parts=parts)
     route_info = manifest.RouteInfo(route="audit" if route == "audit" else "human", reason=reason)
     line = line.with_model(manifest.PREANNOTATION_KEY, pre).with_model(manifest.ROUTE_KEY, route_info)
     if route == "audit":

@@ -9,7 +9,7 @@ import time
 
 
 def _label(args: argparse.Namespace) -> int:
-    from alp.datasets import data_root_for, latest_version, read_version
+    from alp.datasets import PEOPLE_KINDS, SOURCE_KEY, data_root_for, latest_version, read_version
     from alp.labeling.backend import JobStatus, JobTimeout, LabelingBackend
     from alp.labeling.backends import get_backend
     from alp.labeling.waiting import record_outcome
@@ -57,7 +57,7 @@ def _label(args: argparse.Namespace) -> int:
         if latest is None:
             return []
         return [line for line in read_version(latest)
-                if (line.data.get("alp-source") or {}).get("kind") in ("human", "seed", "audit")]
+                if (line.data.get(SOURCE_KEY) or {}).get("kind") in PEOPLE_KINDS]
     started = time.monotonic()
     summary = run_label_step(batch_dir, settings, backend, gold_candidates=gold, wait=wait)
     record_outcome(args.data_root or data_root_for(batch_dir), settings, summary)

@@ -42,13 +42,16 @@ from alp.labeling.worker_reports import WorkerReport, merge_reports
 from alp.manifest import (
     PREANNOTATION_KEY,
     BoundingBoxLabel,
+    BoxAnnotation,
     BoxMetadata,
+    ImageSize,
     KeypointLabel,
     KeypointMetadata,
     ManifestError,
     ManifestLine,
     ObjectConfidence,
     PersonKeypoints,
+    PreAnnotation,
     read_manifest,
     utc_now_iso,
     write_manifest,
@@ -117,6 +120,16 @@ class _Item:
     unlabeled: tuple[str, str, str] | None = None  # (stage, job, reason)
     head: ItemOutcome | None = None
     persons: dict[int, ItemOutcome] = field(default_factory=dict)
+    # which parts kept the model's labels: the head boxes, and persons by consolidated head index
+    model_heads: bool = False
+    model_persons: set[int] = field(default_factory=set)
+
+    @property
+    def proposal(self) -> PreAnnotation | None:
+        try:
+            return ManifestLine(self.original).preannotation()
+        except ManifestError:
+            return None
 
 
 def folder_uri(base: str, *parts: str) -> str:
@@ -309,16 +322,14 @@ def _gold_person_lines(gold: Gold, limit: int, schema_name: str) -> tuple[list[d
     return lines, items
 
 
-def _model_person_for(item: _Item, head_boxes: list[Box]) -> dict[int, PersonKeypoints]:
-    """The model's person for each consolidated head box, matched through the model's own head boxes."""
-    try:
-        pre = ManifestLine(item.original).preannotation()
-    except ManifestError:
-        return {}
+def _model_person_for(item: _Item, head_boxes: list[Box]) -> dict[int, tuple[int, PersonKeypoints]]:
+    """The model's person (its index among the proposal's persons, and the person) for each consolidated head
+    box, matched through the model's own head boxes."""
+    pre = item.proposal
     if pre is None or not pre.persons or not pre.boxes:
         return {}
     model_boxes = [Box(b.left, b.top, b.width, b.height) for b in pre.boxes]
-    by_model_box = {p.head_box_index: p for p in pre.persons if p.head_box_index is not None}
+    by_model_box = {p.head_box_index: (k, p) for k, p in enumerate(pre.persons) if p.head_box_index is not None}
     out = {}
     for i, j, _ in match_boxes(head_boxes, model_boxes, 0.5):
         if j in by_model_box:
@@ -326,7 +337,28 @@ def _model_person_for(item: _Item, head_boxes: list[Box]) -> dict[int, PersonKey
     return out
 
 
+def _model_heads_outcome(item: _Item, pre: PreAnnotation) -> ItemOutcome:
+    """The model's head boxes as the item's head-box outcome: the part the judgement accepted."""
+    assert pre.image_size is not None
+    label = BoundingBoxLabel(image_size=[pre.image_size], annotations=[
+        BoxAnnotation(left=b.left, top=b.top, width=b.width, height=b.height) for b in pre.boxes])
+    return ItemOutcome(task_id=item.task_id, line=item.job_line, label=label.dump(),
+                       metadata={"confidences": [b.score for b in pre.boxes]})
+
+
+def _model_person_outcome(item: _Item, size: ImageSize, person: PersonKeypoints) -> ItemOutcome:
+    label = KeypointLabel(image_size=[size], persons=[person])
+    return ItemOutcome(task_id=item.task_id, line=item.job_line, label=label.dump())
+
+
+def _needs_head_task(item: _Item) -> bool:
+    pre = item.proposal
+    return pre is None or pre.image_size is None or pre.part_route(None) != "auto"
+
+
 def _person_lines(items: list[_Item], settings: Settings) -> list[dict[str, Any]]:
+    """One keypoint task per consolidated head box, except the persons whose part the judgement accepted: those
+    keep the model's keypoints (the person is found through its head box, which people may have corrected)."""
     lines = []
     schema_name = settings.schema_.name
     for item in items:
@@ -334,11 +366,17 @@ def _person_lines(items: list[_Item], settings: Settings) -> list[dict[str, Any]
             continue
         label = BoundingBoxLabel.model_validate(item.head.label)
         boxes = [Box(a.left, a.top, a.width, a.height) for a in label.annotations]
-        prefill = _model_person_for(item, boxes)
+        model = _model_person_for(item, boxes)
+        pre = item.proposal
         for idx, a in enumerate(label.annotations):
+            proposed = model.get(idx)
+            if pre is not None and proposed is not None and pre.part_route(proposed[0]) == "auto":
+                item.persons[idx] = _model_person_outcome(item, label.size, proposed[1])
+                item.model_persons.add(idx)
+                continue
             task = PersonTask(image_key=item.task_id, head_index=idx, head_box=[a.left, a.top, a.width, a.height],
                               image_size=label.size, persons_in_image=len(boxes), keypoint_schema=schema_name,
-                              prefill=prefill.get(idx))
+                              prefill=proposed[1] if proposed is not None else None)
             line = {k: v for k, v in item.job_line.items() if k != PREANNOTATION_KEY}
             line[PERSON_KEY] = task.dump()
             line[TASK_ID_KEY] = f"{item.task_id}#{idx}"
@@ -354,18 +392,26 @@ def _person_bbox(points: list[tuple[float, float, int]], head: Box) -> list[floa
     return [round(min(xs), 2), round(min(ys), 2), round(max(xs) - min(xs), 2), round(max(ys) - min(ys), 2)]
 
 
-def assemble_label(item: _Item, head_job: str, kp_job: str | None, settings: Settings) -> ManifestLine:
-    """The labeled line of one image: its batch line, the people's head boxes and keypoints."""
+def assemble_label(item: _Item, head_job: str | None, kp_job: str | None, settings: Settings) -> ManifestLine:
+    """The labeled line of one image: its batch line, the head boxes and keypoints from people, or from the model
+    for the parts the judgement accepted (``alp-labeling.parts`` says which). Each label attribute says
+    ``human-annotated: "yes"`` only when all of it is people's."""
     assert item.head is not None and item.head.label is not None
     head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
     boxes = BoundingBoxLabel.model_validate(item.head.label)
     info = item.head.consolidation
+    pre = item.proposal
     created = str(item.head.metadata.get("creation-date") or utc_now_iso())
-    box_meta = BoxMetadata(
-        objects=[ObjectConfidence(confidence=c) for c in (info.objects if info else [])] or
-        [ObjectConfidence(confidence=1.0) for _ in boxes.annotations],
-        confidence=info.confidence if info else None, job_name=f"labeling-job/{head_job}", creation_date=created,
-    )
+    model_job = f"auto-{pre.bundle_id}" if pre is not None and pre.bundle_id else "auto"
+    if item.model_heads:
+        model_conf = [ObjectConfidence(confidence=c) for c in item.head.metadata.get("confidences", [])]
+        box_meta = BoxMetadata(objects=model_conf, human_annotated="no", job_name=model_job, creation_date=created)
+    else:
+        box_meta = BoxMetadata(
+            objects=[ObjectConfidence(confidence=c) for c in (info.objects if info else [])] or
+            [ObjectConfidence(confidence=1.0) for _ in boxes.annotations],
+            confidence=info.confidence if info else None, job_name=f"labeling-job/{head_job}", creation_date=created,
+        )
     persons = []
     confidences = []
     for idx, a in enumerate(boxes.annotations):
@@ -379,13 +425,20 @@ def assemble_label(item: _Item, head_job: str, kp_job: str | None, settings: Set
         if outcome.consolidation and outcome.consolidation.confidence is not None:
             confidences.append(outcome.consolidation.confidence)
     kp_label = KeypointLabel(image_size=boxes.image_size, keypoint_schema=settings.schema_.name, persons=persons)
+    people_persons = [idx for idx in range(len(persons)) if idx not in item.model_persons]
     kp_meta = KeypointMetadata(confidence=min(confidences) if confidences else None,
-                               job_name=f"labeling-job/{kp_job}" if kp_job else "", creation_date=created)
+                               human_annotated="no" if item.model_persons else "yes",
+                               job_name=f"labeling-job/{kp_job}" if kp_job and people_persons else model_job,
+                               creation_date=created)
     keep = {k: v for k, v in item.original.items()
             if k not in (head_attr, f"{head_attr}-metadata", kp_attr, f"{kp_attr}-metadata", PREANNOTATION_KEY)}
     if AUDIT_MODEL_KEY in item.job_line:
         keep[AUDIT_MODEL_KEY] = item.job_line[AUDIT_MODEL_KEY]
-    keep[LABELING_KEY] = {"head_job": head_job, "keypoint_job": kp_job, "audit": item.is_audit}
+    keep[LABELING_KEY] = {"head_job": head_job if not item.model_heads else None,
+                          "keypoint_job": kp_job if people_persons else None, "audit": item.is_audit,
+                          "parts": {"heads": "model" if item.model_heads else "people",
+                                    "persons": ["model" if idx in item.model_persons else "people"
+                                                for idx in range(len(persons))]}}
     return ManifestLine(keep).with_boxes(head_attr, boxes, box_meta).with_keypoints(kp_attr, kp_label, kp_meta)
 
 
@@ -459,18 +512,26 @@ def _label_items(items: list[_Item], gold: Gold, batch_dir: str, settings: Setti
                  wait: Waiter) -> list[_JobRun]:
     """The head-box job over every item, then the keypoint job over every person found; each item keeps its
     outcomes or the first reason it has none."""
-    gold_lines, gold_items = _gold_head_lines(gold)
-    head_run = _run_job("head-boxes", [i.job_line for i in items], gold_lines, gold_items, batch_dir,
-                        settings, backend, wait)
-    _take_head_outcomes(items, head_run)
+    runs = []
+    head_items = [i for i in items if _needs_head_task(i)]
+    for item in items:
+        pre = item.proposal
+        if item not in head_items and pre is not None:  # the judgement accepted the model's head boxes
+            item.head, item.model_heads = _model_heads_outcome(item, pre), True
+    if head_items:
+        gold_lines, gold_items = _gold_head_lines(gold)
+        head_run = _run_job("head-boxes", [i.job_line for i in head_items], gold_lines, gold_items, batch_dir,
+                            settings, backend, wait)
+        _take_head_outcomes(head_items, head_run)
+        runs.append(head_run)
     person_lines = _person_lines(items, settings)
     if not person_lines:
-        return [head_run]
+        return runs
     gold_p_lines, gold_p_items = _gold_person_lines(gold, settings.labeling.gold_items_per_job,
                                                     settings.schema_.name)
     kp_run = _run_job("keypoints", person_lines, gold_p_lines, gold_p_items, batch_dir, settings, backend, wait)
     _take_person_outcomes(items, kp_run)
-    return [head_run, kp_run]
+    return [*runs, kp_run]
 
 
 def _take_head_outcomes(items: list[_Item], run: _JobRun) -> None:
@@ -491,6 +552,8 @@ def _take_person_outcomes(items: list[_Item], run: _JobRun) -> None:
             continue
         n = len(BoundingBoxLabel.model_validate(item.head.label).annotations)
         for idx in range(n):
+            if idx in item.model_persons:
+                continue
             outcome = by_id.get(f"{item.task_id}#{idx}")
             if outcome is None or outcome.label is None:
                 reason = outcome.unlabeled_reason if outcome else "missing from the job's input"
@@ -527,10 +590,10 @@ def _sort_items(items: list[_Item], rejected: list[tuple[dict[str, Any], str]], 
     unlabeled_lines = [ManifestLine({**data, UNLABELED_KEY: {"stage": "input", "reason": reason}})
                        for data, reason in rejected if "source-ref" in data or "source" in data]
     reasons: dict[str, int] = {}
+    names = {run.spec.kind: run.spec.name for run in runs}
     for item in items:
         if item.unlabeled is None:
-            labeled_lines.append(assemble_label(item, runs[0].spec.name,
-                                                runs[1].spec.name if len(runs) > 1 else None, settings))
+            labeled_lines.append(assemble_label(item, names.get("head-boxes"), names.get("keypoints"), settings))
             continue
         stage, job, reason = item.unlabeled
         unlabeled_lines.append(ManifestLine({**item.original, UNLABELED_KEY: {"stage": stage, "job": job,

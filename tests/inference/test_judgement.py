@@ -133,8 +133,13 @@ def test_audit_draw_is_stable_and_hits_the_fraction():
     routes = [route_image(k, _image(_person()), s).route for k in keys]
     again = [route_image(k, _image(_person()), s).route for k in keys]
     assert routes == again
-    share = routes.count("audit") / len(keys)
-    assert 0.035 < share < 0.065
+    # the draw is per part: the image's head-box task and its one person are each drawn with p = 0.05
+    parts = [route_image(k, _image(_person()), s).parts for k in keys]
+    audited_parts = sum((p.heads.route == "audit") + sum(x.route == "audit" for x in p.persons) for p in parts)
+    assert 0.035 < audited_parts / (2 * len(keys)) < 0.065
+    assert 0.075 < routes.count("audit") / len(keys) < 0.125  # 1 - 0.95^2 of the images hold an audited part
+    whole = [route_image(k, _image(_person()), s.model_copy(update={"part_routing": False})).route for k in keys]
+    assert 0.035 < whole.count("audit") / len(keys) < 0.065
     other = JudgementSettings(audit_fraction=0.05, audit_seed="seed-b")
     other_seed = [route_image(k, _image(_person()), other).route for k in keys]
     assert other_seed != routes
@@ -145,6 +150,33 @@ def test_audit_never_takes_low_confidence_images():
     s = JudgementSettings(audit_fraction=1.0)
     assert route_image("k", _image(_person(conf=0.1)), s).route == "human"
     assert route_image("k", _image(_person()), s).route == "audit"
+
+
+def test_a_doubtful_person_sends_only_that_person_to_people():
+    d = route_image("k", _image(_person(), _person(conf=0.62, head=1), _person(head=2)), NO_AUDIT)
+    assert d.route == "human" and "person 1" in d.reason
+    assert d.parts is not None
+    assert [d.parts.heads.route, *(p.route for p in d.parts.persons)] == ["auto", "auto", "human", "auto"]
+    assert d.parts.persons[1].reason.startswith("low_keypoints: person 1")
+    assert d.parts.persons[0].score == pytest.approx(0.75)
+
+
+def test_the_head_task_goes_to_people_when_a_head_is_doubtful_or_heads_and_persons_do_not_pair_up():
+    low_head = route_image("k", _image(_person(), heads=(0.3,)), NO_AUDIT)
+    assert [low_head.parts.heads.route, low_head.parts.persons[0].route] == ["human", "auto"]
+    extra_head = route_image("k", _image(_person(), heads=(0.9, 0.9)), NO_AUDIT)
+    assert extra_head.parts.heads.route == "human" and extra_head.parts.heads.score == 0.0
+    assert extra_head.parts.persons[0].route == "auto"
+    no_head = route_image("k", _image(_person(head=None), heads=()), NO_AUDIT)
+    assert [no_head.parts.heads.route, no_head.parts.persons[0].route] == ["human", "human"]
+    empty = route_image("k", _image(heads=()), NO_AUDIT)
+    assert empty.route == "human" and empty.parts.heads.route == "human" and empty.parts.persons == []
+
+
+def test_whole_image_routing_keeps_no_parts():
+    d = route_image("k", _image(_person(), _person(conf=0.62, head=1)), NO_AUDIT.model_copy(
+        update={"part_routing": False}))
+    assert d.route == "human" and d.parts is None
 
 
 def test_aggregations():
@@ -224,6 +256,22 @@ def test_property_a_less_sure_score_never_moves_human_to_auto(ev, s, key, data):
         assert after.route == "human"
     if after.route in ("auto", "audit"):
         assert before.route in ("auto", "audit")
+
+
+@settings(max_examples=300, deadline=None)
+@given(ev=evidence(), s=judgement_settings, key=st.text(max_size=20), data=st.data())
+def test_property_a_part_never_leaves_people_when_its_confidences_fall(ev, s, key, data):
+    """Per part: a part people had to label still goes to people after any confidence of the image falls, and
+    the image as a whole keeps at least as many parts with people."""
+    before = route_image(key, ev, s).parts
+    after = route_image(key, _lower_one(ev, data, towards_threshold=s.keypoint_score == "certainty"), s).parts
+    assert before is not None and after is not None
+    pairs = [(before.heads, after.heads), *zip(before.persons, after.persons, strict=True)]
+    for b, a in pairs:
+        if b.route == "human":
+            assert a.route == "human"
+        if b.route == "audit":
+            assert a.route in ("audit", "human")
 
 
 @settings(max_examples=100, deadline=None)

@@ -15,7 +15,9 @@ from alp.labeling.answers import parse_box_answer, parse_keypoint_answer
 from alp.labeling.job_output import PAYLOAD_PATH
 from alp.labeling.local import LocalJobSimulation, LocalWorkforceBackend, NoiseModel, workforce
 from alp.labeling.workflow import UNLABELED_KEY, run_label_step
-from alp.manifest import ManifestLine, read_manifest, write_manifest
+from alp.audits import batch_outcomes
+from alp.datasets import merge_batch_result
+from alp.manifest import ManifestLine, PartDecision, PartRoutes, read_manifest, write_manifest
 from alp.settings import Settings
 
 BUCKET = "alp-data"
@@ -126,6 +128,48 @@ def read_kp(line: ManifestLine, attr: str, head_index: int) -> list[tuple[float,
     assert found is not None
     person = next(p for p in found[0].persons if p.head_box_index == head_index)
     return [(k.x, k.y) for k in person.keypoints]
+
+
+def _parts(heads: str, *persons: str) -> PartRoutes:
+    return PartRoutes(heads=PartDecision(route=heads), persons=[PartDecision(route=p) for p in persons])
+
+
+def test_only_the_parts_people_must_label_become_tasks(data: list[ManifestLine], tmp_path: Path) -> None:
+    """Per-part routing: image A's head boxes are doubtful (the model missed its third person), image B's are
+    not; in each, the model's first person is confident and the second doubtful. Then only A goes to the head
+    task, the confident persons keep the model's keypoints, every other person (A's missed one included) is a
+    task, the labeled lines say which parts were people's, and the merged records are ``mixed`` (train only)."""
+    head_attr, kp_attr = SETTINGS.labeling.head_label_attribute, SETTINGS.labeling.keypoint_label_attribute
+    a = human_line("s3://unlabeled/incoming/img_0002.jpg", data[2], SETTINGS, seed=2,  # 3 persons, 1 missed
+                   parts=_parts("human", "auto", "human"))
+    b = human_line("s3://unlabeled/incoming/img_0001.jpg", data[1], SETTINGS, seed=1, drop_last_person=False,
+                   parts=_parts("auto", "auto", "human"))
+    write_manifest(BATCH + "inference/human.jsonl", [a, b])
+    summary = run_label_step(BATCH, SETTINGS, LocalWorkforceBackend(SETTINGS))
+    heads, kpts = summary.jobs
+    assert (heads.kind, heads.items, kpts.kind, kpts.items) == ("head-boxes", 1, "keypoints", 3)
+    assert summary.labeled == 2 and summary.unlabeled == 0
+    by_ref = {line.source_ref: line for line in read_manifest(BATCH + "labeling/labeled.jsonl")}
+    got_b = by_ref[b.source_ref]
+    pre_b = b.preannotation()
+    assert pre_b is not None
+    boxes_b = got_b.boxes(head_attr)
+    assert boxes_b is not None and boxes_b[1].human_annotated == "no"
+    assert [(x.left, x.top) for x in boxes_b[0].annotations] == [(x.left, x.top) for x in pre_b.boxes]
+    kps_b = got_b.keypoints(kp_attr)
+    assert kps_b is not None and kps_b[1].human_annotated == "no"
+    assert [(k.x, k.y, k.v) for k in kps_b[0].persons[0].keypoints] == \
+        [(k.x, k.y, k.v) for k in pre_b.persons[0].keypoints]
+    assert got_b.data["alp-labeling"]["parts"] == {"heads": "model", "persons": ["model", "people"]}
+    parts_a = by_ref[a.source_ref].data["alp-labeling"]["parts"]
+    assert parts_a["heads"] == "people" and sorted(parts_a["persons"]) == ["model", "people", "people"]
+    # the audits see one outcome per part people labeled; A's head boxes missed a head, so they disagree
+    outcomes = {(storage.basename(o.source_ref), o.part): o for o in batch_outcomes(BATCH, SETTINGS)}
+    assert sorted(outcomes) == [("img_0001.jpg", "person-1"), ("img_0002.jpg", "heads"), ("img_0002.jpg", "person-1")]
+    assert not outcomes["img_0002.jpg", "heads"].agreed and outcomes["img_0001.jpg", "person-1"].agreed
+    settings = SETTINGS.with_overrides({"labeling.test_split_fraction": 0.5, "labeling.val_split_fraction": 0.5})
+    version = merge_batch_result(BATCH, settings, data_root=f"s3://{BUCKET}/").version
+    assert version.counts_by_source == {"mixed": 2} and version.counts_by_split["train"] == 2
 
 
 def test_labeled_lines_are_valid_manifest_lines_with_both_labels(data: list[ManifestLine]) -> None:
