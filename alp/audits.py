@@ -39,15 +39,21 @@ class AuditOutcome(BaseModel):
     part: str = "image"  # "heads", "person-<k>" (per-part routing), or the whole image
 
 
-def wilson_lower_bound(successes: int, n: int, z: float = Z_95) -> float | None:
-    """Lower end of the Wilson score interval for a binomial proportion (None without observations)."""
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """The Wilson score interval for a binomial proportion (None without observations)."""
     if n <= 0:
         return None
     p = successes / n
     denom = 1 + z * z / n
     centre = p + z * z / (2 * n)
     margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - margin) / denom)
+    return max(0.0, (centre - margin) / denom), min(1.0, (centre + margin) / denom)
+
+
+def wilson_lower_bound(successes: int, n: int, z: float = Z_95) -> float | None:
+    """Lower end of the Wilson score interval (None without observations)."""
+    interval = wilson_interval(successes, n, z)
+    return interval[0] if interval else None
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Guarantee:
     min_audits: int
     # the lowest judgement score whose audited images (score >= it) keep the lower bound >= target
     score_threshold: float | None
+    upper_bound: float | None = None
 
     @property
     def enough_audits(self) -> bool:
@@ -76,7 +83,7 @@ class Guarantee:
 
     def as_json(self) -> dict[str, object]:
         return {"audits": self.audits, "agreed": self.agreed, "precision": self.precision,
-                "lower_bound_95": self.lower_bound, "target_precision": self.target, "min_audits": self.min_audits,
+                "lower_bound_95": self.lower_bound, "upper_bound_95": self.upper_bound, "target_precision": self.target, "min_audits": self.min_audits,
                 "holds": self.holds, "score_threshold": self.score_threshold}
 
 
@@ -94,8 +101,10 @@ def guarantee(outcomes: Sequence[AuditOutcome], target: float, min_audits: int) 
         bound = wilson_lower_bound(hits, kept)
         if kept >= min_audits and bound is not None and bound >= target:
             threshold = o.score
+    interval = wilson_interval(agreed, n)
     return Guarantee(audits=n, agreed=agreed, precision=round(agreed / n, 6) if n else None,
-                     lower_bound=None if n == 0 else round(wilson_lower_bound(agreed, n) or 0.0, 6),
+                     lower_bound=None if interval is None else round(interval[0], 6),
+                     upper_bound=None if interval is None else round(interval[1], 6),
                      target=target, min_audits=min_audits, score_threshold=threshold)
 
 

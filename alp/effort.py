@@ -121,6 +121,6 @@ def _keypoint_seconds(proposed: Keypoint | None, final: Keypoint, tolerance: flo
         return effort.keypoint_delete_seconds
     moved = math.dist((proposed.x, proposed.y), (final.x, final.y)) > tolerance
     fix = effort.keypoint_adjust_seconds if moved else effort.keypoint_confirm_seconds
-    if False:
+    if proposed.v != final.v:
         fix += effort.keypoint_visibility_seconds
     return min(fix, effort.keypoint_delete_seconds + by_hand)

@@ -50,6 +50,7 @@ from alp.benches.label_savings import (
     RunSizes,
     SeedResult,
     TargetRatio,
+    automation_summary,
     cost_per_100k,
     goal_met,
     kpt_curve,
@@ -279,6 +280,8 @@ def _notes(headline: TargetRatio, target: float) -> list[str]:
 def _result(options: ActiveLearningOptions, per_seed: list[SeedResult], tally: _Tally, tasks: list[StrategyRun],
             jobs: int, target: float, settings: Settings, seconds: float) -> ActiveLearningResult:
     headline = ratio_at(per_seed, target)
+    automation = {name: automation_summary([s.rounds[name] for s in per_seed]) for name in STRATEGIES}
+    effort_ratio = automation["judgement"].last_round.get("human_seconds_ratio")
     plot = plot_label_savings(per_seed, target, options.plot) if options.plot and per_seed else None
     share = tally.people / tally.seen if tally.seen else 1.0
     per_image_s = tally.compute_s / tally.seen if tally.seen else 0.0
@@ -291,10 +294,10 @@ def _result(options: ActiveLearningOptions, per_seed: list[SeedResult], tally: _
         label_ratio_by_target={str(t): ratio_at(per_seed, t) for t in ladder},
         auto_label_precision={name: score_diagnostics(o).precision for name, o in tally.outcomes.items()},
         auto_labeled_images_checked={name: len(o) for name, o in tally.outcomes.items()},
-        judgement_score=score_diagnostics(tally.outcomes["random"]),
+        judgement_score=score_diagnostics(tally.outcomes["random"]), automation=automation,
         human_share=options.human_share, human_share_after_cold_start=round(share, 4),
         cost_per_100k_images=cost_per_100k(share, per_image_s, settings.cost.human_price_per_task,
-                                           settings.cost.compute_price_per_hour),
+                                           settings.cost.compute_price_per_hour, effort_ratio),
         compute_seconds_per_image=round(per_image_s, 4),
         threads_per_run=tasks[0].threads if tasks and tasks[0].threads else "every core",
         per_seed=per_seed, notes=_notes(headline, target), plot=str(plot) if plot else None,
@@ -307,7 +310,9 @@ def _summary(result: ActiveLearningResult) -> str:
              f"{result.label_ratio_goal} met: {result.label_ratio_goal_met}) (judgement "
              f"{result.labels_to_target_judgement} vs random {result.labels_to_target_random} labels to "
              f"kpt_oks_map50>={result.target_kpt_oks_map50}); auto_label_precision={result.auto_label_precision}; "
-             f"cost/100k={result.cost_per_100k_images.model_dump()}"]
+             f"cost/100k={result.cost_per_100k_images.model_dump()}",
+             *(f"automation {name}: {a.last_round}; audit interval coverage {a.audit_interval_coverage}; targets met "
+               f"{a.targets_met}" for name, a in result.automation.items())]
     return "\n".join(lines + [f"note: {note}" for note in result.notes])
 
 

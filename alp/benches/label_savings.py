@@ -44,12 +44,64 @@ class RoundPoint(BaseModel):
     kpt_oks_map50: float | None = None
     visibility_accuracy: float | None = None
     approved: bool | None = None
+    # the round's automation (alp/automation.py)
+    auto_share_persons: float | None = None
+    auto_share_heads: float | None = None
+    auto_precision_truth: float | None = None
+    audit_precision: float | None = None
+    audit_precision_low95: float | None = None
+    audit_precision_high95: float | None = None
+    human_seconds_ratio: float | None = None
+    thresholds: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, r: RoundRecord) -> RoundPoint:
         return cls(round=r.round, human_labels=r.human_labels_total, auto_labels=r.auto, deferred=r.deferred,
                    box_map50=r.box_map50, kpt_oks_map50=r.kpt_oks_map50,
-                   visibility_accuracy=r.visibility_accuracy, approved=r.approved)
+                   visibility_accuracy=r.visibility_accuracy, approved=r.approved,
+                   **{k: getattr(r, k) for k in AUTOMATION_FIELDS}, thresholds=r.thresholds)
+
+
+AUTOMATION_FIELDS = ("auto_share_persons", "auto_share_heads", "auto_precision_truth", "audit_precision",
+                     "audit_precision_low95", "audit_precision_high95", "human_seconds_ratio")
+# issue targets for the last round of the judgement runs (mean over seeds): (field, at least / at most, value)
+AUTOMATION_TARGETS: tuple[tuple[str, Literal["min", "max"], float], ...] = (
+    ("auto_precision_truth", "min", 0.95), ("auto_share_persons", "min", 0.4), ("human_seconds_ratio", "max", 0.5),
+    ("visibility_accuracy", "min", 0.80),
+)
+
+
+class AutomationSummary(BaseModel):
+    """One strategy's automation in the last round, mean over the seeds, and how honest the audits were."""
+
+    last_round: dict[str, float | None]
+    # share of batches (every seed, rounds after the cold start) whose truth precision of the auto-accepted parts
+    # lies inside the audits' 95% interval; null when no batch had both
+    audit_interval_coverage: float | None
+    batches_with_audits: int
+    targets_met: dict[str, bool | None]
+
+
+def automation_summary(runs: Sequence[Sequence[RoundPoint]]) -> AutomationSummary:
+    """Mean last-round figures over the runs of one strategy, the audits' coverage of the truth, the targets."""
+    last: dict[str, float | None] = {}
+    for key in (*AUTOMATION_FIELDS, "visibility_accuracy"):
+        values = [getattr(rows[-1], key) for rows in runs if rows and getattr(rows[-1], key) is not None]
+        last[key] = round(statistics.fmean(values), 4) if values else None
+    covered = checked = 0
+    for rows in runs:
+        for r in rows[1:]:
+            if None in (r.auto_precision_truth, r.audit_precision_low95, r.audit_precision_high95):
+                continue
+            checked += 1
+            covered += (r.audit_precision_low95 or 0.0) <= (r.auto_precision_truth or 0.0) <= \
+                (r.audit_precision_high95 or 0.0)
+    met: dict[str, bool | None] = {}
+    for key, kind, value in AUTOMATION_TARGETS:
+        got = last.get(key)
+        met[key] = None if got is None else (got >= value if kind == "min" else got <= value)
+    return AutomationSummary(last_round=last, audit_interval_coverage=round(covered / checked, 4) if checked else None,
+                             batches_with_audits=checked, targets_met=met)
 
 
 class SeedResult(BaseModel):
@@ -103,6 +155,10 @@ class CostEstimate(BaseModel):
     pipeline_compute_usd: float
     all_human_usd: float
     saving_ratio: float
+    # people paid by the second (alp/effort.py) rather than per image: their seconds over labeling it all by hand
+    human_seconds_ratio: float | None = None
+    pipeline_usd_by_effort: float | None = None
+    saving_ratio_by_effort: float | None = None
 
 
 class ActiveLearningResult(BaseModel):
@@ -125,6 +181,8 @@ class ActiveLearningResult(BaseModel):
     label_ratio_by_target: dict[str, TargetRatio]
     auto_label_precision: dict[str, float | None]
     auto_labeled_images_checked: dict[str, int]
+    # per strategy: the last round's automation (per part), the audits' honesty and the issue's targets
+    automation: dict[str, AutomationSummary] = Field(default_factory=dict)
     # The random strategy auto-labels images of every score, so its auto-labels show how well the score
     # separates right from wrong labels over the whole range (judgement's only cover its least doubtful).
     judgement_score: ScoreDiagnostics
@@ -194,15 +252,22 @@ def goal_met(headline: TargetRatio, goal: float = LABEL_RATIO_GOAL) -> bool | No
 
 
 def cost_per_100k(human_share: float, compute_seconds_per_image: float, price_task: float,
-                  price_hour: float) -> CostEstimate:
-    """Estimated cost of 100,000 images: the pipeline (people for its human share + compute) vs all by hand."""
+                  price_hour: float, human_seconds_ratio: float | None = None) -> CostEstimate:
+    """Estimated cost of 100,000 images: the pipeline (people for its human share + compute) vs all by hand;
+    with ``human_seconds_ratio``, also with people's cost in proportion to their seconds (a prefilled task that
+    only needs confirming costs less than drawing everything)."""
     n = 100_000
     human = human_share * n * price_task
     compute = compute_seconds_per_image * n / 3600.0 * price_hour
     all_human = n * price_task
+    by_effort = None if human_seconds_ratio is None else human_seconds_ratio * all_human + compute
     return CostEstimate(pipeline_usd=round(human + compute, 2), pipeline_human_usd=round(human, 2),
                         pipeline_compute_usd=round(compute, 2), all_human_usd=round(all_human, 2),
-                        saving_ratio=round((human + compute) / all_human, 4) if all_human else 0.0)
+                        saving_ratio=round((human + compute) / all_human, 4) if all_human else 0.0,
+                        human_seconds_ratio=human_seconds_ratio,
+                        pipeline_usd_by_effort=None if by_effort is None else round(by_effort, 2),
+                        saving_ratio_by_effort=None if by_effort is None or not all_human
+                        else round(by_effort / all_human, 4))
 
 
 def score_diagnostics(outcomes: Sequence[tuple[float | None, bool]]) -> ScoreDiagnostics:

@@ -21,9 +21,18 @@ from alp.schema import V_OCCLUDED, V_VISIBLE, KeypointSchema
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("round", "round"), ("images_seen", "seen"), ("auto", "auto"), ("human", "human"), ("audit", "audit"),
     ("quarantine", "quar."), ("deferred", "deferred"), ("human_labels_total", "labels"), ("audit_agreement", "audit agr."),
+    ("auto_share_persons", "auto persons"), ("auto_share_heads", "auto heads"),
+    ("auto_precision_truth", "auto prec."), ("audit_precision_low95", "audit low95"),
+    ("human_seconds_ratio", "human s/by hand"),
     ("box_map50", "box_map50"), ("kpt_oks_map50", "kpt_oks_map50"), ("visibility_accuracy", "vis_acc"),
     ("seconds", "seconds"), ("approved", "gate"),
 )
+# the automation figures per round (alp/automation.py), with their names on the plot
+_AUTOMATION = (("auto_share_persons", "persons auto-accepted (share)"),
+               ("auto_share_heads", "head-box tasks auto-accepted (share)"),
+               ("auto_precision_truth", "auto-accepted parts right, by the truth"),
+               ("audit_precision_low95", "audited precision, 95% lower bound"),
+               ("human_seconds_ratio", "people's seconds / all by hand"))
 # the frozen test set's metrics, with their names on the plots
 _METRICS = (("box_map50", "head box mAP50"), ("kpt_oks_map50", "keypoint OKS mAP50"),
             ("visibility_accuracy", "visibility accuracy"))
@@ -130,6 +139,24 @@ def plot_routes_per_round(rows: Sequence[RoundRecord], path: Path) -> Path:
     return path
 
 
+def plot_automation(rows: Sequence[RoundRecord], path: Path, target: float | None = None) -> Path:
+    """Automation share, precision and people's effort per round (lines; a round without a figure is skipped)."""
+    with _figure(path, "Automation per round: how much the model labeled, how right, what people spent") as ax:
+        for key, label in _AUTOMATION:
+            pts = [(r.round, getattr(r, key)) for r in rows if getattr(r, key) is not None]
+            if pts:
+                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=label)
+        if target is not None:
+            ax.axhline(target, color="#888888", linestyle="--", linewidth=1, label=f"target precision {target}")
+        ax.set_xlabel("round")
+        ax.set_ylabel("share")
+        ax.set_xticks([r.round for r in rows])
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    return path
+
+
 # --- overlays ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Overlay:
@@ -216,16 +243,21 @@ NO_AUTO_LABELS = (
 
 def write_report(rows: Sequence[RoundRecord], report_dir: Path, *, title: str, notes: Sequence[str],
                  auto_overlays: Sequence[Overlay], human_overlays: Sequence[Overlay], schema: KeypointSchema,
-                 head_attr: str, kp_attr: str) -> Path:
+                 head_attr: str, kp_attr: str, target_precision: float | None = None) -> Path:
     """``report.md`` plus its PNGs in ``report_dir``; returns the Markdown file's path."""
     report_dir.mkdir(parents=True, exist_ok=True)
     curves = plot_learning_curves(rows, report_dir / "learning_curves.png")
     routes = plot_routes_per_round(rows, report_dir / "labels_per_round.png")
+    automation = plot_automation(rows, report_dir / "automation_per_round.png", target_precision)
     auto_png = overlay_grid(auto_overlays, report_dir / "overlays_auto.png", schema, head_attr, kp_attr)
     human_png = overlay_grid(human_overlays, report_dir / "overlays_human.png", schema, head_attr, kp_attr)
     parts = [f"# {title}", "", "\n\n".join(notes), "", "## Rounds", "", markdown_table(rows), "",
              "## Learning curves", "", f"![learning curves]({curves.name})", "",
-             "## Human labels per round", "", f"![routes per round]({routes.name})", ""]
+             "## Human labels per round", "", f"![routes per round]({routes.name})", "",
+             "## Automation per round", "",
+             "Parts the model labeled (a person's keypoints; an image's head boxes), how often they were right (by "
+             "the truth, and the audits' 95% lower bound), and people's seconds against labeling everything by hand "
+             "(docs/effort.md).", "", f"![automation per round]({automation.name})", ""]
     parts += ["## Auto-labeled images (labels written by the model)", ""]
     if auto_png:
         parts += [f"![auto]({auto_png.name})", ""]

@@ -77,6 +77,7 @@ class DemoRun:
         dataset_uri = integration.latest_dataset(self.data_root)
         self._train_and_score(dataset_uri, record)
         record.audit_agreement = integration.audit_agreement(dataset_uri)
+        self._automation(record)
         record.seconds = round(time.monotonic() - started, 1)
         return record
 
@@ -152,6 +153,19 @@ class DemoRun:
         record.unlabeled = integration.unlabeled_count(batch_dir)
         prev_labels = previous.human_labels_total if previous else 0
         record.human_labels_total = prev_labels + record.human + record.audit - record.unlabeled
+
+    def _automation(self, record: RoundRecord) -> None:
+        """What the model labeled in this round's batch, how right it was by the truth, and people's seconds."""
+        from alp.automation import batch_automation
+
+        if record.batch_dir is None:
+            return
+        report = batch_automation(record.batch_dir, self.settings, self.data_root, self.pool_by_name)
+        record.auto_share_heads, record.auto_share_persons = report.auto_share_heads, report.auto_share_persons
+        record.auto_precision_truth = report.auto_precision_truth
+        record.audit_precision, record.audit_precision_low95 = report.audit_precision, report.audit_precision_low95
+        record.audit_precision_high95 = report.audit_precision_high95
+        record.human_seconds_ratio, record.thresholds = report.human_seconds_ratio, report.thresholds
 
     def _train_and_score(self, dataset_uri: str, record: RoundRecord) -> None:
         """The training pipeline's steps, then the candidate on the frozen test set."""

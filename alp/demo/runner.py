@@ -99,7 +99,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
             report = write_report(state.rounds, folder.report_dir, title="Active-learning demo", notes=notes,
                                   auto_overlays=auto, human_overlays=human, schema=settings.schema_,
                                   head_attr=settings.labeling.head_label_attribute,
-                                  kp_attr=settings.labeling.keypoint_label_attribute)
+                                  kp_attr=settings.labeling.keypoint_label_attribute,
+                                  target_precision=settings.judgement.target_precision)
     return DemoResult(rows=list(state.rounds), report_path=report, state=state,
                       seconds=time.monotonic() - started, notes=notes)
 
