@@ -108,6 +108,55 @@ def guarantee(outcomes: Sequence[AuditOutcome], target: float, min_audits: int) 
                      target=target, min_audits=min_audits, score_threshold=threshold)
 
 
+PART_KINDS = ("heads", "persons")
+
+
+def part_kind(part: str) -> str | None:
+    """``heads`` or ``persons`` for a per-part outcome; None for a whole-image one."""
+    return "heads" if part == "heads" else "persons" if part.startswith("person-") else None
+
+
+@dataclass(frozen=True)
+class LearnedThreshold:
+    """The lowest part score whose parts keep the audited precision's lower bound at or above the target."""
+
+    kind: str
+    outcomes: int  # parts of this kind people labeled with the model's proposal in front of them
+    threshold: float | None  # None: too few outcomes, or no score reaches the target (the configured checks apply)
+    accepted: int = 0  # outcomes scoring at or above the threshold
+    agreed: int = 0
+    lower_bound: float | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {"outcomes": self.outcomes, "threshold": self.threshold, "accepted": self.accepted,
+                "agreed": self.agreed, "lower_bound_95": self.lower_bound}
+
+
+def learn_thresholds(outcomes: Sequence[AuditOutcome], target: float, min_audits: int) -> dict[str, LearnedThreshold]:
+    """Pure: per part kind, the lowest score ``t`` such that the parts scoring ``>= t`` that people labeled (the
+    audit sample of confident parts, and every doubtful part people labeled anyway) agreed with the model often
+    enough that the lower end of the 95% Wilson interval is at least ``target``, over at least ``min_audits`` such
+    parts. Counting every doubtful part but only a sample of the confident ones weighs the low scores more than
+    their share of the batch: when precision rises with the score the estimate errs low, on the safe side."""
+    out = {}
+    for kind in PART_KINDS:
+        scored = sorted(((o.score, o.agreed) for o in outcomes
+                         if part_kind(o.part) == kind and o.score is not None), reverse=True)
+        best = LearnedThreshold(kind=kind, outcomes=len(scored), threshold=None)
+        hits = 0
+        for kept, (score, agreed) in enumerate(scored, start=1):
+            hits += agreed
+            # a threshold sits between distinct scores: the parts tied with the next one come along
+            if kept < len(scored) and scored[kept][0] == score:
+                continue
+            bound = wilson_lower_bound(hits, kept)
+            if kept >= min_audits and bound is not None and bound >= target:
+                best = LearnedThreshold(kind=kind, outcomes=len(scored), threshold=score, accepted=kept,
+                                        agreed=hits, lower_bound=round(bound, 6))
+        out[kind] = best
+    return out
+
+
 def outcomes_dir(data_root: str, settings: Settings, bundle_id: str | None = None) -> str:
     base = storage.join(data_root, settings.storage.labeling_prefix.strip("/"), OUTCOMES_FOLDER).rstrip("/") + "/"
     return base + f"{bundle_id}/" if bundle_id else base
@@ -182,6 +231,11 @@ def bundle_outcomes(data_root: str, settings: Settings, bundle_id: str) -> list[
             if raw.strip():
                 out.append(AuditOutcome.model_validate_json(raw))
     return out
+
+
+def bundle_thresholds(data_root: str, settings: Settings, bundle_id: str) -> dict[str, LearnedThreshold]:
+    j = settings.judgement
+    return learn_thresholds(bundle_outcomes(data_root, settings, bundle_id), j.target_precision, j.min_audits)
 
 
 def bundle_guarantee(data_root: str, settings: Settings, bundle_id: str) -> Guarantee:

@@ -148,6 +148,13 @@ class JudgementSettings(_Section):
                                           "precision's 95% interval is compared with it (alp/audits.py)")
     min_audits: int = Field(30, ge=1, le=100_000, description="audits of a bundle before its precision is judged")
     audit_seed: str = "alp-audit"
+    learn_thresholds: bool = Field(
+        True, description="the Infer step sets the part score thresholds from the bundle's audits (alp/audits.py)")
+    # Set by the Infer step from the audits (or pinned here): a part whose score (the lowest of its confidences
+    # and keypoint score) reaches it passes its score checks in place of box_threshold / keypoint_threshold.
+    # Structural checks (heads and persons pair up, both pose models found the person) still apply.
+    heads_score_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    person_score_threshold: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class StudioSettings(_Section):

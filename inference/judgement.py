@@ -184,18 +184,25 @@ def _check(ev: ImageEvidence, s: JudgementSettings) -> _Checks:
     if not ev.head_confs and not ev.persons:
         c.fail("no_detections: no head box and no person found", HEADS)
         return c
+    head_limit, head_name = ((s.heads_score_threshold, "heads_score_threshold (from the audits)")
+                             if s.heads_score_threshold is not None else (s.box_threshold, "box_threshold"))
     for i, conf in enumerate(ev.head_confs):
         c.score(HEADS, conf)
-        if conf < s.box_threshold:
-            c.fail(f"low_box: head box {i} confidence {conf:.3f} < box_threshold {s.box_threshold}", HEADS)
+        if conf < head_limit:
+            c.fail(f"low_box: head box {i} confidence {conf:.3f} < {head_name} {head_limit}", HEADS)
     tied_heads = {p.head_box_index for p in ev.persons if p.head_box_index is not None}
     for i in range(len(ev.head_confs)):
         if i not in tied_heads:
             c.fail(f"unassigned_head: head box {i} belongs to no person", HEADS)
+    learned = s.person_score_threshold
+    box_limit, box_name = ((learned, "person_score_threshold (from the audits)") if learned is not None
+                           else (s.box_threshold, "box_threshold"))
+    kpt_limit, kpt_name = ((learned, "person_score_threshold (from the audits)") if learned is not None
+                           else (s.keypoint_threshold, "keypoint_threshold"))
     for i, person in enumerate(ev.persons):
         c.score(i, person.box_conf)
-        if person.box_conf < s.box_threshold:
-            c.fail(f"low_box: person {i} box confidence {person.box_conf:.3f} < box_threshold {s.box_threshold}", i)
+        if person.box_conf < box_limit:
+            c.fail(f"low_box: person {i} box confidence {person.box_conf:.3f} < {box_name} {box_limit}", i)
         if person.head_box_index is None:
             # the head task draws the missing head; the person's task then follows from it
             c.fail(f"no_head: person {i} has no head box", HEADS, i)
@@ -216,9 +223,9 @@ def _check(ev: ImageEvidence, s: JudgementSettings) -> _Checks:
             k = int(np.argmin(np.minimum(person.keypoint_conf, visible)))
             what, which = "score", "lowest"
         c.score(i, kpt_score)
-        if kpt_score < s.keypoint_threshold:
-            c.fail(f"low_keypoints: person {i} keypoint {what} {kpt_score:.3f} ({s.aggregation}) < keypoint_threshold "
-                   f"{s.keypoint_threshold}; {which} {_name(ev.keypoint_names, k)} main "
+        if kpt_score < kpt_limit:
+            c.fail(f"low_keypoints: person {i} keypoint {what} {kpt_score:.3f} ({s.aggregation}) < {kpt_name} "
+                   f"{kpt_limit}; {which} {_name(ev.keypoint_names, k)} main "
                    f"{person.keypoint_conf[k]:.3f} visible {visible[k]:.3f}", i)
     if ev.unmatched_visible_persons:
         # a person only the visible-only model saw may be one the labels miss: the head task adds its head

@@ -90,7 +90,8 @@ def processing_job_name(settings: Settings, manifest_uri: str, now: float | None
 
 def build_processing_request(settings: Settings, *, job_name: str, manifest_uri: str, out_uri: str,
                              bundle_uri: str | None, role_arn: str, settings_uri: str | None = None,
-                             image_uri: str | None = None, instance_count: int | None = None) -> dict[str, Any]:
+                             image_uri: str | None = None, instance_count: int | None = None,
+                             judgement: str | None = None) -> dict[str, Any]:
     """The ``CreateProcessingJob`` request for one batch (``bundle_uri`` None = cold start)."""
     if not storage.is_s3(manifest_uri) or not storage.is_s3(out_uri):
         raise ValueError("a Processing job reads and writes S3: --manifest and --out must be s3:// URIs")
@@ -103,6 +104,8 @@ def build_processing_request(settings: Settings, *, job_name: str, manifest_uri:
     args = ["--manifest", local_manifest, "--out", PROCESSING_OUTPUT_DIR, "--shard-index", "auto",
             "--shard-count", str(count), "--executor", "local"]
     args += ["--bundle", bundle_uri] if bundle_uri else ["--no-model"]
+    if judgement:
+        args += ["--judgement", judgement]  # the batch's audit seed and learned thresholds (JSON)
     if bundle_uri and settings.inference.head_detector_backend == "rekognition-custom-labels":
         args.append("--head-model-held")  # the submitting Infer step starts and stops the model around the job
     request: dict[str, Any] = {
@@ -238,7 +241,7 @@ def merge_shards(manifest_uri: str, out_uri: str, shard_count: int) -> BatchSumm
         manifest=manifest_uri, bundle_id=first.bundle_id, cold_start=first.cold_start,
         head_backend=first.head_backend, shard_index=0, shard_count=shard_count, inputs=inputs,
         routes={r: counts.get(r, 0) for r in ROUTES}, human_reasons=total("human_reasons"),
-        parts=total("parts"), quarantine_reasons=total("quarantine_reasons"), invariant="", files=dict(OUTPUT_FILES),
+        parts=total("parts"), judgement=first.judgement, quarantine_reasons=total("quarantine_reasons"), invariant="", files=dict(OUTPUT_FILES),
         timings={"shard_total_s_max": max(r.summary.timings.get("total_s", 0.0) for r in readers),
                  "shard_total_s_sum": round(sum(r.summary.timings.get("total_s", 0.0) for r in readers), 3)},
     )

@@ -89,6 +89,8 @@ class BatchSummary(BaseModel):
     human_reasons: dict[str, int] = Field(default_factory=dict)
     # per part (the head-box task, each person's keypoint task): "heads.auto", "persons.human", ...
     parts: dict[str, int] = Field(default_factory=dict)
+    # the judgement's thresholds and audit seed this batch was routed with
+    judgement: dict[str, float | str | bool | None] = Field(default_factory=dict)
     quarantine_reasons: dict[str, int] = Field(default_factory=dict)
     invariant: str
     files: dict[str, str]
@@ -113,6 +115,14 @@ class ImageResult:
     prediction: ImagePrediction | None = None
     size: ImageSize | None = None
     rejected: InputRejected | None = None
+
+
+def judgement_record(settings: Settings) -> dict[str, float | str | bool | None]:
+    """The judgement settings a batch was routed with, for its ``summary.json``."""
+    j = settings.judgement
+    return {"box_threshold": j.box_threshold, "keypoint_threshold": j.keypoint_threshold,
+            "heads_score_threshold": j.heads_score_threshold, "person_score_threshold": j.person_score_threshold,
+            "part_routing": j.part_routing, "audit_fraction": j.audit_fraction, "audit_seed": j.audit_seed}
 
 
 @dataclass
@@ -361,6 +371,7 @@ def run_batch(manifest_uri: str, out_uri: str, settings: Settings, *, engine: In
             shard_index=shard_index, shard_count=shard_count, inputs=inputs,
             routes={r: counts.get(r, 0) for r in ROUTES},
             human_reasons=dict(sorted(human_reasons.items())), parts=dict(sorted(parts.items())),
+            judgement=judgement_record(settings),
             quarantine_reasons=dict(sorted(quarantine_reasons.items())),
             invariant="", files={k: v for k, v in OUTPUT_FILES.items()},
         )

@@ -93,6 +93,58 @@ def _guarantee(args: argparse.Namespace, settings: Settings, bundle_id: str | No
     return metrics, None
 
 
+def _judgement_for_batch(args: argparse.Namespace, settings: Settings, bundle_uri: str | None) -> Settings:
+    """The judgement settings this batch runs with: the audit draw seeded by the batch (a re-run draws the same
+    parts, a requeued part in a later batch may be drawn again), and the part score thresholds the bundle's
+    audits support (``judgement.learn_thresholds``). Written to ``thresholds.json`` beside the outputs; passed
+    to a Processing job's instances whole (``--judgement``), which cannot see the batch or the audits."""
+    from alp import storage
+    from alp.audits import bundle_thresholds
+    from alp.bundle import parse_descriptor
+    from alp.datasets import data_root_for
+
+    if args.judgement:
+        return settings.with_overrides({f"judgement.{k}": v for k, v in json.loads(args.judgement).items()})
+    j = settings.judgement
+    batch_dir = storage.parent(args.manifest)
+    overrides: dict[str, object] = {"audit_seed": f"{j.audit_seed}/{storage.basename(batch_dir.rstrip('/'))}"}
+    learned: dict[str, object] = {}
+    bundle_id = None
+    if bundle_uri is not None and j.learn_thresholds:
+        bundle_id = parse_descriptor(storage.read_text(storage.join(bundle_uri, "bundle.json"))).bundle_id
+        for kind, found in bundle_thresholds(data_root_for(batch_dir), settings, bundle_id).items():
+            learned[kind] = found.as_json()
+            field = "heads_score_threshold" if kind == "heads" else "person_score_threshold"
+            if found.threshold is not None and getattr(j, field) is None:  # a pinned threshold stays
+                overrides[field] = found.threshold
+    effective = settings.with_overrides({f"judgement.{k}": v for k, v in overrides.items()})
+    e = effective.judgement
+    storage.write_text(storage.join(args.out, "thresholds.json"), json.dumps({
+        "bundle_id": bundle_id, "audit_seed": e.audit_seed, "learned": learned,
+        "effective": {"box_threshold": e.box_threshold, "keypoint_threshold": e.keypoint_threshold,
+                      "heads_score_threshold": e.heads_score_threshold,
+                      "person_score_threshold": e.person_score_threshold},
+    }, indent=2, sort_keys=True) + "\n", content_type="application/json")
+    for kind, record in learned.items():
+        print(f"infer-batch: {kind} score threshold from the audits of {bundle_id}: {record}", file=sys.stderr)
+    args.judgement = json.dumps(overrides, sort_keys=True)
+    return effective
+
+
+def _part_shares(out: str) -> dict[str, float]:
+    """``auto_share_heads`` / ``auto_share_persons`` of the batch's routed parts (after a pause or a budget)."""
+    from alp import storage
+
+    summary = json.loads(storage.read_text(storage.join(out, "summary.json")))
+    parts: dict[str, int] = summary.get("parts") or {}
+    shares = {}
+    for kind in ("heads", "persons"):
+        total = sum(v for k, v in parts.items() if k.startswith(f"{kind}."))
+        if total:
+            shares[f"auto_share_{kind}"] = parts.get(f"{kind}.auto", 0) / total
+    return shares
+
+
 def _infer_batch(args: argparse.Namespace) -> int:
     from alp.manifest import ROUTES
     from alp.observability import emit_metrics
@@ -114,6 +166,7 @@ def _infer_batch(args: argparse.Namespace) -> int:
               else f"infer-batch: merged {args.merge_shards} shards: {summary.invariant}")
         return 0
     bundle_uri = None if args.no_model else resolve_bundle_uri(settings, args.bundle)
+    settings = _judgement_for_batch(args, settings, bundle_uri)
     shard_index, shard_count = _shard(args)
     executor = args.executor
     if executor == "auto":
@@ -124,7 +177,7 @@ def _infer_batch(args: argparse.Namespace) -> int:
         name = processing.processing_job_name(settings, args.manifest)
         request = processing.build_processing_request(
             settings, job_name=name, manifest_uri=args.manifest, out_uri=args.out, bundle_uri=bundle_uri,
-            role_arn=_role_arn(settings), settings_uri=os.environ.get(SETTINGS_ENV),
+            role_arn=_role_arn(settings), settings_uri=os.environ.get(SETTINGS_ENV), judgement=args.judgement,
         )
         with _head_model_held(settings, bundle_uri):
             arn = processing.submit_processing_job(request)
@@ -159,6 +212,7 @@ def _infer_batch(args: argparse.Namespace) -> int:
     # Names and the Step dimension match what the stack's dashboard and quarantine alarm read.
     emit_metrics(INFER_STEP, {
         **guarantee,
+        **_part_shares(args.out),
         "images": summary.inputs,
         **{f"images_{route}": routes.get(route, 0) for route in (*ROUTES, "deferred")},
         "quarantine_share": routes.get("quarantine", 0) / summary.inputs if summary.inputs else 0.0,
@@ -188,6 +242,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--merge-shards", type=int, metavar="N", help="only merge N shard outputs under --out")
     p.add_argument("--head-model-held", action="store_true",
                    help="a Processing instance: the submitting step keeps the Rekognition head model running")
+    p.add_argument("--judgement", metavar="JSON", help=argparse.SUPPRESS)  # a Processing instance: the Infer
+    # step's judgement settings for this batch (audit seed, learned thresholds)
     p.add_argument("--cache-dir", help="where s3:// bundles are cached (default: temp dir)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print summary.json")

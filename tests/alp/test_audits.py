@@ -8,7 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from labeling_builders import human_line, truth_line
 
-from alp.audits import AuditOutcome, bundle_guarantee, guarantee, record_batch_outcomes, wilson_lower_bound
+from alp.audits import (
+    AuditOutcome,
+    bundle_guarantee,
+    guarantee,
+    learn_thresholds,
+    record_batch_outcomes,
+    wilson_lower_bound,
+)
 from alp.labeling.workflow import LABELING_KEY
 from alp.manifest import ManifestLine, write_manifest
 from alp.settings import Settings
@@ -79,3 +86,44 @@ def test_merge_records_whether_each_proposal_agreed_with_peoples_label(tmp_path)
     g = bundle_guarantee(data_root, SETTINGS.with_overrides({"judgement.min_audits": 4}), "bundle-test")
     assert (g.audits, g.agreed, g.precision) == (4, 4, 1.0) and g.lower_bound is not None and g.lower_bound < 1.0
     assert record_batch_outcomes(batch, data_root, SETTINGS) == outcomes  # a re-run writes the same
+
+
+def _parts(rows: list[tuple[float, bool]], part: str = "person-0", route: str = "human") -> list[AuditOutcome]:
+    return [AuditOutcome(source_ref=f"s3://u/i{i}.jpg", bundle_id="b1", route=route, score=score, agreed=ok,
+                         part=part) for i, (score, ok) in enumerate(rows)]
+
+
+def test_a_learned_threshold_is_the_lowest_score_whose_parts_keep_the_bound() -> None:
+    rows = [(0.9 - i * 0.001, True) for i in range(200)] + [(0.3 - i * 0.001, i % 2 == 0) for i in range(60)]
+    learned = learn_thresholds(_parts(rows), target=0.95, min_audits=30)
+    persons = learned["persons"]
+    assert persons.outcomes == 260 and persons.threshold is not None and 0.3 > persons.threshold
+    kept = [ok for score, ok in rows if score >= persons.threshold]
+    assert persons.accepted == len(kept) and (wilson_lower_bound(sum(kept), len(kept)) or 0) >= 0.95
+    assert all((wilson_lower_bound(sum(ok for s, ok in rows if s >= t), sum(1 for s, _ in rows if s >= t)) or 0)
+               < 0.95 for t, _ in rows if t < persons.threshold)
+    assert learned["heads"].threshold is None and learned["heads"].outcomes == 0
+    # head-box outcomes are learned apart from persons'; whole-image outcomes teach neither
+    heads = learn_thresholds(_parts(rows, part="heads") + _parts(rows, part="image"), 0.95, 30)
+    assert heads["heads"].threshold == persons.threshold and heads["persons"].outcomes == 0
+    assert learn_thresholds(_parts(rows[:20]), 0.95, 30)["persons"].threshold is None  # too few: configured
+    # tied scores come along together: a threshold never splits parts of the same score
+    tied = learn_thresholds(_parts([(0.5, True)] * 100 + [(0.4, False)] * 5 + [(0.4, True)] * 95), 0.95, 30)
+    assert tied["persons"].threshold == 0.5 and tied["persons"].accepted == 100
+
+
+def test_learned_thresholds_keep_the_true_precision_at_the_target_in_at_least_90_percent_of_draws() -> None:
+    """Synthetic parts whose chance of being right rises with the score (p(s) = 0.7 + 0.3 s, s uniform): 300
+    batches of 400 labeled parts each; the threshold learned from each keeps the true precision of the parts above
+    it (0.7 + 0.3 (1 + t) / 2) at or above the target 0.9 in at least 90% of them, although the threshold is the
+    lowest of many scanned."""
+    rng = random.Random(11)
+    held = 0
+    learned_any = 0
+    for _ in range(300):
+        scores = [rng.random() for _ in range(400)]
+        rows = [(s, rng.random() < 0.7 + 0.3 * s) for s in scores]
+        t = learn_thresholds(_parts(rows), target=0.9, min_audits=30)["persons"].threshold
+        learned_any += t is not None
+        held += t is None or 0.7 + 0.3 * (1 + t) / 2 >= 0.9
+    assert learned_any >= 270 and held >= 270, (learned_any, held)

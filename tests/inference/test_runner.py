@@ -229,3 +229,43 @@ def test_auto_labeling_pauses_while_the_audits_put_the_precision_under_the_targe
             assert json.loads((out / "summary.json").read_text())["paused"].startswith("paused:")
         else:
             assert routes["auto"] >= 1
+
+
+def test_the_infer_step_learns_part_thresholds_from_the_bundles_audits(bundle, tmp_path, capsys, monkeypatch):
+    """Given 100 persons of this bundle that people labeled at score 0.05, every proposal right (95% lower bound
+    0.963 >= 0.95), when the Infer step runs, then persons scoring 0.05 or more pass (person_score_threshold 0.05,
+    in thresholds.json and summary.json), the audit draw is seeded by the batch, and no part that passed without
+    the learned threshold goes to people with it; with judgement.learn_thresholds off the configured checks
+    apply."""
+    from alp import storage
+    from alp.audits import AuditOutcome, outcomes_dir
+
+    manifest, _ = _batch(tmp_path)
+    data_root = str(tmp_path / "data") + "/"
+    monkeypatch.setenv("ALP_DATA_ROOT", data_root)
+    lines = [AuditOutcome(source_ref=f"s3://u/{i}.jpg", bundle_id="scripted-v1", route="human", score=0.05,
+                          agreed=True, part="person-0").model_dump_json() for i in range(100)]
+    settings = Settings().with_overrides({"judgement.audit_fraction": 0.0})
+    storage.write_text(outcomes_dir(data_root, settings, "scripted-v1") + "b0.jsonl", "\n".join(lines) + "\n")
+    parts = {}
+    for learn in (False, True):
+        settings_file = tmp_path / "settings.json"
+        settings_file.write_text(settings.with_overrides({"judgement.learn_thresholds": learn}).to_json())
+        monkeypatch.setenv("ALP_SETTINGS_URI", str(settings_file))
+        out = tmp_path / f"out-{learn}"
+        assert cli_main(["infer-batch", "--manifest", str(manifest), "--out", str(out), "--bundle", str(bundle),
+                         "--executor", "local", "--json", "--cache-dir", str(tmp_path / "c")]) == 0
+        capsys.readouterr()
+        thresholds = json.loads((out / "thresholds.json").read_text())
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["judgement"]["audit_seed"] == f"alp-audit/{manifest.parent.name}"
+        expected = 0.05 if learn else None
+        assert thresholds["effective"]["person_score_threshold"] == summary["judgement"]["person_score_threshold"] \
+            == expected
+        if learn:
+            assert thresholds["learned"]["persons"]["accepted"] == 100
+            assert thresholds["learned"]["persons"]["lower_bound_95"] >= 0.95
+            assert thresholds["learned"]["heads"]["threshold"] is None  # no head-box outcomes: configured checks
+        parts[learn] = summary["parts"]
+    assert parts[True].get("persons.auto", 0) >= parts[False].get("persons.auto", 0)
+    assert sum(parts[True].values()) == sum(parts[False].values())
