@@ -257,6 +257,7 @@ class RouteInfo(_Model):
     reason: str = ""
     score: float | None = None
     bundle_id: str | None = None
+    parts: PartRoutes | None = None  # an auto line's per-part routes and scores (a line for people: its proposal's)
 
 
 class ObjectIdentity(_Model):

@@ -23,6 +23,7 @@ from alp.manifest import (
     PREANNOTATION_KEY,
     ROUTE_KEY,
     ManifestLine,
+    PartRoutes,
     PreAnnotation,
     Route,
     RouteInfo,
@@ -31,6 +32,7 @@ from alp.manifest import (
     read_manifest_if_present,
 )
 from alp.settings import Settings
+from inference.judgement import audit_draw
 
 RANDOM_REASON = "random_selection: baseline strategy of the label-savings bench"
 
@@ -190,6 +192,82 @@ def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int
     return counts
 
 
+MIN_AUDITS_REASON = ("audit: drawn to reach judgement.min_audits ({min_audits}) audited parts in this batch: "
+                     "{parts}")
+
+
+def _draw_parts(line: ManifestLine, seed: str) -> list[tuple[float, str]]:
+    """(audit draw, part name) of each part of an auto line: the same draw the judgement made for the part."""
+    route, key = line.route(), line.source_ref
+    parts = route.parts if route is not None else None
+    if parts is None:
+        return [(audit_draw(key, seed), "image")]
+    return [(audit_draw(f"{key}#heads", seed), "heads"),
+            *((audit_draw(f"{key}#person-{i}", seed), f"person-{i}") for i in range(len(parts.persons)))]
+
+
+def auto_to_audit(line: ManifestLine, parts: set[str], settings: Settings, reason: str) -> ManifestLine:
+    """An auto-labeled line turned into an audit item: the named parts go to people (prefilled with the model's
+    labels), the others keep them."""
+    route = line.route()
+    old = route.parts if route is not None else None
+    human = auto_to_human(line, settings, reason)
+    pre = human.preannotation()
+    assert pre is not None
+    new_parts = None
+    if old is not None and "image" not in parts:
+        new_parts = PartRoutes(
+            heads=old.heads.model_copy(update={"route": "audit", "reason": reason}) if "heads" in parts else old.heads,
+            persons=[p.model_copy(update={"route": "audit", "reason": reason}) if f"person-{i}" in parts else p
+                     for i, p in enumerate(old.persons)])
+    audit_pre = pre.model_copy(update={"route": "audit", "parts": new_parts})
+    return rerouted(human.with_model(PREANNOTATION_KEY, audit_pre), "audit", reason)
+
+
+def audited_parts(line: ManifestLine) -> int:
+    """Parts of a line for people that are audits (a whole image routed ``audit`` counts once)."""
+    pre = line.preannotation()
+    if pre is None or pre.route != "audit":
+        return 0
+    if pre.parts is None:
+        return 1
+    return (pre.parts.heads.route == "audit") + sum(p.route == "audit" for p in pre.parts.persons)
+
+
+def ensure_min_audits(inference_dir: str, settings: Settings) -> dict[str, int] | None:
+    """At least ``judgement.min_audits`` audited parts in the batch: when the draw gave fewer, the confident parts
+    with the next lowest draws join the audit (the draw is seeded by the batch, so a re-run picks the same).
+    Returns the new route counts, or None when nothing changed."""
+    j = settings.judgement
+    auto, human = (read_manifest_if_present(storage.join(inference_dir, name)) for name in ("auto.jsonl", "human.jsonl"))
+    need = j.min_audits - sum(audited_parts(line) for line in human)
+    if need <= 0 or not auto or j.audit_fraction <= 0:
+        return None
+    ranked = sorted((draw, i, part) for i, line in enumerate(auto) for draw, part in _draw_parts(line, j.audit_seed))
+    chosen: dict[int, set[str]] = {}
+    for _, i, part in ranked[:need]:
+        chosen.setdefault(i, set()).add(part)
+    new_auto, audit_lines, models = [], [], []
+    for i, line in enumerate(auto):
+        if i not in chosen:
+            new_auto.append(line)
+            continue
+        reason = MIN_AUDITS_REASON.format(min_audits=j.min_audits, parts=", ".join(sorted(chosen[i])))
+        audit_lines.append(auto_to_audit(line, chosen[i], settings, reason))
+        models.append(line)  # what the model would have written: the audit compares people's label with it
+    quarantine = read_manifest_if_present(storage.join(inference_dir, "quarantine.jsonl"))
+    storage.write_text(storage.join(inference_dir, "auto.jsonl"), manifest.dumps_lines(new_auto))
+    storage.write_text(storage.join(inference_dir, "human.jsonl"), manifest.dumps_lines([*human, *audit_lines]))
+    old_models = read_manifest_if_present(storage.join(inference_dir, "audit_model.jsonl"))
+    storage.write_text(storage.join(inference_dir, "audit_model.jsonl"), manifest.dumps_lines([*old_models, *models]))
+    audits = sum(1 for line in human if (r := line.route()) is not None and r.route == "audit") + len(audit_lines)
+    counts = {"auto": len(new_auto), "human": len(human) + len(audit_lines) - audits, "audit": audits,
+              "quarantine": len(quarantine)}
+    _rewrite_summary(inference_dir, counts, None, {"min_audits_drawn": len(audit_lines),
+                                                 "parts": _part_counts([*new_auto, *human, *audit_lines], settings)})
+    return counts
+
+
 PAUSED_REASON = ("paused: the audited precision of this model's auto-labels is under the target "
                  "(lower bound {lower} < judgement.target_precision {target}); people label everything until the "
                  "audits recover")
@@ -217,7 +295,7 @@ def _part_counts(lines: Sequence[ManifestLine], settings: Settings) -> dict[str,
     return dict(sorted(counts.items()))
 
 
-def _rewrite_summary(inference_dir: str, counts: dict[str, int], human_reasons: dict[str, int],
+def _rewrite_summary(inference_dir: str, counts: dict[str, int], human_reasons: dict[str, int] | None,
                      extra: dict[str, object]) -> None:
     """``summary.json`` with the new routes (what the judgement's thresholds alone decided kept beside them);
     refuses a rerouting that would lose an image."""
@@ -228,7 +306,8 @@ def _rewrite_summary(inference_dir: str, counts: dict[str, int], human_reasons: 
     summary.setdefault("judgement_routes", summary.get("routes"))
     summary.setdefault("judgement_parts", summary.get("parts"))
     summary["routes"] = counts
-    summary["human_reasons"] = human_reasons
+    if human_reasons is not None:  # None: the people's images are the judgement's own, for its own reasons
+        summary["human_reasons"] = human_reasons
     if isinstance(summary.get("inputs"), int) and summary["inputs"] != sum(counts.values()):
         raise RuntimeError(f"rerouting {inference_dir} lost images: {summary['inputs']} inputs, routed {counts}")
     summary["invariant"] = f"inputs {summary.get('inputs')} = " + " + ".join(f"{k} {v}" for k, v in counts.items())

@@ -278,6 +278,8 @@ def result_lines(result: ImageResult, settings: Settings, *, bundle_id: str | No
         if result.prediction is None or bundle_id is None:
             raise InvariantViolation(f"{result.key}: routed auto without a model prediction")
         date = creation_date_for(result.line, fallback_date)
+        if d.parts is not None:  # the part scores, for a later audit draw (at least judgement.min_audits a batch)
+            line = line.with_model(ROUTE_KEY, route_info.model_copy(update={"parts": d.parts}))
         return {"auto": with_prediction_labels(line, result.prediction, settings, bundle_id=bundle_id,
                                                creation_date=date, confidence=d.score)}
     pre = preannotation(result.prediction, route=d.route, reason=d.reason, keypoint_names=names,

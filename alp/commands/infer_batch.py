@@ -209,6 +209,11 @@ def _infer_batch(args: argparse.Namespace) -> int:
 
         routable = summary.inputs - summary.routes.get("quarantine", 0)
         routes = reroute_batch(args.out, batch_budget(routable, share), "judgement", 0, settings)
+    elif paused is None and summary.bundle_id is not None:
+        # The shadow sample: at least judgement.min_audits audited parts a batch, so the audits keep up
+        from inference.budget import ensure_min_audits
+
+        routes = ensure_min_audits(args.out, settings) or routes
     # Names and the Step dimension match what the stack's dashboard and quarantine alarm read.
     emit_metrics(INFER_STEP, {
         **guarantee,

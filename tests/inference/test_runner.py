@@ -269,3 +269,39 @@ def test_the_infer_step_learns_part_thresholds_from_the_bundles_audits(bundle, t
         parts[learn] = summary["parts"]
     assert parts[True].get("persons.auto", 0) >= parts[False].get("persons.auto", 0)
     assert sum(parts[True].values()) == sum(parts[False].values())
+
+
+def test_each_batch_audits_at_least_min_audits_parts_and_a_rerun_draws_the_same(bundle, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Given a draw that audits almost nothing (audit_fraction 0.001) and judgement.min_audits 3, when the Infer
+    step runs, then the confident parts with the lowest draws join the audit until 3 are audited (the rest of their
+    image keeps the model's labels), the model's labels of those images are in audit_model.jsonl, nothing is lost,
+    and running the same batch again draws the same parts."""
+    from alp.manifest import read_manifest
+
+    manifest, _ = _batch(tmp_path)
+    monkeypatch.setenv("ALP_DATA_ROOT", str(tmp_path / "data") + "/")
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(Settings().with_overrides({"judgement.audit_fraction": 0.001,
+                                                        "judgement.min_audits": 3}).to_json())
+    monkeypatch.setenv("ALP_SETTINGS_URI", str(settings_file))
+    outputs = []
+    for run in range(2):
+        out = tmp_path / f"out-{run}"
+        assert cli_main(["infer-batch", "--manifest", str(manifest), "--out", str(out), "--bundle", str(bundle),
+                         "--executor", "local", "--json", "--cache-dir", str(tmp_path / "c")]) == 0
+        routes = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["routes"]
+        assert sum(routes.values()) == 8
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["parts"].get("heads.audit", 0) + summary["parts"].get("persons.audit", 0) >= 3
+        audits = [line for line in read_manifest(str(out / "human.jsonl")) if line.route().route == "audit"]
+        assert audits and all(line.route().reason.startswith("audit: drawn to reach judgement.min_audits (3)")
+                              for line in audits)
+        models = {line.source_ref for line in read_manifest(str(out / "audit_model.jsonl"))}
+        assert {line.source_ref for line in audits} <= models
+        for line in audits:  # the parts not drawn keep the model's labels
+            pre = line.preannotation()
+            assert pre is not None and pre.parts is not None and pre.route == "audit"
+            assert "human" not in {pre.parts.heads.route, *(p.route for p in pre.parts.persons)}
+        outputs.append((out / "human.jsonl").read_bytes())
+    assert outputs[0] == outputs[1]
