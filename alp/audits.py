@@ -37,6 +37,8 @@ class AuditOutcome(BaseModel):
     score: float | None
     agreed: bool
     part: str = "image"  # "heads", "person-<k>" (per-part routing), or the whole image
+    blind: bool = False  # people labeled it without the model's proposal (an audit, or a doubtful part drawn)
+    structural: bool = False  # a check no threshold decides failed: the part is never auto at any threshold
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
@@ -133,15 +135,17 @@ class LearnedThreshold:
 
 
 def learn_thresholds(outcomes: Sequence[AuditOutcome], target: float, min_audits: int) -> dict[str, LearnedThreshold]:
-    """Pure: per part kind, the lowest score ``t`` such that the parts scoring ``>= t`` that people labeled (the
-    audit sample of confident parts, and every doubtful part people labeled anyway) agreed with the model often
-    enough that the lower end of the 95% Wilson interval is at least ``target``, over at least ``min_audits`` such
-    parts. Counting every doubtful part but only a sample of the confident ones weighs the low scores more than
-    their share of the batch: when precision rises with the score the estimate errs low, on the safe side."""
+    """Pure: per part kind, the lowest score ``t`` such that the blind-sampled parts scoring ``>= t`` agreed with
+    the model often enough that the lower end of the 95% Wilson interval is at least ``target``, over at least
+    ``min_audits`` such parts. The blind sample draws the same share of every part whatever its score and people
+    label it without the proposal in front of them, so it is a uniform, unanchored sample of the parts a threshold
+    would accept; prefilled parts are left out (people tend to keep what is drawn), and so are parts whose
+    structural checks failed (no threshold would accept them)."""
     out = {}
     for kind in PART_KINDS:
         scored = sorted(((o.score, o.agreed) for o in outcomes
-                         if part_kind(o.part) == kind and o.score is not None), reverse=True)
+                         if o.blind and not o.structural and part_kind(o.part) == kind and o.score is not None),
+                        reverse=True)
         best = LearnedThreshold(kind=kind, outcomes=len(scored), threshold=None)
         hits = 0
         for kept, (score, agreed) in enumerate(scored, start=1):
@@ -184,7 +188,7 @@ def batch_outcomes(batch_dir: str, settings: Settings) -> list[AuditOutcome]:
         model_line = human_to_auto(proposal, settings)
         out.append(AuditOutcome(source_ref=labeled.source_ref, bundle_id=pre.bundle_id, route=pre.route,
                                 score=route.score if route is not None else None,
-                                agreed=auto_label_matches(model_line, labeled, settings)))
+                                agreed=auto_label_matches(model_line, labeled, settings), blind=pre.blind(None)))
     return out
 
 
@@ -199,7 +203,8 @@ def part_outcomes(labeled: ManifestLine, pre: PreAnnotation, parts: PartRoutes, 
         agreed = boxes_match([a.xyxy for a in boxes[0].annotations] if boxes else [],
                              [(b.left, b.top, b.left + b.width, b.top + b.height) for b in pre.boxes])
         out.append(AuditOutcome(source_ref=labeled.source_ref, bundle_id=bundle_id, route=parts.heads.route,
-                                score=parts.heads.score, agreed=agreed, part="heads"))
+                                score=parts.heads.score, agreed=agreed, part="heads", blind=pre.blind(None),
+                                structural=parts.heads.structural))
     labeling = labeled.data.get("alp-labeling")
     sources = ((labeling or {}).get("parts") or {}).get("persons") if isinstance(labeling, dict) else None
     people = [p for i, p in enumerate(kps[0].persons if kps else [])
@@ -209,7 +214,7 @@ def part_outcomes(labeled: ManifestLine, pre: PreAnnotation, parts: PartRoutes, 
             continue
         out.append(AuditOutcome(source_ref=labeled.source_ref, bundle_id=bundle_id, route=decision.route,
                                 score=decision.score, agreed=person_found(people, person, settings.schema_),
-                                part=f"person-{k}"))
+                                part=f"person-{k}", blind=pre.blind(k), structural=decision.structural))
     return out
 
 

@@ -79,14 +79,17 @@ def _labels(line: ManifestLine, settings: Settings) -> tuple[list[BoxAnnotation]
     return (boxes[0].annotations if boxes else []), (kps[0].persons if kps else [])
 
 
-def _proposed_person(pre: PreAnnotation | None, final_boxes: list[BoxAnnotation], idx: int) -> PersonKeypoints | None:
-    """The model's person behind the final head box ``idx`` (through the model's own head boxes), if any."""
+def _proposed_person(pre: PreAnnotation | None, final_boxes: list[BoxAnnotation], idx: int
+                     ) -> tuple[int, PersonKeypoints] | None:
+    """The model's person (its index among the proposal's, and the person) behind the final head box ``idx``,
+    found through the model's own head boxes, if any."""
     if pre is None or not pre.boxes:
         return None
     pairs = match_boxes([Box(a.left, a.top, a.width, a.height) for a in final_boxes],
                         [Box(b.left, b.top, b.width, b.height) for b in pre.boxes], 0.5)
     model_head = next((j for i, j, _ in pairs if i == idx), None)
-    return next((p for p in pre.persons if model_head is not None and p.head_box_index == model_head), None)
+    return next(((k, p) for k, p in enumerate(pre.persons) if model_head is not None and p.head_box_index == model_head),
+                None)
 
 
 def labeled_effort(line: ManifestLine, pre: PreAnnotation | None, settings: Settings) -> Effort:
@@ -95,13 +98,17 @@ def labeled_effort(line: ManifestLine, pre: PreAnnotation | None, settings: Sett
     model_heads, model_persons = _sources(line)
     e = settings.effort
     seconds = 0.0
-    proposed_boxes: list[ScoredBox] = pre.boxes if pre is not None else []
+    # a blind part (an audit, or a doubtful part drawn for the blind sample) was labeled without the proposal
+    proposed_boxes: list[ScoredBox] = pre.boxes if pre is not None and not pre.blind(None) else []
     if not model_heads:
         seconds += head_task_seconds(proposed_boxes, boxes, e)
     for idx, person in enumerate(persons):
         if idx < len(model_persons) and model_persons[idx]:
             continue
-        seconds += person_task_seconds(_proposed_person(pre, boxes, idx), person, e)
+        proposed = _proposed_person(pre, boxes, idx)
+        if proposed is not None and pre is not None and pre.blind(proposed[0]):
+            proposed = None
+        seconds += person_task_seconds(proposed[1] if proposed is not None else None, person, e)
     return Effort(human_seconds=seconds, by_hand_seconds=by_hand_seconds(boxes, persons, e))
 
 
@@ -159,6 +166,6 @@ def batch_automation(batch_dir: str, settings: Settings, data_root: str,
         auto_precision_truth=round(right / checked, 6) if checked else None, auto_parts_checked=checked,
         human_seconds=round(effort.human_seconds, 1), by_hand_seconds=round(effort.by_hand_seconds, 1),
         human_seconds_ratio=None if effort.ratio is None else round(effort.ratio, 6),
-        thresholds={"box_threshold": j.box_threshold, "keypoint_threshold": j.keypoint_threshold,
-                    "part_routing": j.part_routing, **(summary.get("thresholds") or {})},
+        thresholds=summary.get("judgement") or {"box_threshold": j.box_threshold,
+                                                  "keypoint_threshold": j.keypoint_threshold},
     )

@@ -53,7 +53,9 @@ _VERSION = re.compile(r"^v(\d{4,})$")
 # others were accepted (per-part routing); like auto labels, such records only ever train
 SourceKind = Literal["human", "auto", "audit", "seed", "mixed"]
 Split = Literal["train", "val", "test"]
-_RANK = {"auto": 0, "mixed": 1, "human": 1, "audit": 1, "seed": 1}
+# a newer record replaces an older one of the same or a lower rank: people's labels are never replaced by a record
+# holding the model's, so a test or val record never turns into one that could not be there
+_RANK = {"auto": 0, "mixed": 1, "human": 2, "audit": 2, "seed": 2}
 PEOPLE_KINDS: tuple[SourceKind, ...] = ("human", "audit", "seed")  # every label of the record is people's
 MODEL_KINDS: tuple[SourceKind, ...] = ("auto", "mixed")  # some label of the record is the model's
 
@@ -402,7 +404,9 @@ class AutomationQuality(BaseModel):
 
 def automation_quality(audit_lines: list[ManifestLine], settings: Settings, batch: str | None = None,
                        iou_threshold: float = 0.5, oks_threshold: float = 0.5) -> AutomationQuality:
-    """Agreement between the model's would-be labels (``alp-audit-model``) and the people's labels."""
+    """Agreement between the model's would-be labels (``alp-audit-model``) and the people's labels, per image.
+    With per-part routing an audited image's other parts kept the model's labels and agree by construction; the
+    per-part audited precision is :mod:`alp.audits`'s."""
     from alp.labeling.contracts import AUDIT_MODEL_KEY
 
     head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute

@@ -207,6 +207,7 @@ class ScoredBox(_Model):
 
 
 PartRoute = Literal["auto", "human", "audit"]
+SCORE_FAILURES = ("low_box", "low_keypoints")  # the judgement's checks a score threshold decides
 
 
 class PartDecision(_Model):
@@ -215,6 +216,16 @@ class PartDecision(_Model):
     route: PartRoute
     score: float | None = None
     reason: str = ""
+    # drawn for the blind sample (judgement.audit_fraction of every part, confident or not): people label it
+    # without the model's proposal, so its outcome is an unbiased check of the model at its score
+    blind: bool = False
+
+    @property
+    def structural(self) -> bool:
+        """A check other than a score failed (heads and persons do not pair up, a pose model missed the person):
+        no score threshold would let the part through."""
+        codes = [f.split(":", 1)[0].strip() for f in self.reason.split("; ")] if self.route == "human" else []
+        return any(code not in SCORE_FAILURES for code in codes)
 
 
 class PartRoutes(_Model):
@@ -241,6 +252,19 @@ class PreAnnotation(_Model):
     persons: list[PersonKeypoints] = Field(default_factory=list)
     bundle_id: str | None = None
     parts: PartRoutes | None = None
+
+    def blind(self, person: int | None) -> bool:
+        """People label this part (the head boxes: ``person`` None) without the model's proposal: an audit, or a
+        doubtful part drawn for the blind sample."""
+        if self.parts is None:
+            return self.route == "audit"
+        if person is None:
+            decision = self.parts.heads
+        elif person < len(self.parts.persons):
+            decision = self.parts.persons[person]
+        else:
+            return self.route == "audit"
+        return decision.route == "audit" or decision.blind
 
     def part_route(self, person: int | None) -> PartRoute:
         """The route of the head-box part (``person`` None) or of one person's part; all parts are people's

@@ -23,6 +23,7 @@ from alp.manifest import (
     PREANNOTATION_KEY,
     ROUTE_KEY,
     ManifestLine,
+    PartDecision,
     PartRoutes,
     PreAnnotation,
     Route,
@@ -192,80 +193,108 @@ def reroute_batch(inference_dir: str, budget: int, strategy: Strategy, seed: int
     return counts
 
 
-MIN_AUDITS_REASON = ("audit: drawn to reach judgement.min_audits ({min_audits}) audited parts in this batch: "
+MIN_AUDITS_REASON = ("audit: drawn to reach judgement.min_audits ({min_audits}) blind parts in this batch: "
                      "{parts}")
 
 
-def _draw_parts(line: ManifestLine, seed: str) -> list[tuple[float, str]]:
-    """(audit draw, part name) of each part of an auto line: the same draw the judgement made for the part."""
-    route, key = line.route(), line.source_ref
-    parts = route.parts if route is not None else None
-    if parts is None:
-        return [(audit_draw(key, seed), "image")]
-    return [(audit_draw(f"{key}#heads", seed), "heads"),
-            *((audit_draw(f"{key}#person-{i}", seed), f"person-{i}") for i in range(len(parts.persons)))]
+def _part_names(parts: PartRoutes | None) -> list[str]:
+    return ["image"] if parts is None else ["heads", *(f"person-{i}" for i in range(len(parts.persons)))]
+
+
+def _with_blind(parts: PartRoutes, chosen: set[str], reason: str) -> PartRoutes:
+    """``parts`` with the ``chosen`` ones drawn blind: an auto part becomes an audit, a doubtful one stays with
+    people but without the proposal."""
+    def draw(decision: PartDecision, name: str) -> PartDecision:
+        if name not in chosen:
+            return decision
+        if decision.route == "auto":
+            return decision.model_copy(update={"route": "audit", "reason": reason, "blind": True})
+        return decision.model_copy(update={"blind": True})
+
+    return PartRoutes(heads=draw(parts.heads, "heads"),
+                      persons=[draw(p, f"person-{i}") for i, p in enumerate(parts.persons)])
 
 
 def auto_to_audit(line: ManifestLine, parts: set[str], settings: Settings, reason: str) -> ManifestLine:
-    """An auto-labeled line turned into an audit item: the named parts go to people (prefilled with the model's
-    labels), the others keep them."""
+    """An auto-labeled line turned into an audit item: the named parts go to people, blind, the others keep the
+    model's labels."""
     route = line.route()
     old = route.parts if route is not None else None
     human = auto_to_human(line, settings, reason)
     pre = human.preannotation()
     assert pre is not None
-    new_parts = None
-    if old is not None and "image" not in parts:
-        new_parts = PartRoutes(
-            heads=old.heads.model_copy(update={"route": "audit", "reason": reason}) if "heads" in parts else old.heads,
-            persons=[p.model_copy(update={"route": "audit", "reason": reason}) if f"person-{i}" in parts else p
-                     for i, p in enumerate(old.persons)])
+    new_parts = None if old is None or "image" in parts else _with_blind(old, parts, reason)
     audit_pre = pre.model_copy(update={"route": "audit", "parts": new_parts})
     return rerouted(human.with_model(PREANNOTATION_KEY, audit_pre), "audit", reason)
 
 
-def audited_parts(line: ManifestLine) -> int:
-    """Parts of a line for people that are audits (a whole image routed ``audit`` counts once)."""
+def blind_parts(line: ManifestLine) -> int:
+    """Parts of a line for people that are labeled blind (a whole image routed ``audit`` counts once)."""
     pre = line.preannotation()
-    if pre is None or pre.route != "audit":
+    if pre is None:
         return 0
     if pre.parts is None:
-        return 1
-    return (pre.parts.heads.route == "audit") + sum(p.route == "audit" for p in pre.parts.persons)
+        return int(pre.route == "audit")
+    return sum(pre.blind(k) for k in (None, *range(len(pre.parts.persons))))
 
 
 def ensure_min_audits(inference_dir: str, settings: Settings) -> dict[str, int] | None:
-    """At least ``judgement.min_audits`` audited parts in the batch: when the draw gave fewer, the confident parts
-    with the next lowest draws join the audit (the draw is seeded by the batch, so a re-run picks the same).
-    Returns the new route counts, or None when nothing changed."""
+    """At least ``judgement.min_audits`` blind parts in the batch: when the draw gave fewer, the parts with the
+    next lowest draws join the blind sample, whatever their route (the draw is seeded by the batch, so a re-run
+    picks the same; a confident part becomes an audit, a doubtful one loses its prefill). Returns the new route
+    counts, or None when nothing changed."""
     j = settings.judgement
     auto, human = (read_manifest_if_present(storage.join(inference_dir, name)) for name in ("auto.jsonl", "human.jsonl"))
-    need = j.min_audits - sum(audited_parts(line) for line in human)
-    if need <= 0 or not auto or j.audit_fraction <= 0:
+    need = j.min_audits - sum(blind_parts(line) for line in human)
+    if need <= 0 or j.audit_fraction <= 0:
         return None
-    ranked = sorted((draw, i, part) for i, line in enumerate(auto) for draw, part in _draw_parts(line, j.audit_seed))
+    ranked: list[tuple[float, int, str]] = []  # (draw, line: auto first, then human, part)
+    for i, line in enumerate(auto):
+        route = line.route()
+        ranked += [(_draw(line.source_ref, name, j.audit_seed), i, name)
+                   for name in _part_names(route.parts if route else None)]
+    for i, line in enumerate(human):
+        pre = line.preannotation()
+        if pre is None or pre.parts is None or not has_model_proposal(line):
+            continue  # whole images and cold starts: nothing to draw a part of
+        ranked += [(_draw(line.source_ref, name, j.audit_seed), len(auto) + i, name)
+                   for k, name in zip((None, *range(len(pre.parts.persons))), _part_names(pre.parts), strict=True)
+                   if not pre.blind(k)]
     chosen: dict[int, set[str]] = {}
-    for _, i, part in ranked[:need]:
-        chosen.setdefault(i, set()).add(part)
-    new_auto, audit_lines, models = [], [], []
+    for _, i, name in sorted(ranked)[:need]:
+        chosen.setdefault(i, set()).add(name)
+    if not chosen:
+        return None
+    new_auto, new_human, models = [], list(human), []
     for i, line in enumerate(auto):
         if i not in chosen:
             new_auto.append(line)
             continue
         reason = MIN_AUDITS_REASON.format(min_audits=j.min_audits, parts=", ".join(sorted(chosen[i])))
-        audit_lines.append(auto_to_audit(line, chosen[i], settings, reason))
+        new_human.append(auto_to_audit(line, chosen[i], settings, reason))
         models.append(line)  # what the model would have written: the audit compares people's label with it
+    for i, line in enumerate(human):
+        names = chosen.get(len(auto) + i)
+        pre = line.preannotation()
+        if names and pre is not None and pre.parts is not None:
+            reason = MIN_AUDITS_REASON.format(min_audits=j.min_audits, parts=", ".join(sorted(names)))
+            new_human[i] = line.with_model(PREANNOTATION_KEY, pre.model_copy(
+                update={"parts": _with_blind(pre.parts, names, reason)}))
     quarantine = read_manifest_if_present(storage.join(inference_dir, "quarantine.jsonl"))
     storage.write_text(storage.join(inference_dir, "auto.jsonl"), manifest.dumps_lines(new_auto))
-    storage.write_text(storage.join(inference_dir, "human.jsonl"), manifest.dumps_lines([*human, *audit_lines]))
+    storage.write_text(storage.join(inference_dir, "human.jsonl"), manifest.dumps_lines(new_human))
     old_models = read_manifest_if_present(storage.join(inference_dir, "audit_model.jsonl"))
     storage.write_text(storage.join(inference_dir, "audit_model.jsonl"), manifest.dumps_lines([*old_models, *models]))
-    audits = sum(1 for line in human if (r := line.route()) is not None and r.route == "audit") + len(audit_lines)
-    counts = {"auto": len(new_auto), "human": len(human) + len(audit_lines) - audits, "audit": audits,
-              "quarantine": len(quarantine)}
-    _rewrite_summary(inference_dir, counts, None, {"min_audits_drawn": len(audit_lines),
-                                                 "parts": _part_counts([*new_auto, *human, *audit_lines], settings)})
+    audits = sum(1 for line in new_human if (r := line.route()) is not None and r.route == "audit")
+    counts = {"auto": len(new_auto), "human": len(new_human) - audits, "audit": audits, "quarantine": len(quarantine)}
+    _rewrite_summary(inference_dir, counts, None, {"min_audits_drawn": sum(len(v) for v in chosen.values()),
+                                                   "parts": _part_counts([*new_auto, *new_human], settings)})
     return counts
+
+
+def _draw(key: str, part: str, seed: str) -> float:
+    """The judgement's own draw for a part (the whole image's for ``image``)."""
+    return audit_draw(key if part == "image" else f"{key}#{part}", seed)
 
 
 PAUSED_REASON = ("paused: the audited precision of this model's auto-labels is under the target "

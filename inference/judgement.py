@@ -1,4 +1,8 @@
-"""Judgement: one pure, deterministic function sends each image to exactly one route.
+"""Judgement: one pure, deterministic function sends each image, and each of its parts, to exactly one route.
+
+Parts (``judgement.part_routing``, default): the image's head-box task and each person's keypoint task are
+routed on their own (:func:`part_routes`); the image takes the most demanding of its parts' routes (``human``,
+then ``audit``, then ``auto``) and only the parts routed to people become tasks. The image-level routes:
 
 * ``auto``: every check passed; the model's labels are accepted;
 * ``human``: a check failed (the reason names the person, box or keypoint score and the threshold),
@@ -14,7 +18,9 @@ lowering it):
 
 * every head box and every person box: confidence >= ``box_threshold``;
 * every person: the aggregate (``min``, ``mean`` or a low ``quantile``) of its keypoint scores >=
-  ``keypoint_threshold``. With ``keypoint_score="certainty"`` (default) a keypoint's score is how far its
+  ``keypoint_threshold``. When the Infer step learned part thresholds from the audits
+  (``heads_score_threshold``, ``person_score_threshold``, :mod:`alp.audits`) a part's score (its lowest
+  confidence or keypoint score) is compared with those instead. With ``keypoint_score="certainty"`` (default) a keypoint's score is how far its
   two confidences lie from the visibility rule's thresholds (:func:`keypoint_certainty`), so a point
   confidently outside the view counts as certain. With ``"confidence"`` the scores are both models' raw
   confidences, which rate every occluded or out-of-view point as doubtful;
@@ -263,16 +269,21 @@ def _part_score(c: _Checks, part: int) -> float | None:
 def part_routes(image_key: str, ev: ImageEvidence, s: JudgementSettings) -> PartRoutes:
     """The route of each part: ``human`` when one of its checks failed, else ``audit`` when the part's own
     draw falls in the shadow sample, else ``auto``. A part's route depends on its own checks only, so a
-    confidence falling never moves any part from ``human`` to ``audit`` or ``auto``."""
+    confidence falling never moves any part from ``human`` to ``audit`` or ``auto``.
+
+    The draw is the same for every part, confident or not (``blind``): a doubtful part it draws still goes to
+    people, but without the model's proposal, so the blind outcomes are a uniform sample of all parts at every
+    score: what the thresholds are learned from (:func:`alp.audits.learn_thresholds`)."""
     c = _check(ev, s)
 
     def decide(part: int, name: str) -> PartDecision:
         failed = c.of(part)
         score = _part_score(c, part)
+        blind = audit_draw(f"{image_key}#{name}", s.audit_seed) < s.audit_fraction
         if failed:
-            return PartDecision(route="human", score=score, reason="; ".join(failed))
-        if audit_draw(f"{image_key}#{name}", s.audit_seed) < s.audit_fraction:
-            return PartDecision(route="audit", score=score, reason=_audit_reason(s, "part"))
+            return PartDecision(route="human", score=score, reason="; ".join(failed), blind=blind)
+        if blind:
+            return PartDecision(route="audit", score=score, reason=_audit_reason(s, "part"), blind=True)
         return PartDecision(route="auto", score=score, reason=CONFIDENT)
 
     return PartRoutes(heads=decide(HEADS, "heads"),

@@ -20,7 +20,7 @@ from alp.schema import V_OCCLUDED, V_VISIBLE, KeypointSchema
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("round", "round"), ("images_seen", "seen"), ("auto", "auto"), ("human", "human"), ("audit", "audit"),
-    ("quarantine", "quar."), ("deferred", "deferred"), ("human_labels_total", "labels"), ("audit_agreement", "audit agr."),
+    ("quarantine", "quar."), ("deferred", "deferred"), ("human_labels_total", "labels"),
     ("auto_share_persons", "auto persons"), ("auto_share_heads", "auto heads"),
     ("auto_precision_truth", "auto prec."), ("audit_precision_low95", "audit low95"),
     ("human_seconds_ratio", "human s/by hand"),

@@ -151,7 +151,7 @@ def build_task_input(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         return _keypoint_task_input(data, common, route, notes), notes
     initial: list[dict[str, Any]] = []
     size = pre.image_size if pre is not None else None
-    if pre is not None and route == "audit":
+    if pre is not None and pre.blind(None):
         notes.append("audit item: no prefill, so people label it independently of the model")
     elif pre is not None:
         for box in pre.boxes:

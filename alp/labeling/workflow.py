@@ -13,6 +13,7 @@ and what Ground Truth or the local workforce wrote).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -124,7 +125,7 @@ class _Item:
     model_heads: bool = False
     model_persons: set[int] = field(default_factory=set)
 
-    @property
+    @functools.cached_property
     def proposal(self) -> PreAnnotation | None:
         try:
             return ManifestLine(self.original).preannotation()
@@ -374,9 +375,10 @@ def _person_lines(items: list[_Item], settings: Settings) -> list[dict[str, Any]
                 item.persons[idx] = _model_person_outcome(item, label.size, proposed[1])
                 item.model_persons.add(idx)
                 continue
+            blind = pre is not None and proposed is not None and pre.blind(proposed[0])
             task = PersonTask(image_key=item.task_id, head_index=idx, head_box=[a.left, a.top, a.width, a.height],
                               image_size=label.size, persons_in_image=len(boxes), keypoint_schema=schema_name,
-                              prefill=proposed[1] if proposed is not None else None)
+                              prefill=proposed[1] if proposed is not None and not blind else None)
             line = {k: v for k, v in item.job_line.items() if k != PREANNOTATION_KEY}
             line[PERSON_KEY] = task.dump()
             line[TASK_ID_KEY] = f"{item.task_id}#{idx}"
@@ -514,9 +516,10 @@ def _label_items(items: list[_Item], gold: Gold, batch_dir: str, settings: Setti
     outcomes or the first reason it has none."""
     runs = []
     head_items = [i for i in items if _needs_head_task(i)]
+    with_head_task = {i.task_id for i in head_items}
     for item in items:
         pre = item.proposal
-        if item not in head_items and pre is not None:  # the judgement accepted the model's head boxes
+        if item.task_id not in with_head_task and pre is not None:  # the judgement accepted the model's heads
             item.head, item.model_heads = _model_heads_outcome(item, pre), True
     if head_items:
         gold_lines, gold_items = _gold_head_lines(gold)

@@ -90,7 +90,7 @@ def test_merge_records_whether_each_proposal_agreed_with_peoples_label(tmp_path)
 
 def _parts(rows: list[tuple[float, bool]], part: str = "person-0", route: str = "human") -> list[AuditOutcome]:
     return [AuditOutcome(source_ref=f"s3://u/i{i}.jpg", bundle_id="b1", route=route, score=score, agreed=ok,
-                         part=part) for i, (score, ok) in enumerate(rows)]
+                         part=part, blind=True) for i, (score, ok) in enumerate(rows)]
 
 
 def test_a_learned_threshold_is_the_lowest_score_whose_parts_keep_the_bound() -> None:
@@ -107,6 +107,10 @@ def test_a_learned_threshold_is_the_lowest_score_whose_parts_keep_the_bound() ->
     heads = learn_thresholds(_parts(rows, part="heads") + _parts(rows, part="image"), 0.95, 30)
     assert heads["heads"].threshold == persons.threshold and heads["persons"].outcomes == 0
     assert learn_thresholds(_parts(rows[:20]), 0.95, 30)["persons"].threshold is None  # too few: configured
+    # prefilled parts (people tend to keep what is drawn) and parts a structural check sent to people teach nothing
+    prefilled = [o.model_copy(update={"blind": False}) for o in _parts(rows)]
+    structural = [o.model_copy(update={"structural": True}) for o in _parts(rows)]
+    assert learn_thresholds(prefilled + structural, 0.95, 30)["persons"].outcomes == 0
     # tied scores come along together: a threshold never splits parts of the same score
     tied = learn_thresholds(_parts([(0.5, True)] * 100 + [(0.4, False)] * 5 + [(0.4, True)] * 95), 0.95, 30)
     assert tied["persons"].threshold == 0.5 and tied["persons"].accepted == 100

@@ -142,13 +142,18 @@ def test_only_the_parts_people_must_label_become_tasks(data: list[ManifestLine],
     head_attr, kp_attr = SETTINGS.labeling.head_label_attribute, SETTINGS.labeling.keypoint_label_attribute
     a = human_line("s3://unlabeled/incoming/img_0002.jpg", data[2], SETTINGS, seed=2,  # 3 persons, 1 missed
                    parts=_parts("human", "auto", "human"))
+    b_parts = _parts("auto", "auto", "human")
+    b_parts.persons[1].blind = True  # drawn for the blind sample: people label it without the proposal
     b = human_line("s3://unlabeled/incoming/img_0001.jpg", data[1], SETTINGS, seed=1, drop_last_person=False,
-                   parts=_parts("auto", "auto", "human"))
+                   parts=b_parts)
     write_manifest(BATCH + "inference/human.jsonl", [a, b])
     summary = run_label_step(BATCH, SETTINGS, LocalWorkforceBackend(SETTINGS))
     heads, kpts = summary.jobs
     assert (heads.kind, heads.items, kpts.kind, kpts.items) == ("head-boxes", 1, "keypoints", 3)
     assert summary.labeled == 2 and summary.unlabeled == 0
+    prefill = {(line.source_ref, line.data["alp-person"]["head_index"]): line.data["alp-person"].get("prefill")
+               for line in read_manifest(kpts.folder + "input.manifest") if not line.data.get("alp-gold")}
+    assert prefill[b.source_ref, 1] is None and prefill[a.source_ref, 1] is not None
     by_ref = {line.source_ref: line for line in read_manifest(BATCH + "labeling/labeled.jsonl")}
     got_b = by_ref[b.source_ref]
     pre_b = b.preannotation()
