@@ -135,7 +135,10 @@ def _part_shares(out: str) -> dict[str, float]:
     """``auto_share_heads`` / ``auto_share_persons`` of the batch's routed parts (after a pause or a budget)."""
     from alp import storage
 
-    summary = json.loads(storage.read_text(storage.join(out, "summary.json")))
+    uri = storage.join(out, "summary.json")
+    if not storage.exists(uri):  # a Processing instance: its shard's summary is under its shard folder
+        return {}
+    summary = json.loads(storage.read_text(uri))
     parts: dict[str, int] = summary.get("parts") or {}
     shares = {}
     for kind in ("heads", "persons"):
@@ -209,7 +212,7 @@ def _infer_batch(args: argparse.Namespace) -> int:
 
         routable = summary.inputs - summary.routes.get("quarantine", 0)
         routes = reroute_batch(args.out, batch_budget(routable, share), "judgement", 0, settings)
-    elif paused is None and summary.bundle_id is not None:
+    elif paused is None and summary.bundle_id is not None and shard_count == 1:  # not in a Processing instance
         # The shadow sample: at least judgement.min_audits audited parts a batch, so the audits keep up
         from inference.budget import ensure_min_audits
 
