@@ -17,6 +17,7 @@ label step's ``labeled.jsonl``, the bundle's audit outcomes):
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +52,8 @@ class AutomationReport(BaseModel):
     audit_precision_high95: float | None
     audits: int
     auto_precision_truth: float | None
+    auto_precision_truth_heads: float | None  # head-box tasks accepted: boxes one-to-one with the truth
+    auto_precision_truth_persons: float | None  # persons accepted: within OKS 0.5 of a true person
     auto_parts_checked: int
     human_seconds: float
     by_hand_seconds: float
@@ -113,19 +116,25 @@ def labeled_effort(line: ManifestLine, pre: PreAnnotation | None, settings: Sett
 
 
 def _auto_parts_right(line: ManifestLine, truth: ManifestLine, model_heads: bool, model_persons: list[bool],
-                      settings: Settings) -> tuple[int, int]:
-    """(right, checked) over the parts of ``line`` the model's labels were accepted for."""
+                      settings: Settings) -> Counter[str]:
+    """``<kind>.right`` / ``<kind>.checked`` (kinds ``heads``, ``persons``) over the parts of ``line`` the model's
+    labels were accepted for."""
     boxes, persons = _labels(line, settings)
     t_boxes, t_persons = _labels(truth, settings)
-    right = checked = 0
+    counts: Counter[str] = Counter()
     if model_heads:
-        checked += 1
-        right += boxes_match([a.xyxy for a in t_boxes], [a.xyxy for a in boxes])
+        counts["heads.checked"] += 1
+        counts["heads.right"] += boxes_match([a.xyxy for a in t_boxes], [a.xyxy for a in boxes])
     for person, from_model in zip(persons, model_persons, strict=False):
         if from_model:
-            checked += 1
-            right += person_found(t_persons, person, settings.schema_)
-    return right, checked
+            counts["persons.checked"] += 1
+            counts["persons.right"] += person_found(t_persons, person, settings.schema_)
+    return counts
+
+
+def _precision(counts: Counter[str], *kinds: str) -> float | None:
+    checked = sum(counts[f"{k}.checked"] for k in kinds)
+    return round(sum(counts[f"{k}.right"] for k in kinds) / checked, 6) if checked else None
 
 
 def batch_automation(batch_dir: str, settings: Settings, data_root: str,
@@ -140,20 +149,18 @@ def batch_automation(batch_dir: str, settings: Settings, data_root: str,
                  for line in read_manifest_if_present(batch_dir + "inference/human.jsonl")
                  if isinstance(line.data.get("source-ref"), str)}
     effort = Effort(human_seconds=0.0, by_hand_seconds=0.0)
-    right = checked = 0
+    truth_counts: Counter[str] = Counter()
     for line in read_manifest_if_present(batch_dir + "inference/auto.jsonl"):
         boxes, persons = _labels(line, settings)
         effort = effort + Effort(human_seconds=0.0, by_hand_seconds=by_hand_seconds(boxes, persons, settings.effort))
         truth = (truth_by_name or {}).get(storage.basename(line.source_ref))
         if truth is not None:
-            r, c = _auto_parts_right(line, truth, True, [True] * len(persons), settings)
-            right, checked = right + r, checked + c
+            truth_counts += _auto_parts_right(line, truth, True, [True] * len(persons), settings)
     for line in read_manifest_if_present(batch_dir + "labeling/labeled.jsonl"):
         effort = effort + labeled_effort(line, proposals.get(line.source_ref), settings)
         truth = (truth_by_name or {}).get(storage.basename(line.source_ref))
         if truth is not None:
-            r, c = _auto_parts_right(line, truth, *_sources(line), settings)
-            right, checked = right + r, checked + c
+            truth_counts += _auto_parts_right(line, truth, *_sources(line), settings)
     bundle_id = summary.get("bundle_id")
     guarantee = bundle_guarantee(data_root, settings, bundle_id) if isinstance(bundle_id, str) else None
     j = settings.judgement
@@ -163,7 +170,10 @@ def batch_automation(batch_dir: str, settings: Settings, data_root: str,
         audit_precision_low95=guarantee.lower_bound if guarantee else None,
         audit_precision_high95=guarantee.upper_bound if guarantee else None,
         audits=guarantee.audits if guarantee else 0,
-        auto_precision_truth=round(right / checked, 6) if checked else None, auto_parts_checked=checked,
+        auto_precision_truth=_precision(truth_counts, "heads", "persons"),
+        auto_precision_truth_heads=_precision(truth_counts, "heads"),
+        auto_precision_truth_persons=_precision(truth_counts, "persons"),
+        auto_parts_checked=truth_counts["heads.checked"] + truth_counts["persons.checked"],
         human_seconds=round(effort.human_seconds, 1), by_hand_seconds=round(effort.by_hand_seconds, 1),
         human_seconds_ratio=None if effort.ratio is None else round(effort.ratio, 6),
         thresholds=summary.get("judgement") or {"box_threshold": j.box_threshold,

@@ -48,6 +48,8 @@ class RoundPoint(BaseModel):
     auto_share_persons: float | None = None
     auto_share_heads: float | None = None
     auto_precision_truth: float | None = None
+    auto_precision_truth_heads: float | None = None
+    auto_precision_truth_persons: float | None = None
     audit_precision: float | None = None
     audit_precision_low95: float | None = None
     audit_precision_high95: float | None = None
@@ -62,7 +64,8 @@ class RoundPoint(BaseModel):
                    **{k: getattr(r, k) for k in AUTOMATION_FIELDS}, thresholds=r.thresholds)
 
 
-AUTOMATION_FIELDS = ("auto_share_persons", "auto_share_heads", "auto_precision_truth", "audit_precision",
+AUTOMATION_FIELDS = ("auto_share_persons", "auto_share_heads", "auto_precision_truth", "auto_precision_truth_heads",
+                     "auto_precision_truth_persons", "audit_precision",
                      "audit_precision_low95", "audit_precision_high95", "human_seconds_ratio")
 # issue targets for the last round of the judgement runs (mean over seeds): (field, at least / at most, value)
 AUTOMATION_TARGETS: tuple[tuple[str, Literal["min", "max"], float], ...] = (

@@ -141,7 +141,7 @@ def plot_routes_per_round(rows: Sequence[RoundRecord], path: Path) -> Path:
 
 def plot_automation(rows: Sequence[RoundRecord], path: Path, target: float | None = None) -> Path:
     """Automation share, precision and people's effort per round (lines; a round without a figure is skipped)."""
-    with _figure(path, "Automation per round: how much the model labeled, how right, what people spent") as ax:
+    with _figure(path, "Automation per round") as ax:
         for key, label in _AUTOMATION:
             pts = [(r.round, getattr(r, key)) for r in rows if getattr(r, key) is not None]
             if pts:

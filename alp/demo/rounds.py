@@ -163,6 +163,8 @@ class DemoRun:
         report = batch_automation(record.batch_dir, self.settings, self.data_root, self.pool_by_name)
         record.auto_share_heads, record.auto_share_persons = report.auto_share_heads, report.auto_share_persons
         record.auto_precision_truth = report.auto_precision_truth
+        record.auto_precision_truth_heads = report.auto_precision_truth_heads
+        record.auto_precision_truth_persons = report.auto_precision_truth_persons
         record.audit_precision, record.audit_precision_low95 = report.audit_precision, report.audit_precision_low95
         record.audit_precision_high95 = report.audit_precision_high95
         record.human_seconds_ratio, record.thresholds = report.human_seconds_ratio, report.thresholds

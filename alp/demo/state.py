@@ -86,6 +86,8 @@ class RoundRecord(BaseModel):
     auto_share_heads: float | None = None
     auto_share_persons: float | None = None
     auto_precision_truth: float | None = None
+    auto_precision_truth_heads: float | None = None
+    auto_precision_truth_persons: float | None = None
     audit_precision: float | None = None
     audit_precision_low95: float | None = None
     audit_precision_high95: float | None = None
