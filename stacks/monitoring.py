@@ -151,6 +151,12 @@ class Monitoring(Construct):
                            left=[_step_metric(settings, "inference_ms_per_image", INFER_STEP, "Average")]),
             cw.GraphWidget(title="Labeling job seconds",
                            left=[_step_metric(settings, "labeling_job_seconds", "Label", "Maximum")]),
+            cw.GraphWidget(title="Automation: parts auto-accepted, audited precision (95% lower bound)",
+                           left=[_step_metric(settings, m, INFER_STEP, "Average") for m in
+                                 ("auto_share_persons", "auto_share_heads", "audited_precision",
+                                  "audited_precision_lower_bound")],
+                           left_annotations=[cw.HorizontalAnnotation(value=settings.judgement.target_precision,
+                                                                     label="target precision")]),
             cw.GraphWidget(title="Challenger metrics (test split)",
                            left=[_step_metric(settings, m, "Evaluate", "Maximum")
                                  for m in settings.training.gate_metrics]),
