@@ -16,9 +16,9 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from alp import __version__
+from alp.cli_errors import explain
 from alp.environment import patched_environ
-from alp.settings import SETTINGS_ENV, SettingsError
-from alp.storage import StorageError
+from alp.settings import SETTINGS_ENV, settings_source
 
 
 def _discover(package: str, subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="alp", description="Active-learning annotation pipeline: head boxes and keypoints on AWS."
     )
     parser.add_argument("--version", action="version", version=f"alp {__version__}")
-    parser.add_argument("--settings", help="settings JSON (path or s3:// URI); default $ALP_SETTINGS_URI or cdk.json")
+    parser.add_argument("--settings", help="settings JSON (path or s3:// URI); default $ALP_SETTINGS_URI, else the "
+                                           "nearest cdk.json (this folder or above), else the built-in defaults")
+    parser.add_argument("--debug", action="store_true", help="show the traceback when a command fails")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _discover("alp.commands", sub)
     return parser
@@ -62,13 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         with _settings_env(args.settings):
+            print(f"alp {args.command}: {settings_source(args.settings)}", file=sys.stderr)
             rc = func(args)
-    except (SettingsError, StorageError, ValueError, FileNotFoundError) as exc:
-        print(f"alp {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"alp {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # every failure is one line on stderr; --debug shows the traceback
+        if args.debug:
+            raise
+        explained = explain(exc, getattr(args, "credentials_hint", None))
+        print(f"alp {args.command}: error: {explained.message}", file=sys.stderr)
+        return explained.exit_code
     return int(rc or 0)
 
 

@@ -54,6 +54,8 @@ def emit_metrics(step: str, metrics: dict[str, float], *, namespace: str = "Acti
         with path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
     else:
-        sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
-        sys.stdout.flush()
+        # stderr: CloudWatch Logs extracts the embedded metrics from either stream, and stdout stays the command's
+        # own output (one JSON document with --json)
+        sys.stderr.write(json.dumps(record, sort_keys=True) + "\n")
+        sys.stderr.flush()
     return record

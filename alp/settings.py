@@ -503,14 +503,37 @@ class SettingsOnce:
         self._settings = None
 
 
+def find_cdk_json(start: Path | None = None) -> Path | None:
+    """The nearest ``cdk.json`` in ``start`` (default: the working directory) or a folder above it."""
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / "cdk.json").is_file():
+            return candidate / "cdk.json"
+    return None
+
+
+def settings_source(uri: str | None = None) -> str:
+    """Where :func:`load_settings` reads the settings from, in words (every command says it on stderr)."""
+    if uri:
+        return f"settings from {uri}"
+    if os.environ.get(SETTINGS_ENV):
+        return f"settings from ${SETTINGS_ENV} ({os.environ[SETTINGS_ENV]})"
+    found = find_cdk_json()
+    if found is not None:
+        return f"settings from {found} (context key 'alp')"
+    return (f"built-in default settings (no --settings, no ${SETTINGS_ENV}, no cdk.json in {Path.cwd()} or a "
+            "folder above)")
+
+
 def load_settings(uri: str | None = None) -> Settings:
     """Settings for a runtime step: from ``uri`` (a path or s3:// URI), else ``$ALP_SETTINGS_URI``,
-    else ``cdk.json`` in the working directory, else the defaults."""
+    else the nearest ``cdk.json`` (the working directory or a folder above), else the defaults."""
     uri = uri or os.environ.get(SETTINGS_ENV)
     if uri:
         from alp import storage
 
         return parse_settings(storage.read_text(uri))
-    if Path("cdk.json").is_file():
-        return settings_from_cdk_json("cdk.json")
+    found = find_cdk_json()
+    if found is not None:
+        return settings_from_cdk_json(found)
     return Settings()

@@ -323,7 +323,7 @@ def _main(args: argparse.Namespace) -> int:
     except RunFailed as exc:
         print(f"alp bench active-learning: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result.model_dump(mode="json"), indent=2) if args.json else _summary(result))
+    print(json.dumps(result.model_dump(mode="json")) if args.json else _summary(result))
     return 0
 
 

@@ -29,7 +29,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_files(args.truth, args.pred, args.schema,
                             head_attr=settings.labeling.head_label_attribute,
                             kp_attr=settings.labeling.keypoint_label_attribute)
-    print(json.dumps(result, indent=2) if args.json else _summary(result))
+    print(json.dumps(result, sort_keys=True) if args.json else _summary(result))
     return 0
 
 

@@ -227,7 +227,7 @@ def _infer_batch(args: argparse.Namespace) -> int:
         **({"inference_ms_per_image": 1000.0 * summary.timings["total_s"] / summary.inputs}
            if summary.inputs and "total_s" in summary.timings else {}),
     }, namespace=settings.observability.metrics_namespace)
-    if args.json:  # one line, last on stdout (the metrics record may precede it in the cloud)
+    if args.json:  # one line, the only one on stdout (the metrics record goes to stderr)
         print(json.dumps({**summary.model_dump(mode="json"), "routes": routes}, sort_keys=True))
     else:
         print(f"infer-batch: {summary.invariant} (bundle {summary.bundle_id or 'none: cold start'})"
@@ -237,6 +237,8 @@ def _infer_batch(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("infer-batch", help="infer, judge and route a batch manifest")
+    p.set_defaults(credentials_hint="pass --bundle DIR (a model bundle folder) or --no-model (cold start), or "
+                                    "configure AWS credentials to read the model registry")
     p.add_argument("--manifest", required=True, help="batch manifest (one source-ref per line): path or s3:// URI")
     p.add_argument("--out", required=True, help="output folder or s3:// prefix")
     group = p.add_mutually_exclusive_group()

@@ -19,7 +19,7 @@ def _list(args: argparse.Namespace) -> int:
 
     bundles = list_bundles(load_settings(), status=args.status)
     if args.json:
-        print(json.dumps([_row(b) for b in bundles], indent=2))
+        print(json.dumps([_row(b) for b in bundles], sort_keys=True))
         return 0
     if not bundles:
         print("no bundles registered (cold start)")
@@ -39,7 +39,7 @@ def _current(args: argparse.Namespace) -> int:
     if champion is None:
         print(json.dumps(None) if args.json else "no approved bundle (cold start)")
         return 0
-    print(json.dumps(_row(champion), indent=2) if args.json else champion.bundle_uri)
+    print(json.dumps(_row(champion), sort_keys=True) if args.json else champion.bundle_uri)
     return 0
 
 

@@ -40,7 +40,7 @@ def _quantize(args: argparse.Namespace) -> int:
                 metrics = evaluate_loaded(load_bundle(uri, cache), truth, settings)
                 result[name] = {k: metrics.get(k) for k in METRICS}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, sort_keys=True))
     else:
         print(f"wrote {result['bundle_id']} to {args.out} ({result['calibration_images']} calibration images)")
         if args.compare_on:

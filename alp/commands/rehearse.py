@@ -23,7 +23,7 @@ def _rehearse(args: argparse.Namespace) -> int:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(report + "\n")
     if args.json:
-        print(report)
+        print(json.dumps(result.as_json(), sort_keys=True))
     else:
         for v in result.variants:
             print(f"{v.variant}: {'ok' if v.ok else 'FAILED'} ({sum(s.ok for s in v.steps)} steps ran, {v.seconds:.0f}s; "

@@ -84,13 +84,20 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 1-65535, got {value}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("studio", help="run Label Studio on this machine (up, status, down)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="studio_command", metavar="ACTION", required=True)
     up = sub.add_parser("up", help="start Label Studio, create the projects, print the URL")
     up.add_argument("--run-dir", default="studio-run", help="state folder (default ./studio-run)")
-    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--port", type=_port, default=8080, help="port on 127.0.0.1 (default 8080)")
     up.add_argument("--timeout-seconds", type=float, default=300.0, help="how long to wait for the first start")
     up.set_defaults(func=_up)
     status = sub.add_parser("status", help="tasks and finished tasks per project, as Label Studio reports them")

@@ -172,7 +172,11 @@ def start_server(run_dir: Path, *, port: int = DEFAULT_PORT, version: str = "1.2
     record = ServerRecord(pid=process.pid, port=port, version=version, log=str(log_path), data_dir=str(data_dir))
     (run_dir / SERVER_FILE).write_text(record.model_dump_json(indent=2))
     connection.write(studio_file)
-    _wait_until_up(connection, record, timeout_seconds, process=process)
+    try:
+        _wait_until_up(connection, record, timeout_seconds, process=process)
+    except BaseException:
+        stop_server(run_dir)  # a server that did not come up is not left running
+        raise
     return connection
 
 
