@@ -26,6 +26,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "evaluate-bundle": (["--bundle", M, "--dataset", M], "no such file"),
     "infer-batch": (["--manifest", M, "--out", M], "pass --bundle"),
     "label": (["--batch", f"{M}/"], "no such file"),
+    "local add": (["--images", M], "give --images a folder of frames"),
+    "local status": (["--project-dir", M], "alp local add --images DIR"),
     "merge": (["--batch", f"{M}/"], "run the infer and label steps first"),
     "models list": ([], "no AWS credentials"),
     "models current": ([], "no AWS credentials"),
