@@ -47,6 +47,7 @@ from alp.schema import PRESETS, KeypointSchema, get_schema
 
 InputKind = Literal["manifest", "coco_gt", "coco_results"]
 PERSON_CATEGORY_ID = 1
+HEAD_CATEGORY_ID = 2  # exports only: head boxes as a category of their own
 
 
 # --- reading and format detection ---------------------------------------------------------------------
@@ -234,8 +235,11 @@ def _category(schema: KeypointSchema) -> dict[str, Any]:
 
 
 def manifest_to_coco(lines: Iterable[ManifestLine], schema: str | KeypointSchema = "incabin17",
-                     head_attr: str = "head-boxes", kp_attr: str = "keypoints") -> dict[str, Any]:
-    """COCO keypoint ground truth from truth manifest lines (image ids 1..N in line order)."""
+                     head_attr: str = "head-boxes", kp_attr: str = "keypoints", *,
+                     heads_as_category: bool = False) -> dict[str, Any]:
+    """COCO keypoint ground truth from truth manifest lines (image ids 1..N in line order). With
+    ``heads_as_category`` every head box is also an annotation of a second category, ``head`` (an export people's
+    tools read as boxes), besides the ``head_bbox`` of the person it belongs to."""
     sch = get_schema(schema) if isinstance(schema, str) else schema
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -247,10 +251,15 @@ def manifest_to_coco(lines: Iterable[ManifestLine], schema: str | KeypointSchema
             raise EvaluationError(f"line {image_id}: no {kp_attr!r} or {head_attr!r} label to take the image size from")
         images.append({"id": image_id, "file_name": storage.basename(line.source_ref), "width": size.width,
                        "height": size.height, "alp_source_ref": line.source_ref})
+        heads = bx[0].annotations if bx else []
+        if heads_as_category:
+            for h in heads:
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": HEAD_CATEGORY_ID,
+                                    "bbox": [h.left, h.top, h.width, h.height], "area": float(h.width * h.height),
+                                    "iscrowd": 0})
         if kp is None:
             continue
         kp[0].check_schema(sch.names)
-        heads = bx[0].annotations if bx else []
         for person in kp[0].persons:
             flat = _flat_keypoints(person)
             visible_n = sum(1 for p in person.keypoints if p.v > 0)
@@ -262,7 +271,9 @@ def manifest_to_coco(lines: Iterable[ManifestLine], schema: str | KeypointSchema
                 h = heads[person.head_box_index]
                 ann["head_bbox"] = [h.left, h.top, h.width, h.height]
             annotations.append(ann)
-    return {"images": images, "annotations": annotations, "categories": [_category(sch)]}
+    categories = [_category(sch)] + ([{"id": HEAD_CATEGORY_ID, "name": "head", "supercategory": "person"}]
+                                     if heads_as_category else [])
+    return {"images": images, "annotations": annotations, "categories": categories}
 
 
 def _extent(person: PersonKeypoints, heads: Sequence[BoxAnnotation]) -> list[float]:

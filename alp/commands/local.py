@@ -1,4 +1,4 @@
-"""``alp local``: a project on this machine from a folder of your own frames (import and status so far)."""
+"""``alp local``: a project on this machine from a folder of your own frames (import, status, export so far)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,46 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from alp import storage
+    from alp.coco import manifest_to_coco
+    from alp.datasets import datasets_dir, list_versions, read_version
+    from alp.local.project import ProjectPaths
+    from alp.settings import load_settings
+
+    settings = load_settings()
+    paths = ProjectPaths.of(Path(args.project_dir), settings)
+    data_root = str(paths.data) + "/"
+    versions = list_versions(data_root, settings)
+    if args.version:
+        version = datasets_dir(data_root, settings) + args.version.strip("/") + "/"
+        if version not in versions:
+            raise FileNotFoundError(f"no dataset version {args.version} in {paths.root}: it has "
+                                    f"{', '.join(storage.basename(v.rstrip('/')) for v in versions) or 'none yet'}")
+    elif versions:
+        version = versions[-1]
+    else:
+        raise FileNotFoundError(f"no dataset version in {paths.root} yet: people's labels of a first round make one")
+    out = Path(args.out)
+    if args.format == "coco":
+        coco = manifest_to_coco(read_version(version), settings.schema_,
+                                settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute,
+                                heads_as_category=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(coco))
+        summary = {"format": "coco", "version": storage.basename(version.rstrip("/")), "out": str(out),
+                   "images": len(coco["images"]), "annotations": len(coco["annotations"])}
+    else:
+        from training.prepare import prepare_training
+
+        prepared = prepare_training(version, str(out), settings)
+        summary = {"format": "yolo", "version": storage.basename(version.rstrip("/")), "out": str(out),
+                   "images": prepared.counts, "skipped": len(prepared.skipped)}
+    print(json.dumps(summary, sort_keys=True) if args.json else f"alp local: exported {summary['version']} as "
+          f"{args.format} to {out}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("local", help="a project on this machine from your own frames")
     sub = parser.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True)
@@ -59,3 +99,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     status.add_argument("--project-dir", default="alp-project")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
+    export = sub.add_parser("export", help="a dataset version as COCO keypoints JSON or YOLO datasets")
+    export.add_argument("--format", choices=("coco", "yolo"), required=True)
+    export.add_argument("--out", required=True, help="the COCO JSON file, or the YOLO folder")
+    export.add_argument("--version", help="vNNNN (default: the latest)")
+    export.add_argument("--project-dir", default="alp-project")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(func=_export)

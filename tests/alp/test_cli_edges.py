@@ -28,6 +28,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "label": (["--batch", f"{M}/"], "no such file"),
     "local add": (["--images", M], "give --images a folder of frames"),
     "local status": (["--project-dir", M], "alp local add --images DIR"),
+    "local export": (["--format", "coco", "--out", M, "--project-dir", M], "no dataset version"),
     "merge": (["--batch", f"{M}/"], "run the infer and label steps first"),
     "models list": ([], "no AWS credentials"),
     "models current": ([], "no AWS credentials"),
