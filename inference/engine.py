@@ -7,6 +7,7 @@ visibility, and each person is tied to a head box. No torch, no pickles: onnxrun
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from alp.bundle import BundleError, LoadedBundle, load_bundle
+from alp.geometry import iou_matrix
 from alp.settings import Settings
 from inference.head_backends import (
     HeadDetector,
@@ -55,6 +57,7 @@ class ImagePrediction:
     unmatched_visible_persons: int
     main_threshold: Threshold  # the visibility rule the persons' keypoints were classified with
     additional_threshold: Threshold
+    near_miss_persons: int = 0  # person candidates just under the detection threshold, apart from every kept one
 
     def evidence(self, keypoint_names: Sequence[str] = ()) -> ImageEvidence:
         """The confidences judgement needs, as plain data."""
@@ -71,10 +74,29 @@ class ImagePrediction:
                 for p in self.persons
             ),
             unmatched_visible_persons=self.unmatched_visible_persons,
+            near_miss_persons=self.near_miss_persons,
             keypoint_names=tuple(keypoint_names),
             main_threshold=self.main_threshold,
             additional_threshold=self.additional_threshold,
         )
+
+
+NEAR_MISS_IOU = 0.5  # a candidate overlapping a kept person this much is that person, not another one
+
+
+def split_near_misses(dets: Detections, conf_threshold: float) -> tuple[Detections, int]:
+    """The detections above ``conf_threshold`` (what decoding at it would have kept), and how many of the others
+    overlap none of them (IoU < 0.5): candidates for an object the model nearly found."""
+    kept = dets.scores > conf_threshold
+    kept_dets = Detections(boxes=dets.boxes[kept], scores=dets.scores[kept],
+                           keypoints=None if dets.keypoints is None else dets.keypoints[kept])
+    others = dets.boxes[~kept]
+    if not len(others):
+        return kept_dets, 0
+    if not kept.any():
+        return kept_dets, int(len(others))
+    overlap = iou_matrix(others, kept_dets.boxes).max(axis=1)
+    return kept_dets, int((overlap < NEAR_MISS_IOU).sum())
 
 
 def combine(heads: Detections, main: Detections, visible: Detections, width: int, height: int, *,
@@ -194,15 +216,21 @@ class InferenceEngine:
         self.open()
         inf = self.settings.inference
         heads = self.head_detector.detect(batch)
-        mains = self.pose_main.predict(batch.tensor, batch.placements, conf_threshold=inf.box_conf_threshold,
-                                       max_detections=inf.max_detections)
+        near = inf.near_miss_conf if inf.near_miss_conf is not None and inf.near_miss_conf < inf.box_conf_threshold \
+            else inf.box_conf_threshold
+        candidates = self.pose_main.predict(batch.tensor, batch.placements, conf_threshold=near,
+                                            max_detections=inf.max_detections)
+        split = [split_near_misses(d, inf.box_conf_threshold) for d in candidates]
+        mains, near_misses = [d for d, _ in split], [n for _, n in split]
         visibles = self.pose_visible.predict(batch.tensor, batch.placements, conf_threshold=inf.box_conf_threshold,
                                              max_detections=inf.max_detections)
         return [
-            combine(h, m, v, p.width, p.height, keypoint_names=self.keypoint_names,
-                    main_threshold=self.main_threshold, additional_threshold=self.additional_threshold,
-                    person_match_iou=inf.person_match_iou)
-            for h, m, v, p in zip(heads, mains, visibles, batch.placements, strict=True)
+            dataclasses.replace(
+                combine(h, m, v, p.width, p.height, keypoint_names=self.keypoint_names,
+                        main_threshold=self.main_threshold, additional_threshold=self.additional_threshold,
+                        person_match_iou=inf.person_match_iou),
+                near_miss_persons=n)
+            for h, m, v, p, n in zip(heads, mains, visibles, batch.placements, near_misses, strict=True)
         ]
 
     def predict_decoded(self, images: Sequence[DecodedImage],

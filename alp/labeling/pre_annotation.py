@@ -64,6 +64,7 @@ _REASON_TEXT = {
     "no_head": "The model found a person without a head box.",
     "low_keypoints": "The model was unsure about some body points.",
     "unmatched_person": "The model may have missed or doubled a person.",
+    "near_miss": "The model may have missed a person: please check for anyone without a head box.",
     "model_error": "The model could not process this image.",
 }
 

@@ -125,3 +125,17 @@ def test_decode_keeps_the_most_confident_detections_up_to_the_limit():
     assert len(decode_output(raw, placement, conf_threshold=0.25, num_keypoints=None).scores) == 30
     det = decode_output(raw, placement, conf_threshold=0.25, num_keypoints=None, max_detections=5)
     np.testing.assert_allclose(det.scores, np.linspace(0.3, 0.9, 30)[::-1][:5])
+
+
+def test_a_person_candidate_just_under_the_detection_threshold_is_counted_as_a_near_miss(scripted, tmp_path):
+    """The scripted models' confidence is the frame's brightness: at 50/255 (about 0.2) the person is a candidate
+    between inference.near_miss_conf (0.1) and box_conf_threshold (0.25): not detected, but counted; at 240 it is
+    detected and nothing is missed; with near_miss_conf off nothing is counted."""
+    engine = InferenceEngine.from_bundle(str(scripted), Settings(), tmp_path / "cache")
+    dim, bright = engine.predict([bright_image(50), bright_image(240)])
+    assert (len(dim.persons), dim.near_miss_persons) == (0, 1)
+    assert (len(bright.persons), bright.near_miss_persons) == (1, 0)
+    assert dim.evidence().near_miss_persons == 1
+    off = InferenceEngine.from_bundle(str(scripted), Settings().with_overrides({"inference.near_miss_conf": None}),
+                                      tmp_path / "cache")
+    assert off.predict([bright_image(50)])[0].near_miss_persons == 0

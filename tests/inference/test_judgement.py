@@ -287,3 +287,13 @@ def test_property_deterministic_and_exactly_one_route(ev, s, key):
     a, b = route_image(key, ev, s), route_image(key, ev, s)
     assert a == b
     assert a.route in ("auto", "human", "audit")
+
+
+def test_a_nearly_found_person_sends_the_head_task_to_people():
+    """A person candidate just under the detection threshold, apart from the found ones, may be an occupant the
+    labels miss: the head task goes to people (they add the head, then the person is a task); the found persons
+    keep their own routes."""
+    d = route_image("k", dataclasses.replace(_image(_person()), near_miss_persons=1), NO_AUDIT)
+    assert d.route == "human" and d.reason.startswith("near_miss: 1 person candidate(s)")
+    assert d.parts is not None and d.parts.heads.route == "human" and d.parts.persons[0].route == "auto"
+    assert d.parts.heads.structural  # no score threshold would let it through
