@@ -97,7 +97,7 @@ def test_a_learned_threshold_is_the_lowest_score_whose_parts_keep_the_bound() ->
     rows = [(0.9 - i * 0.001, True) for i in range(200)] + [(0.3 - i * 0.001, i % 2 == 0) for i in range(60)]
     learned = learn_thresholds(_parts(rows), target=0.95, min_audits=30)
     persons = learned["persons"]
-    assert persons.outcomes == 260 and persons.threshold is not None and 0.3 > persons.threshold
+    assert persons.outcomes == 260 and persons.threshold is not None and persons.threshold < 0.3
     kept = [ok for score, ok in rows if score >= persons.threshold]
     assert persons.accepted == len(kept) and (wilson_lower_bound(sum(kept), len(kept)) or 0) >= 0.95
     assert all((wilson_lower_bound(sum(ok for s, ok in rows if s >= t), sum(1 for s, _ in rows if s >= t)) or 0)

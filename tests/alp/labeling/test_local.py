@@ -9,14 +9,14 @@ import pytest
 from labeling_builders import human_line, truth_line
 
 from alp import aws, storage
+from alp.audits import batch_outcomes
 from alp.cli import main
+from alp.datasets import merge_batch_result
 from alp.geometry import Box, box_agreement, oks
 from alp.labeling.answers import parse_box_answer, parse_keypoint_answer
 from alp.labeling.job_output import PAYLOAD_PATH
 from alp.labeling.local import LocalJobSimulation, LocalWorkforceBackend, NoiseModel, workforce
 from alp.labeling.workflow import UNLABELED_KEY, run_label_step
-from alp.audits import batch_outcomes
-from alp.datasets import merge_batch_result
 from alp.manifest import ManifestLine, PartDecision, PartRoutes, read_manifest, write_manifest
 from alp.settings import Settings
 
