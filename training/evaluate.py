@@ -30,7 +30,7 @@ from alp.bundle import (
     load_bundle,
     parse_descriptor,
 )
-from alp.datasets import PEOPLE_KINDS, SOURCE_KEY
+from alp.datasets import MODEL_KINDS, SOURCE_KEY
 from alp.manifest import ManifestLine, read_manifest
 from alp.settings import Settings
 from training.gate import GateDecision, gate
@@ -49,7 +49,7 @@ def frozen_test_lines(dataset_uri: str) -> list[ManifestLine]:
     for repeating the champion's predictions."""
     lines = read_manifest(storage.join(dataset_uri.rstrip("/"), "manifest.jsonl"))
     test = [line for line in lines if line.data.get(SPLIT_KEY) == "test"
-            and (line.data.get(SOURCE_KEY) or {}).get("kind") in PEOPLE_KINDS]
+            and (line.data.get(SOURCE_KEY) or {}).get("kind") not in MODEL_KINDS]
     if not test:
         raise EvaluationError(f"dataset {dataset_uri} has no test images labeled by people ({SPLIT_KEY} == 'test')")
     return test

@@ -24,7 +24,7 @@ import numpy as np
 
 from alp import storage
 from alp.bundle import DESCRIPTOR_NAME, VisibilityThreshold, load_bundle, parse_descriptor
-from alp.datasets import PEOPLE_KINDS, SOURCE_KEY, SPLIT_KEY
+from alp.datasets import MODEL_KINDS, SOURCE_KEY, SPLIT_KEY
 from alp.geometry import box_iou
 from alp.manifest import ManifestLine, read_manifest
 from alp.settings import Settings
@@ -135,7 +135,7 @@ def validation_lines(dataset_uri: str) -> list[ManifestLine]:
     """The version's validation records labeled by people."""
     lines = read_manifest(storage.join(dataset_uri.rstrip("/"), "manifest.jsonl"))
     return [line for line in lines if line.data.get(SPLIT_KEY) == "val"
-            and (line.data.get(SOURCE_KEY) or {}).get("kind") in PEOPLE_KINDS]
+            and (line.data.get(SOURCE_KEY) or {}).get("kind") not in MODEL_KINDS]
 
 
 def fit_bundle_visibility(bundle_uri: str, dataset_uri: str, settings: Settings,

@@ -119,12 +119,13 @@ def _judgement_for_batch(args: argparse.Namespace, settings: Settings, bundle_ur
                 overrides[field] = found.threshold
     effective = settings.with_overrides({f"judgement.{k}": v for k, v in overrides.items()})
     e = effective.judgement
-    storage.write_text(storage.join(args.out, "thresholds.json"), json.dumps({
+    # written with the outputs, once the batch is routed: a crashed step leaves no output behind
+    args.thresholds_record = json.dumps({
         "bundle_id": bundle_id, "audit_seed": e.audit_seed, "learned": learned,
         "effective": {"box_threshold": e.box_threshold, "keypoint_threshold": e.keypoint_threshold,
                       "heads_score_threshold": e.heads_score_threshold,
                       "person_score_threshold": e.person_score_threshold},
-    }, indent=2, sort_keys=True) + "\n", content_type="application/json")
+    }, indent=2, sort_keys=True) + "\n"
     for kind, record in learned.items():
         print(f"infer-batch: {kind} score threshold from the audits of {bundle_id}: {record}", file=sys.stderr)
     args.judgement = json.dumps(overrides, sort_keys=True)
@@ -197,6 +198,11 @@ def _infer_batch(args: argparse.Namespace) -> int:
         summary = run_batch(args.manifest, args.out, settings, engine=engine, shard_index=shard_index,
                             shard_count=shard_count, progress=args.progress)
     routes: dict[str, int] = dict(summary.routes)
+    if getattr(args, "thresholds_record", None):
+        from alp import storage
+
+        storage.write_text(storage.join(args.out, "thresholds.json"), args.thresholds_record,
+                           content_type="application/json")
     guarantee, paused = _guarantee(args, settings, summary.bundle_id)
     if paused is not None and routes.get("auto"):
         # The audits say this model's auto-labels miss the target precision: people label everything.
