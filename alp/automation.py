@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from alp import storage
 from alp.agreement import boxes_match, person_found
@@ -34,6 +34,7 @@ from alp.manifest import (
     PersonKeypoints,
     PreAnnotation,
     ScoredBox,
+    auto_share,
     read_manifest_if_present,
 )
 from alp.settings import Settings
@@ -41,29 +42,36 @@ from alp.settings import Settings
 PARTS_KEY = "parts"  # in alp-labeling: {"heads": "people"|"model", "persons": [...]}
 
 
-class AutomationReport(BaseModel):
-    """One batch's automation: shares, precision, effort, and the thresholds the judgement used."""
+class AutomationFigures(BaseModel):
+    """A batch's automation, as the demo's rounds and the bench's points carry it: the share of parts the model
+    labeled, how right (audits; the truth where known), people's seconds against labeling it all by hand, the
+    judgement's thresholds."""
+
+    auto_share_heads: float | None = None
+    auto_share_persons: float | None = None
+    auto_precision_truth: float | None = None
+    auto_precision_truth_heads: float | None = None
+    auto_precision_truth_persons: float | None = None
+    audit_precision: float | None = None
+    audit_precision_low95: float | None = None
+    audit_precision_high95: float | None = None
+    human_seconds_ratio: float | None = None
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+
+
+class AutomationReport(AutomationFigures):
+    """One batch's automation: the figures, and the counts behind them."""
 
     parts: dict[str, int]
-    auto_share_heads: float | None
-    auto_share_persons: float | None
-    audit_precision: float | None
-    audit_precision_low95: float | None
-    audit_precision_high95: float | None
     audits: int
-    auto_precision_truth: float | None
-    auto_precision_truth_heads: float | None  # head-box tasks accepted: boxes one-to-one with the truth
-    auto_precision_truth_persons: float | None  # persons accepted: within OKS 0.5 of a true person
     auto_parts_checked: int
     human_seconds: float
     by_hand_seconds: float
-    human_seconds_ratio: float | None
-    thresholds: dict[str, Any]
 
 
-def _share(parts: Mapping[str, int], kind: str) -> float | None:
-    total = sum(v for k, v in parts.items() if k.startswith(f"{kind}."))
-    return round(parts.get(f"{kind}.auto", 0) / total, 6) if total else None
+def _share(parts: dict[str, int], kind: str) -> float | None:
+    share = auto_share(parts, kind)
+    return None if share is None else round(share, 6)
 
 
 def _sources(line: ManifestLine) -> tuple[bool, list[bool]]:

@@ -437,6 +437,13 @@ def part_counts(line: ManifestLine, keypoint_attribute: str) -> Counter[str]:
     return counts
 
 
+def auto_share(parts: dict[str, int], kind: str) -> float | None:
+    """Of a batch's parts of ``kind`` (``heads`` or ``persons``, counted by :func:`part_counts`), the share the
+    model's labels were accepted for; None without any."""
+    total = sum(v for k, v in parts.items() if k.startswith(f"{kind}."))
+    return parts.get(f"{kind}.auto", 0) / total if total else None
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number (JSON has no NaN or Infinity)")
 

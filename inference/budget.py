@@ -33,7 +33,7 @@ from alp.manifest import (
     read_manifest_if_present,
 )
 from alp.settings import Settings
-from inference.judgement import audit_draw
+from inference.judgement import part_draw
 
 RANDOM_REASON = "random_selection: baseline strategy of the label-savings bench"
 
@@ -251,13 +251,13 @@ def ensure_min_audits(inference_dir: str, settings: Settings) -> dict[str, int] 
     ranked: list[tuple[float, int, str]] = []  # (draw, line: auto first, then human, part)
     for i, line in enumerate(auto):
         route = line.route()
-        ranked += [(_draw(line.source_ref, name, j.audit_seed), i, name)
+        ranked += [(part_draw(line.source_ref, name, j.audit_seed), i, name)
                    for name in _part_names(route.parts if route else None)]
     for i, line in enumerate(human):
         pre = line.preannotation()
         if pre is None or pre.parts is None or not has_model_proposal(line):
             continue  # whole images and cold starts: nothing to draw a part of
-        ranked += [(_draw(line.source_ref, name, j.audit_seed), len(auto) + i, name)
+        ranked += [(part_draw(line.source_ref, name, j.audit_seed), len(auto) + i, name)
                    for k, name in zip((None, *range(len(pre.parts.persons))), _part_names(pre.parts), strict=True)
                    if not pre.blind(k)]
     chosen: dict[int, set[str]] = {}
@@ -290,11 +290,6 @@ def ensure_min_audits(inference_dir: str, settings: Settings) -> dict[str, int] 
     _rewrite_summary(inference_dir, counts, None, {"min_audits_drawn": sum(len(v) for v in chosen.values()),
                                                    "parts": _part_counts([*new_auto, *new_human], settings)})
     return counts
-
-
-def _draw(key: str, part: str, seed: str) -> float:
-    """The judgement's own draw for a part (the whole image's for ``image``)."""
-    return audit_draw(key if part == "image" else f"{key}#{part}", seed)
 
 
 PAUSED_REASON = ("paused: the audited precision of this model's auto-labels is under the target "

@@ -157,6 +157,11 @@ def audit_draw(image_key: str, seed: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def part_draw(image_key: str, part: str, seed: str) -> float:
+    """The audit draw of one part (``heads``, ``person-<k>``), or of the whole image for ``image``."""
+    return audit_draw(image_key if part == "image" else f"{image_key}#{part}", seed)
+
+
 def _at(threshold: float | tuple[float, ...], k: int) -> float:
     """Keypoint ``k``'s threshold (a tuple holds one per keypoint)."""
     return threshold[k] if isinstance(threshold, tuple) else threshold
@@ -286,7 +291,7 @@ def part_routes(image_key: str, ev: ImageEvidence, s: JudgementSettings) -> Part
     def decide(part: int, name: str) -> PartDecision:
         failed = c.of(part)
         score = _part_score(c, part)
-        blind = audit_draw(f"{image_key}#{name}", s.audit_seed) < s.audit_fraction
+        blind = part_draw(image_key, name, s.audit_seed) < s.audit_fraction
         if failed:
             return PartDecision(route="human", score=score, reason="; ".join(failed), blind=blind)
         if blind:

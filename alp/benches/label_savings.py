@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
+from alp.automation import AutomationFigures
+
 if TYPE_CHECKING:
     from alp.demo.state import RoundRecord
 
@@ -33,7 +35,7 @@ class RunSizes(BaseModel):
     batch: int = Field(description="training batch size")
 
 
-class RoundPoint(BaseModel):
+class RoundPoint(AutomationFigures):
     """One round of one run: the human labels spent so far and the candidate on the frozen test set."""
 
     round: int
@@ -44,29 +46,16 @@ class RoundPoint(BaseModel):
     kpt_oks_map50: float | None = None
     visibility_accuracy: float | None = None
     approved: bool | None = None
-    # the round's automation (alp/automation.py)
-    auto_share_persons: float | None = None
-    auto_share_heads: float | None = None
-    auto_precision_truth: float | None = None
-    auto_precision_truth_heads: float | None = None
-    auto_precision_truth_persons: float | None = None
-    audit_precision: float | None = None
-    audit_precision_low95: float | None = None
-    audit_precision_high95: float | None = None
-    human_seconds_ratio: float | None = None
-    thresholds: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, r: RoundRecord) -> RoundPoint:
         return cls(round=r.round, human_labels=r.human_labels_total, auto_labels=r.auto, deferred=r.deferred,
                    box_map50=r.box_map50, kpt_oks_map50=r.kpt_oks_map50,
                    visibility_accuracy=r.visibility_accuracy, approved=r.approved,
-                   **{k: getattr(r, k) for k in AUTOMATION_FIELDS}, thresholds=r.thresholds)
+                   **{k: getattr(r, k) for k in AutomationFigures.model_fields})
 
 
-AUTOMATION_FIELDS = ("auto_share_persons", "auto_share_heads", "auto_precision_truth", "auto_precision_truth_heads",
-                     "auto_precision_truth_persons", "audit_precision",
-                     "audit_precision_low95", "audit_precision_high95", "human_seconds_ratio")
+AUTOMATION_FIELDS = tuple(k for k in AutomationFigures.model_fields if k != "thresholds")
 # issue targets for the last round of the judgement runs (mean over seeds): (field, at least / at most, value)
 AUTOMATION_TARGETS: tuple[tuple[str, Literal["min", "max"], float], ...] = (
     ("auto_precision_truth", "min", 0.95), ("auto_share_persons", "min", 0.4), ("human_seconds_ratio", "max", 0.5),

@@ -139,14 +139,11 @@ def _part_shares(out: str) -> dict[str, float]:
     uri = storage.join(out, "summary.json")
     if not storage.exists(uri):  # a Processing instance: its shard's summary is under its shard folder
         return {}
-    summary = json.loads(storage.read_text(uri))
-    parts: dict[str, int] = summary.get("parts") or {}
-    shares = {}
-    for kind in ("heads", "persons"):
-        total = sum(v for k, v in parts.items() if k.startswith(f"{kind}."))
-        if total:
-            shares[f"auto_share_{kind}"] = parts.get(f"{kind}.auto", 0) / total
-    return shares
+    from alp.manifest import auto_share
+
+    parts: dict[str, int] = json.loads(storage.read_text(uri)).get("parts") or {}
+    shares = {kind: auto_share(parts, kind) for kind in ("heads", "persons")}
+    return {f"auto_share_{kind}": share for kind, share in shares.items() if share is not None}
 
 
 def _infer_batch(args: argparse.Namespace) -> int:

@@ -156,18 +156,13 @@ class DemoRun:
 
     def _automation(self, record: RoundRecord) -> None:
         """What the model labeled in this round's batch, how right it was by the truth, and people's seconds."""
-        from alp.automation import batch_automation
+        from alp.automation import AutomationFigures, batch_automation
 
         if record.batch_dir is None:
             return
         report = batch_automation(record.batch_dir, self.settings, self.data_root, self.pool_by_name)
-        record.auto_share_heads, record.auto_share_persons = report.auto_share_heads, report.auto_share_persons
-        record.auto_precision_truth = report.auto_precision_truth
-        record.auto_precision_truth_heads = report.auto_precision_truth_heads
-        record.auto_precision_truth_persons = report.auto_precision_truth_persons
-        record.audit_precision, record.audit_precision_low95 = report.audit_precision, report.audit_precision_low95
-        record.audit_precision_high95 = report.audit_precision_high95
-        record.human_seconds_ratio, record.thresholds = report.human_seconds_ratio, report.thresholds
+        for name in AutomationFigures.model_fields:
+            setattr(record, name, getattr(report, name))
 
     def _train_and_score(self, dataset_uri: str, record: RoundRecord) -> None:
         """The training pipeline's steps, then the candidate on the frozen test set."""

@@ -12,9 +12,10 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from alp.automation import AutomationFigures
 
 STATE_VERSION = 4  # 2: the human budget (human_share) joined the config; 3: deferred images are re-driven;
 # 4: the labeling pipeline's Requeue step sends them back (the runner no longer uploads them again)
@@ -59,7 +60,7 @@ class DemoConfig(BaseModel):
         return max(1, (self.pool - self.seed_images) // self.rounds)
 
 
-class RoundRecord(BaseModel):
+class RoundRecord(AutomationFigures):
     """One row of the round table."""
 
     model_config = ConfigDict(extra="forbid")
@@ -81,18 +82,6 @@ class RoundRecord(BaseModel):
                                           "job): not counted as labeled; the Requeue step sends them back")
     human_labels_total: int = Field(0, description="images labeled by people so far, this round included")
     audit_agreement: float | None = None
-    # automation of the round's batch (alp/automation.py): parts the model labeled, how right (audits, truth),
-    # people's seconds against labeling it all by hand, the judgement's thresholds
-    auto_share_heads: float | None = None
-    auto_share_persons: float | None = None
-    auto_precision_truth: float | None = None
-    auto_precision_truth_heads: float | None = None
-    auto_precision_truth_persons: float | None = None
-    audit_precision: float | None = None
-    audit_precision_low95: float | None = None
-    audit_precision_high95: float | None = None
-    human_seconds_ratio: float | None = None
-    thresholds: dict[str, Any] = Field(default_factory=dict)
     box_map50: float | None = None
     kpt_oks_map50: float | None = None
     visibility_accuracy: float | None = None
