@@ -3,6 +3,9 @@
 Training writes bundles; the inference engine and the registry read them. Loading verifies the sha256
 of every file against the descriptor before any model is opened and refuses a mismatch, so a model that
 was swapped or corrupted after registration never runs.
+
+A zero-shot bundle (``zero_shot`` set, :mod:`training.zero_shot`) holds one pretrained pose model instead of
+three trained ones: round 0's proposer, before any champion exists. Its proposals always go to people.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alp import storage
 
@@ -51,6 +54,27 @@ class VisibilityThreshold(BaseModel):
     additional: float = Field(ge=0.0, le=1.0)
 
 
+class ZeroShotSource(BaseModel):
+    """What a zero-shot bundle's one pose model is and how its output becomes the schema's labels.
+
+    Its keypoints are the checkpoint's own (``source_keypoints``, COCO's 17), mapped by name onto the bundle's
+    ``keypoint_names`` at inference (:func:`inference.zero_shot.map_keypoints`); it has no head detector, so head
+    boxes are derived from each person's face keypoints (``heads_from``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_keypoints: tuple[str, ...] = Field(min_length=1, description="the pose model's keypoints, in its order")
+    checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the pinned .pt the ONNX was exported from")
+    heads_from: Literal["face-keypoints"] = "face-keypoints"
+
+    @model_validator(mode="after")
+    def _unique(self) -> ZeroShotSource:
+        if len(set(self.source_keypoints)) != len(self.source_keypoints):
+            raise ValueError("source keypoint names must be unique")
+        return self
+
+
 class BundleDescriptor(BaseModel):
     """``bundle.json``: everything needed to run and to trust a bundle."""
 
@@ -62,6 +86,8 @@ class BundleDescriptor(BaseModel):
     imgsz: int = Field(gt=0)
     keypoint_schema: str
     keypoint_names: tuple[str, ...]
+    # A zero-shot bundle names the same ONNX file (one pretrained pose model) in all three roles: the engine opens
+    # it once, as the pose model; the head role has no model of its own (heads come from face keypoints).
     models: dict[ModelRole, ModelFile]
     dataset_version: str | None = None
     dataset_uri: str | None = None
@@ -70,6 +96,16 @@ class BundleDescriptor(BaseModel):
     visibility_thresholds: dict[str, VisibilityThreshold] | None = Field(
         None, description="per keypoint name, fitted on the validation split at training time (None: the "
                           "settings' inference.main_threshold / additional_threshold for every point)")
+    zero_shot: ZeroShotSource | None = Field(
+        None, description="set: a pretrained pose model not trained on this project's labels; every image it "
+                          "proposes labels for goes to people")
+
+    @model_validator(mode="after")
+    def _zero_shot_is_one_model(self) -> BundleDescriptor:
+        if self.zero_shot is not None and len({m.file for m in self.models.values()}) > 1:
+            # the engine runs only the pose model: a second file would be listed, hashed, and never used
+            raise ValueError("a zero-shot bundle names one pose model in every role")
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
@@ -92,7 +128,8 @@ def parse_descriptor(text: str) -> BundleDescriptor:
         desc = BundleDescriptor.model_validate_json(text)
     except ValidationError as exc:
         e = exc.errors()[0]
-        raise BundleError(f"bundle.json: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+        where = ".".join(map(str, e["loc"]))  # empty for a rule across fields
+        raise BundleError(f"bundle.json: {where + ': ' if where else ''}{e['msg']}") from None
     missing = [r for r in MODEL_ROLES if r not in desc.models]
     if missing:
         raise BundleError(f"bundle.json: missing models {missing}")
@@ -118,8 +155,12 @@ def load_bundle(uri: str, cache_dir: str | Path) -> LoadedBundle:
     desc = parse_descriptor(storage.read_text(storage.join(base, DESCRIPTOR_NAME)))
     local_dir = Path(cache_dir) / desc.bundle_id
     paths: dict[ModelRole, Path] = {}
+    verified: dict[tuple[str, str], Path] = {}  # (file, sha256): a file several roles name is fetched and hashed once
     for role in MODEL_ROLES:
         mf = desc.models[role]
+        if (mf.file, mf.sha256) in verified:
+            paths[role] = verified[(mf.file, mf.sha256)]
+            continue
         storage.validate_key(mf.file)
         src = storage.join(base, mf.file)
         if storage.is_s3(base):
@@ -138,17 +179,20 @@ def load_bundle(uri: str, cache_dir: str | Path) -> LoadedBundle:
                 f"bundle {desc.bundle_id}: {mf.file} has sha256 {actual[:12]}..., the descriptor records "
                 f"{mf.sha256[:12]}...; refusing to load it"
             )
-        paths[role] = path
+        paths[role] = verified[(mf.file, mf.sha256)] = path
     return LoadedBundle(uri=uri, descriptor=desc, paths=paths)
 
 
 def write_bundle(dest_uri: str, descriptor: BundleDescriptor, files: dict[ModelRole, Path]) -> str:
     """Upload/copy the model files and the descriptor to ``dest_uri``; hashes are checked first."""
+    written: set[str] = set()
     for role, path in files.items():
         mf = descriptor.models[role]
         if sha256_file(path) != mf.sha256:
             raise BundleHashMismatch(f"{path}: sha256 differs from the descriptor's {role} entry")
-        storage.write_bytes(storage.join(dest_uri, mf.file), Path(path).read_bytes())
+        if mf.file not in written:  # a zero-shot bundle's roles share one file
+            storage.write_bytes(storage.join(dest_uri, mf.file), Path(path).read_bytes())
+            written.add(mf.file)
     storage.write_text(storage.join(dest_uri, DESCRIPTOR_NAME), descriptor.to_json(),
                        content_type="application/json")
     return dest_uri

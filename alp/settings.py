@@ -102,6 +102,12 @@ class InferenceSettings(_Section):
     min_image_side: int = Field(32, ge=1)
     intra_op_threads: int = Field(0, ge=0, description="0 = one per core")
     batch_size: int = Field(4, ge=1, le=256)
+    # Round 0 of a project: with no approved champion, the Infer step runs this zero-shot bundle (a pretrained
+    # pose model, training.zero_shot) so people get proposals; its images always go to people. None: cold start.
+    zero_shot_bundle: str | None = Field(None, description="zero-shot bundle folder or s3:// prefix")
+    zero_shot_bundle_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$",
+        description="sha256 of the zero-shot bundle's bundle.json; the bundle is refused without it or on a mismatch")
     # 500: below the largest batch the trigger forms (trigger.max_batch_records, 1000), so large batches do
     # reach SageMaker Processing; the Settings validator refuses a threshold no batch can pass.
     processing_threshold_images: int = Field(

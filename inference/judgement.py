@@ -6,7 +6,8 @@ then ``audit``, then ``auto``) and only the parts routed to people become tasks.
 
 * ``auto``: every check passed; the model's labels are accepted;
 * ``human``: a check failed (the reason names the person, box or keypoint score and the threshold),
-  the model failed on the image, or there is no approved model yet (cold start: ``no_model``);
+  the model failed on the image, there is no approved model yet (cold start: ``no_model``), or the proposals
+  come from a zero-shot bundle (:data:`ZERO_SHOT`: whole images, whatever the confidences);
 * ``audit``: a confident image drawn for people anyway, by a hash of its key and a seed, so the same
   images are drawn on every re-run (the shadow mode that measures automation quality);
 * ``quarantine``: the input itself is bad (the decoder's reason).
@@ -49,6 +50,10 @@ from alp.manifest import PartDecision, PartRoutes, Route
 from alp.settings import JudgementSettings
 
 NO_MODEL = "no_model"
+# A zero-shot bundle (a pretrained model never trained on this project's labels, round 0's proposer): its
+# confidences were never checked against people's labels here, so no threshold can vouch for them and nothing
+# learns from a sample of them: every image goes to people, whole, with the proposals prefilled.
+ZERO_SHOT = "zero_shot: proposals of a zero-shot bundle (not trained on this project's labels) always go to people"
 # A head box without a person, or a person without a head box: one of the two labels misses an object.
 UNTIED_HEAD_FAILURES = ("unassigned_head", "no_head")
 CONFIDENT = "confident"
@@ -77,6 +82,7 @@ class ImageEvidence:
     # bundle's per-keypoint thresholds (a tuple, one per keypoint)
     main_threshold: float | tuple[float, ...] = field(kw_only=True)
     additional_threshold: float | tuple[float, ...] = field(kw_only=True)
+    zero_shot: bool = field(default=False, kw_only=True)  # from a zero-shot bundle: always people's (ZERO_SHOT)
 
 
 @dataclass(frozen=True)
@@ -311,7 +317,8 @@ def route_image(image_key: str, evidence: Evidence, settings: JudgementSettings)
 
     With ``settings.part_routing`` (default) each part is routed on its own (:func:`part_routes`) and the image
     goes to people when any part does (``human`` before ``audit``); only those parts become tasks. Without it
-    the image is one part: any failed check sends all of it to people.
+    the image is one part: any failed check sends all of it to people. Evidence from a zero-shot bundle goes to
+    people whole (:data:`ZERO_SHOT`), never ``auto`` or ``audit``.
     """
     if isinstance(evidence, InputRejected):
         detail = f": {evidence.detail}" if evidence.detail else ""
@@ -321,6 +328,9 @@ def route_image(image_key: str, evidence: Evidence, settings: JudgementSettings)
     if isinstance(evidence, ModelFailed):
         return RouteDecision("human", f"model_error: {evidence.detail}")
     failures, score = _failures(evidence, settings)
+    if evidence.zero_shot:
+        # the score still ranks the images for a human budget; no part is routed on its own (none is auto)
+        return RouteDecision("human", ZERO_SHOT, score)
     if settings.part_routing:
         parts = part_routes(image_key, evidence, settings)
         routes = [parts.heads.route, *(p.route for p in parts.persons)]

@@ -45,6 +45,11 @@ def normalize_creation_date(value: str) -> str:
 def person_keypoints(person: PersonPrediction, keypoint_names: Sequence[str]) -> PersonKeypoints:
     kpts = []
     for k, name in enumerate(keypoint_names):
+        if person.keypoint_known is not None and not person.keypoint_known[k]:
+            # the model has no such point (a zero-shot bundle's mouth): no position and no score, which the task
+            # shows unplaced and unanswered, not as a point the model put outside the image
+            kpts.append(Keypoint(name=name, x=0.0, y=0.0, v=V_OUTSIDE))
+            continue
         v = int(person.visibility[k])
         x, y = (0.0, 0.0) if v == V_OUTSIDE else (person.keypoints_xy[k, 0], person.keypoints_xy[k, 1])
         vis_conf = None if person.keypoint_conf_visible is None else _r(person.keypoint_conf_visible[k])

@@ -238,7 +238,7 @@ def merge_shards(manifest_uri: str, out_uri: str, shard_count: int) -> BatchSumm
 
     first = readers[0].summary
     summary = BatchSummary(
-        manifest=manifest_uri, bundle_id=first.bundle_id, cold_start=first.cold_start,
+        manifest=manifest_uri, bundle_id=first.bundle_id, cold_start=first.cold_start, zero_shot=first.zero_shot,
         head_backend=first.head_backend, shard_index=0, shard_count=shard_count, inputs=inputs,
         routes={r: counts.get(r, 0) for r in ROUTES}, human_reasons=total("human_reasons"),
         parts=total("parts"), judgement=first.judgement, quarantine_reasons=total("quarantine_reasons"), invariant="", files=dict(OUTPUT_FILES),

@@ -82,6 +82,7 @@ class BatchSummary(BaseModel):
     bundle_id: str | None
     cold_start: bool
     head_backend: str | None
+    zero_shot: bool = False  # the bundle is zero-shot: every readable image went to people, prefilled
     shard_index: int = 0
     shard_count: int = 1
     inputs: int
@@ -369,7 +370,8 @@ def run_batch(manifest_uri: str, out_uri: str, settings: Settings, *, engine: In
                 print(f"infer-batch: {sum(counts.values())} images routed", file=sys.stderr)
         summary = BatchSummary(
             manifest=manifest_uri, bundle_id=bundle_id, cold_start=engine is None,
-            head_backend=engine.head_detector.name if engine is not None else None,
+            head_backend=engine.head_backend if engine is not None else None,
+            zero_shot=engine is not None and engine.zero_shot is not None,
             shard_index=shard_index, shard_count=shard_count, inputs=inputs,
             routes={r: counts.get(r, 0) for r in ROUTES},
             human_reasons=dict(sorted(human_reasons.items())), parts=dict(sorted(parts.items())),
@@ -413,11 +415,38 @@ def predict_manifest(lines: Iterable[ManifestLine], engine: InferenceEngine, set
                                                                   detail=rej.detail or None))
 
 
-def resolve_bundle_uri(settings: Settings, explicit: str | None) -> str | None:
-    """``--bundle`` when given, else the registry's latest approved bundle; None means cold start.
+def verify_zero_shot_bundle(uri: str, descriptor_sha256: str | None) -> str:
+    """``uri`` if its ``bundle.json`` has the recorded sha256 and describes a zero-shot bundle.
 
-    A registered bundle's ``bundle.json`` is checked against the hash recorded at registration here; the
-    engine then checks every model file against ``bundle.json`` before opening it.
+    The settings' hash stands in for the registry's record: a zero-shot bundle is never registered (nothing to
+    approve: its proposals are never accepted without people), so without the hash a rewritten ``bundle.json``
+    (naming other model files, or dropping ``zero_shot`` so its labels could be auto-accepted) would go unnoticed.
+    """
+    from alp.bundle import DESCRIPTOR_NAME, BundleError, BundleHashMismatch, parse_descriptor, sha256_bytes
+
+    if not descriptor_sha256:
+        raise BundleError(f"inference.zero_shot_bundle {uri} has no inference.zero_shot_bundle_sha256 (the sha256 of "
+                          "its bundle.json, recorded when it was built); refusing to run it")
+    data = storage.read_bytes(storage.join(uri.rstrip("/"), DESCRIPTOR_NAME))
+    actual = sha256_bytes(data)
+    if actual != descriptor_sha256.lower():
+        raise BundleHashMismatch(
+            f"zero-shot bundle {uri}: bundle.json has sha256 {actual[:12]}..., inference.zero_shot_bundle_sha256 "
+            f"records {descriptor_sha256[:12]}...; refusing to load it"
+        )
+    if parse_descriptor(data.decode("utf-8")).zero_shot is None:
+        raise BundleError(f"inference.zero_shot_bundle {uri} is not a zero-shot bundle (bundle.json has no "
+                          "zero_shot); a trained bundle runs only once approved in the registry")
+    return uri
+
+
+def resolve_bundle_uri(settings: Settings, explicit: str | None) -> str | None:
+    """``--bundle`` when given, else the registry's latest approved bundle, else the zero-shot bundle
+    (``inference.zero_shot_bundle``); None means cold start.
+
+    A registered bundle's ``bundle.json`` is checked against the hash recorded at registration here, the
+    zero-shot bundle's against ``inference.zero_shot_bundle_sha256``; the engine then checks every model file
+    against ``bundle.json`` before opening it.
     """
     if explicit:
         return explicit
@@ -425,6 +454,9 @@ def resolve_bundle_uri(settings: Settings, explicit: str | None) -> str | None:
 
     champion = registry.latest_approved(settings)
     if champion is None:
+        inf = settings.inference
+        if inf.zero_shot_bundle:
+            return verify_zero_shot_bundle(inf.zero_shot_bundle, inf.zero_shot_bundle_sha256)
         return None
     registry.verify_descriptor(champion)
     return champion.bundle_uri

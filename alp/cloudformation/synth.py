@@ -30,7 +30,9 @@ def stack_settings(settings: Settings) -> Settings:
     """What a local run synthesizes its stack with: its settings less the simulated workforce's answer file
     (a path of that run, which shapes no resource), so one synthesis serves every run with those settings. A local
     run's Label Studio is the one ``alp studio up`` starts, never the hosted service."""
-    return settings.with_overrides({"labeling.local_truth_uri": None, "labeling.studio.hosted": False})
+    return settings.with_overrides({"labeling.local_truth_uri": None, "labeling.studio.hosted": False,
+                                    # a local project's round-0 model: a file of that project, not a resource
+                                    "inference.zero_shot_bundle": None, "inference.zero_shot_bundle_sha256": None})
 
 
 def settings_digest(settings: Settings) -> str:

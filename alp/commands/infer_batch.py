@@ -4,6 +4,10 @@ In CodeBuild (the labeling pipeline's Infer step) small batches run in place; ba
 ``inference.processing_threshold_images`` become a SageMaker Processing job whose instances each take a
 shard, after which this command merges the shards. Inside the Processing container the same command
 runs with ``--shard-index auto``.
+
+Before any champion is approved the bundle may be the zero-shot one (``inference.zero_shot_bundle``): every image
+then goes to people with its proposals, so there are no thresholds to learn, no audits to draw and no guarantee to
+check.
 """
 
 from __future__ import annotations
@@ -63,6 +67,16 @@ def _head_model_held(settings: Settings, bundle_uri: str | None) -> Iterator[Non
         detector.close()
 
 
+def _is_zero_shot(bundle_uri: str | None) -> bool:
+    """Whether the bundle is a zero-shot one (its ``bundle.json`` says; the engine checks its files again)."""
+    if bundle_uri is None:
+        return False
+    from alp import storage
+    from alp.bundle import DESCRIPTOR_NAME, parse_descriptor
+
+    return parse_descriptor(storage.read_text(storage.join(bundle_uri, DESCRIPTOR_NAME))).zero_shot is not None
+
+
 def _guarantee(args: argparse.Namespace, settings: Settings, bundle_id: str | None
                ) -> tuple[dict[str, float], str | None]:
     """What the audits of the bundle say about its auto-labels, written beside the batch's outputs
@@ -93,11 +107,13 @@ def _guarantee(args: argparse.Namespace, settings: Settings, bundle_id: str | No
     return metrics, None
 
 
-def _judgement_for_batch(args: argparse.Namespace, settings: Settings, bundle_uri: str | None) -> Settings:
+def _judgement_for_batch(args: argparse.Namespace, settings: Settings, bundle_uri: str | None, *,
+                         zero_shot: bool = False) -> Settings:
     """The judgement settings this batch runs with: the audit draw seeded by the batch (a re-run draws the same
     parts, a requeued part in a later batch may be drawn again), and the part score thresholds the bundle's
-    audits support (``judgement.learn_thresholds``). Written to ``thresholds.json`` beside the outputs; passed
-    to a Processing job's instances whole (``--judgement``), which cannot see the batch or the audits."""
+    audits support (``judgement.learn_thresholds``; not for a zero-shot bundle, which has no audits and whose
+    images all go to people). Written to ``thresholds.json`` beside the outputs; passed to a Processing job's
+    instances whole (``--judgement``), which cannot see the batch or the audits."""
     from alp import storage
     from alp.audits import bundle_thresholds
     from alp.bundle import parse_descriptor
@@ -110,7 +126,7 @@ def _judgement_for_batch(args: argparse.Namespace, settings: Settings, bundle_ur
     overrides: dict[str, object] = {"audit_seed": f"{j.audit_seed}/{storage.basename(batch_dir.rstrip('/'))}"}
     learned: dict[str, object] = {}
     bundle_id = None
-    if bundle_uri is not None and j.learn_thresholds:
+    if bundle_uri is not None and j.learn_thresholds and not zero_shot:
         bundle_id = parse_descriptor(storage.read_text(storage.join(bundle_uri, "bundle.json"))).bundle_id
         for kind, found in bundle_thresholds(data_root_for(batch_dir), settings, bundle_id).items():
             learned[kind] = found.as_json()
@@ -167,7 +183,8 @@ def _infer_batch(args: argparse.Namespace) -> int:
               else f"infer-batch: merged {args.merge_shards} shards: {summary.invariant}")
         return 0
     bundle_uri = None if args.no_model else resolve_bundle_uri(settings, args.bundle)
-    settings = _judgement_for_batch(args, settings, bundle_uri)
+    zero_shot = _is_zero_shot(bundle_uri)
+    settings = _judgement_for_batch(args, settings, bundle_uri, zero_shot=zero_shot)
     shard_index, shard_count = _shard(args)
     executor = args.executor
     if executor == "auto":
@@ -180,11 +197,12 @@ def _infer_batch(args: argparse.Namespace) -> int:
             settings, job_name=name, manifest_uri=args.manifest, out_uri=args.out, bundle_uri=bundle_uri,
             role_arn=_role_arn(settings), settings_uri=os.environ.get(SETTINGS_ENV), judgement=args.judgement,
         )
-        with _head_model_held(settings, bundle_uri):
+        with _head_model_held(settings, None if zero_shot else bundle_uri):  # zero-shot heads come from faces
             arn = processing.submit_processing_job(request)
             print(f"infer-batch: started processing job {arn}", file=sys.stderr)
             processing.wait_processing_job(name, timeout_seconds=processing.processing_wait_seconds(settings))
         summary = processing.merge_shards(args.manifest, args.out, settings.compute.processing_instance_count)
+        summary = summary.model_copy(update={"zero_shot": zero_shot})
     else:
         engine = None
         if bundle_uri is not None:
@@ -200,7 +218,8 @@ def _infer_batch(args: argparse.Namespace) -> int:
 
         storage.write_text(storage.join(args.out, "thresholds.json"), args.thresholds_record,
                            content_type="application/json")
-    guarantee, paused = _guarantee(args, settings, summary.bundle_id)
+    # a zero-shot bundle's labels are never accepted, so no audit measures them and there is nothing to pause
+    guarantee, paused = _guarantee(args, settings, None if zero_shot else summary.bundle_id)
     if paused is not None and routes.get("auto"):
         # The audits say this model's auto-labels miss the target precision: people label everything.
         from inference.budget import pause_auto_labels
@@ -215,8 +234,9 @@ def _infer_batch(args: argparse.Namespace) -> int:
 
         routable = summary.inputs - summary.routes.get("quarantine", 0)
         routes = reroute_batch(args.out, batch_budget(routable, share), "judgement", 0, settings)
-    elif paused is None and summary.bundle_id is not None and shard_count == 1:  # not in a Processing instance
-        # The shadow sample: at least judgement.min_audits audited parts a batch, so the audits keep up
+    elif paused is None and summary.bundle_id is not None and shard_count == 1 and not zero_shot:
+        # The shadow sample: at least judgement.min_audits audited parts a batch, so the audits keep up (not in a
+        # Processing instance; not for a zero-shot bundle, whose parts all go to people with its proposals)
         from inference.budget import ensure_min_audits
 
         routes = ensure_min_audits(args.out, settings) or routes
@@ -233,7 +253,9 @@ def _infer_batch(args: argparse.Namespace) -> int:
     if args.json:  # one line, the only one on stdout (the metrics record goes to stderr)
         print(json.dumps({**summary.model_dump(mode="json"), "routes": routes}, sort_keys=True))
     else:
-        print(f"infer-batch: {summary.invariant} (bundle {summary.bundle_id or 'none: cold start'})"
+        which = f"zero-shot bundle {summary.bundle_id}: every image to people" if zero_shot \
+            else f"bundle {summary.bundle_id or 'none: cold start'}"
+        print(f"infer-batch: {summary.invariant} ({which})"
               + (f"; within the human budget: {routes}" if share is not None else ""))
     return 0
 
@@ -246,7 +268,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--out", required=True, help="output folder or s3:// prefix")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--bundle", help="model bundle (folder or s3:// prefix); default: the registry's latest "
-                                        "approved bundle")
+                                        "approved bundle, else inference.zero_shot_bundle")
     group.add_argument("--no-model", action="store_true", help="cold start: send every readable image to people")
     p.add_argument("--shard-index", default="0", help="this worker's shard, or 'auto' inside SageMaker Processing")
     p.add_argument("--shard-count", type=int, default=1)

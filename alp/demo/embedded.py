@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ _FAKE_CREDS = {  # nosec B105
     "AWS_SESSION_TOKEN": "testing",
 }
 _MIRROR_INDEX = "index.json"
-_REGISTRY_FILE = "registry.json"
+REGISTRY_FILE = "registry.json"
 
 
 def upload_event_pattern(settings: Settings, names: ResourceNames) -> dict[str, Any]:
@@ -58,6 +58,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 @contextmanager
@@ -86,12 +95,14 @@ class EmbeddedAws:
     endpoint: str
 
     @classmethod
-    def start(cls, host: str = "127.0.0.1") -> EmbeddedAws:
+    def start(cls, host: str = "127.0.0.1", port: int | None = None) -> EmbeddedAws:
+        """On ``port`` when given and free (a local project keeps its port: Label Studio's image links name it),
+        else on any free port."""
         from moto.server import ThreadedMotoServer
 
         # werkzeug logs every request at INFO even with verbose=False; the demo prints its own progress.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        port = free_port(host)
+        port = port if port is not None and port_free(host, port) else free_port(host)
         server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         server.start()
         embedded = cls(server=server, endpoint=f"http://{host}:{port}")
@@ -114,11 +125,12 @@ def account_id() -> str:
 
 # --- resources -------------------------------------------------------------------------------------
 def create_stack_from_templates(settings: Settings, names: ResourceNames, *, mirror: Path | None = None,
-                                cdk_out: Path | None = None) -> EmbeddedStack:
+                                cdk_out: Path | None = None,
+                                also_restore: Callable[[], object] | None = None) -> EmbeddedStack:
     """The stack as synthesized for ``settings`` (or read from ``cdk_out``), created in the embedded AWS.
 
     With ``mirror``, the S3 objects and the registry kept there are restored before the bucket's upload
-    events are switched on."""
+    events are switched on; so is what ``also_restore`` puts back (a local project's frames)."""
     from alp.cloudformation.embedded_stack import create_stack
     from alp.cloudformation.synth import stack_settings, synthesize_cached
     from alp.cloudformation.template import StackTemplate
@@ -128,20 +140,24 @@ def create_stack_from_templates(settings: Settings, names: ResourceNames, *, mir
     def restore() -> None:
         if mirror is not None:
             restore_state(settings, names, mirror)
+        if also_restore is not None:
+            also_restore()
 
     return create_stack(template, before_events=restore)
 
 
-def create_stack_resources(settings: Settings, names: ResourceNames, *, mirror: Path | None = None) -> str:
+def create_stack_resources(settings: Settings, names: ResourceNames, *, mirror: Path | None = None,
+                           also_restore: Callable[[], object] | None = None) -> str:
     """Everything the demo needs from the stack, from its synthesized template; returns the upload queue URL."""
-    stack = create_stack_from_templates(settings, names, mirror=mirror)
+    stack = create_stack_from_templates(settings, names, mirror=mirror, also_restore=also_restore)
     return stack.queue_for(names.batcher_function)
 
 
 # --- mirror of the in-memory state, for resume -------------------------------------------------------
-def _buckets(names: ResourceNames) -> list[str]:
-    return [names.unlabeled_bucket, names.data_bucket, names.labeling_artifact_bucket,
-            names.training_artifact_bucket]
+def mirrored_buckets(names: ResourceNames, *, with_uploads: bool = True) -> list[str]:
+    """The stack's buckets a mirror keeps; a local project keeps its frames itself (``with_uploads=False``)."""
+    uploads = [names.unlabeled_bucket] if with_uploads else []
+    return [*uploads, names.data_bucket, names.labeling_artifact_bucket, names.training_artifact_bucket]
 
 
 @dataclass(frozen=True)
@@ -164,16 +180,20 @@ class _BucketMirror:
 
     def write_index(self, index: dict[str, str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / _MIRROR_INDEX).write_text(json.dumps(index, sort_keys=True))
+        tmp = self.root / f".{_MIRROR_INDEX}.tmp"
+        tmp.write_text(json.dumps(index, sort_keys=True))
+        os.replace(tmp, self.root / _MIRROR_INDEX)
 
 
-def snapshot_state(settings: Settings, names: ResourceNames, mirror: Path) -> int:
-    """Copy new or changed objects of the stack's buckets and the registry to ``mirror``; returns objects copied."""
+def snapshot_state(settings: Settings, names: ResourceNames, mirror: Path, *,
+                   buckets: list[str] | None = None) -> int:
+    """Copy new or changed objects of the stack's buckets (or ``buckets``) and the registry to ``mirror``; returns
+    objects copied."""
     from alp.registry import list_bundles
 
     s3 = aws.client("s3")
     copied = 0
-    for bucket in _buckets(names):
+    for bucket in mirrored_buckets(names) if buckets is None else buckets:
         kept = _BucketMirror.of(mirror, bucket)
         index = kept.read_index()
         seen: dict[str, str] = {}
@@ -191,7 +211,9 @@ def snapshot_state(settings: Settings, names: ResourceNames, mirror: Path) -> in
             kept.object_path(gone).unlink(missing_ok=True)
         kept.write_index(seen)
     packages = [b.model_dump(mode="json") for b in sorted(list_bundles(settings), key=lambda b: b.version)]
-    (mirror / _REGISTRY_FILE).write_text(json.dumps(packages, indent=1))
+    tmp = mirror / f".{REGISTRY_FILE}.tmp"
+    tmp.write_text(json.dumps(packages, indent=1))
+    os.replace(tmp, mirror / REGISTRY_FILE)  # whole or as it was: a kill mid-copy must not empty the registry
     return copied
 
 
@@ -209,14 +231,14 @@ def restore_state(settings: Settings, names: ResourceNames, mirror: Path) -> int
 
     s3 = aws.client("s3")
     restored = 0
-    for bucket in _buckets(names):
+    for bucket in mirrored_buckets(names):
         kept = _BucketMirror.of(mirror, bucket)
         for key in sorted(kept.read_index()):
             path = kept.object_path(key)
             if path.is_file():
                 s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
                 restored += 1
-    registry_path = mirror / _REGISTRY_FILE
+    registry_path = mirror / REGISTRY_FILE
     if registry_path.is_file():
         for pkg in json.loads(registry_path.read_text()):
             bundle = RegisteredBundle.model_validate(pkg)

@@ -66,6 +66,8 @@ _REASON_TEXT = {
     "unmatched_person": "The model may have missed or doubled a person.",
     "near_miss": "The model may have missed a person: please check for anyone without a head box.",
     "model_error": "The model could not process this image.",
+    "zero_shot": "A general pose model, not trained on this project yet, proposed these: please check every head "
+                 "and body point, and place the points it left out.",
 }
 
 
@@ -192,7 +194,12 @@ def _keypoint_task_input(data: dict[str, Any], common: dict[str, Any], route: st
         if got != names:
             notes.append(f"prefill has points {got[:3]}... not the schema's {len(names)}: no prefill")
         else:
+            # A model scores every point it gives; in a scored prefill, a point without a score is one the model does
+            # not give at all (a zero-shot bundle's mouth): people see it unplaced and unanswered, not as "outside".
+            scored = any(k.score is not None for k in prefill.keypoints)
             for k in prefill.keypoints:
+                if scored and k.score is None and k.v == 0:
+                    continue
                 inside = 0 <= k.x <= size.width and 0 <= k.y <= size.height
                 v = k.v if inside else 0
                 by_name[k.name] = (_round(k.x), _round(k.y), v)
