@@ -190,6 +190,7 @@ class LocalRunner:
         """The labels given with ``--labels``, once, as a dataset version people made; its round trains on it."""
         from alp.datasets import create_version_from_lines
         from alp.local.labels import staged_lines
+        from alp.retraining import record_training_start, retrain_decision
 
         state = read_state(self.paths)
         if not state.seeded or any(r.bundle == SEED_BUNDLE for r in state.rounds):
@@ -198,7 +199,11 @@ class LocalRunner:
         lines = staged_lines(self.paths, f"s3://{self.names.unlabeled_bucket}/{self.settings.storage.unlabeled_prefix}")
         version = create_version_from_lines(lines, self.names.data_root, self.settings, "seed",
                                             note="labels given with alp local up --labels")
-        self._note(f"the --labels file: {len(lines)} labeled frame(s) in dataset {storage.basename(version.rstrip('/'))}")
+        name = storage.basename(version.rstrip("/"))
+        decision = retrain_decision(self.names.data_root, self.settings, version)
+        if decision.start:  # what the Merge step does for a version it writes
+            record_training_start(self.names.data_root, self.settings, name, "local:labels")
+        self._note(f"the --labels file: {len(lines)} labeled frame(s) in dataset {name}")
         state.rounds.append(LocalRound(round=len(state.rounds), frames=list(state.seeded), manifest_uri="",
                                        phase="training", bundle=SEED_BUNDLE, routes={"human": len(lines)}))
         self._snapshot()
@@ -264,6 +269,12 @@ class LocalRunner:
             save_state(self.paths, state)
             return
         version = storage.basename(str(dataset).rstrip("/"))
+        why_not = _no_training(self.names.data_root, self.settings, str(dataset))
+        if why_not:
+            current.dataset_version, current.phase = version, "done"
+            save_state(self.paths, state)
+            self._note(f"round {current.round}: dataset {version}, no training run: {why_not}")
+            return
         candidate = storage.join(self.names.data_root, self.settings.storage.models_prefix, "candidates", version) + "/"
         if not self._registered(candidate):  # a stop after the Register step: the candidate is in the registry
             self._note(f"round {current.round}: training on dataset {version}", tasks_ready=True)
@@ -335,6 +346,24 @@ def _bundle_of(batch_dir: str) -> str:
         return ""
     summary = json.loads(storage.read_text(path))
     return str(summary.get("bundle_id") or "")
+
+
+def _no_training(data_root: str, settings: Settings, dataset: str) -> str | None:
+    """Why the round's version is not trained (None: train it): the Merge step did not start a training run for it
+    (``training.retrain_min_new_labels``), or no image of people's in its test split can judge a candidate yet."""
+    from alp.datasets import PEOPLE_KINDS, SOURCE_KEY, SPLIT_KEY, read_version
+    from alp.retraining import last_trained_version
+
+    version = storage.basename(dataset.rstrip("/"))
+    if last_trained_version(data_root, settings) != version:
+        return ("the Merge step started none (training.retrain_min_new_labels: "
+                f"{settings.training.retrain_min_new_labels} new labels from people)")
+    tests = sum(line.data.get(SPLIT_KEY) == "test" and line.data.get(SOURCE_KEY, {}).get("kind") in PEOPLE_KINDS
+                for line in read_version(dataset))
+    if not tests:
+        return ("none of people's images fell in the test split yet, and a candidate is only judged on those: the "
+                "next round's labels train it")
+    return None
 
 
 def _gate_scores(candidate: str) -> dict[str, float]:

@@ -23,6 +23,8 @@ import ultralytics
 from studio_builders import job_tasks, prediction_of, submit
 
 from alp.cli import main
+from alp.datasets import SplitRule
+from alp.settings import Settings
 from alp.studio.client import StudioClient
 from alp.studio.server import StudioConnection
 
@@ -39,8 +41,6 @@ def _free_port() -> int:
 def _status(project: Path) -> dict[str, Any]:
     from alp.local.lifecycle import project_status
     from alp.local.project import ProjectPaths
-    from alp.settings import Settings
-
     return project_status(ProjectPaths.of(project, Settings()))
 
 
@@ -57,15 +57,31 @@ def _wait(project: Path, done: Any, what: str, seconds: float = ROUND_SECONDS) -
     pytest.fail(f"no {what} within {seconds} s: {json.dumps(_status(project))[:2000]}")
 
 
+def _one_photo_in_test() -> Settings:
+    """A split that puts one photo in the test split and the other in train: the round can then train a candidate
+    and gate it on people's labels (with two images, the default shares would most likely leave the test split
+    empty, and the round would end without training, as it says)."""
+    base = Settings()
+    prefix = base.storage.unlabeled_prefix
+    for seed in (f"local-{i}" for i in range(1000)):
+        rule = SplitRule(seed=seed, test_fraction=0.5, val_fraction=0.0)
+        if {rule.split_for(f"{prefix}{name}", "human") for name in ("bus.jpg", "zidane.jpg")} == {"train", "test"}:
+            return base.with_overrides({"labeling.split_seed": seed, "labeling.test_split_fraction": 0.5,
+                                        "labeling.val_split_fraction": 0.0})
+    raise AssertionError("no split seed puts one photo in each split")
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     photos = tmp_path_factory.mktemp("photos")
     for name in ("bus.jpg", "zidane.jpg"):
         shutil.copyfile(ASSETS / name, photos / name)
     root = tmp_path_factory.mktemp("local") / "project"
+    settings_file = root.parent / "settings.json"
+    settings_file.write_text(_one_photo_in_test().to_json())
     # tiny training (the round's gate and registry run as they do for real); the photos' people at 640 px
-    rc = main(["local", "up", "--images", str(photos), "--project-dir", str(root), "--port", str(_free_port()),
-               "--first-round", "2", "--train-imgsz", "64", "--epochs", "1"])
+    rc = main(["--settings", str(settings_file), "local", "up", "--images", str(photos), "--project-dir", str(root),
+               "--port", str(_free_port()), "--first-round", "2", "--train-imgsz", "64", "--epochs", "1"])
     assert rc == 0
     try:
         yield root
