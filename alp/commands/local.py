@@ -43,9 +43,16 @@ def _up(args: argparse.Namespace) -> int:
         start_runner,
         wait_until_ready,
     )
-    from alp.local.project import LocalConfig
+    from alp.local.project import LocalConfig, read_config
 
+    # what is asked of a project is checked before one is created
+    if args.images and not Path(args.images).is_dir():
+        raise FileNotFoundError(f"no such folder: {args.images}: give --images a folder of frames")
+    if args.labels and not Path(args.labels).is_file():
+        raise FileNotFoundError(f"no such file: {args.labels}: give --labels a COCO keypoints JSON file")
     paths, settings = project_context(Path(args.project_dir))
+    if not args.images and read_config(paths) is None:
+        raise FileNotFoundError(f"no local project in {paths.root} yet: give --images a folder of frames to start one")
     requested = LocalConfig(keypoint_schema=args.schema, studio_port=args.port, first_round_images=args.first_round,
                             round_images=args.round_images, train_imgsz=args.train_imgsz, epochs=args.epochs)
     config = open_project(paths, requested)

@@ -11,7 +11,9 @@ the ones there were.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -115,8 +117,37 @@ def _moved(result: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str, dic
     return out, name, {"x": value["x"], "y": value["y"]}
 
 
-def test_round_zero_is_prefilled_people_finish_it_and_the_export_holds_their_labels(project: Path,
-                                                                                    tmp_path: Path) -> None:
+def _first_point(result: list[dict[str, Any]]) -> tuple[str, dict[str, float]]:
+    point = next(r for r in result if r["type"] == "keypointlabels")
+    return point["value"]["keypointlabels"][0], {"x": point["value"]["x"], "y": point["value"]["y"]}
+
+
+def _exported(coco: Any, task: Any, name: str, at: dict[str, float]) -> int:
+    """The visibility the export gives the point ``name`` that a person placed at ``at`` (percent) in the task's
+    image; fails unless exactly one person of that image has the point there (within half a pixel)."""
+    file_name = str(task.data["alp_item"]).split("#")[0].rsplit("/", 1)[-1]
+    image = next(im for im in coco.dataset["images"] if im["file_name"] == file_name)
+    names = coco.loadCats(coco.getCatIds(catNms=["person"]))[0]["keypoints"]
+    k = names.index(name)
+    want = (at["x"] * image["width"] / 100.0, at["y"] * image["height"] / 100.0)
+    found = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]], catIds=coco.getCatIds(catNms=["person"])))
+             if abs(a["keypoints"][3 * k] - want[0]) < 0.5 and abs(a["keypoints"][3 * k + 1] - want[1]) < 0.5]
+    assert len(found) == 1, f"{name} of {file_name} is not in the export where the person put it"
+    return int(found[0]["keypoints"][3 * k + 2])
+
+
+def _tasks_and_annotations(client: StudioClient, connection: StudioConnection) -> tuple[int, list[int]]:
+    tasks = [t for key in ("heads", "keypoints") for t in client.tasks(connection.projects[key])]
+    return len(tasks), sorted(len(t.annotations) for t in tasks)
+
+
+def _versions(project: Path) -> list[str]:
+    index = next((project / "aws" / "s3").glob("*-data")) / "index.json"
+    keys = json.loads(index.read_text())
+    return sorted({k.split("/")[1] for k in keys if k.startswith("datasets/v") and k.endswith("/dataset.json")})
+
+
+def test_a_project_from_two_photos_through_a_stop_and_a_kill(project: Path, tmp_path: Path) -> None:
     client, connection = _client(project)
     heads_project, keypoints_project = connection.projects["heads"], connection.projects["keypoints"]
     # round 0: both photos for people, the head boxes proposed by the zero-shot model
@@ -124,58 +155,58 @@ def test_round_zero_is_prefilled_people_finish_it_and_the_export_holds_their_lab
     assert len(heads) == 2
     proposed = {str(t.data["alp_item"]).rsplit("/", 1)[-1]: prediction_of(client, t) for t in heads}
     assert len(proposed["bus.jpg"]) >= 3 and len(proposed["zidane.jpg"]) >= 2, proposed
-    for task in heads:
-        submit(client, task, prediction_of(client, task))
+    submit(client, heads[0], prediction_of(client, heads[0]))
+
+    # `down` in the middle of the round, `up` again: the same round, the same tasks, the answer kept
+    before = _tasks_and_annotations(client, connection)
+    assert main(["local", "down", "--project-dir", str(project)]) == 0
+    assert not _status(project)["runner"]["running"]
+    assert main(["local", "up", "--project-dir", str(project)]) == 0
+    client, _ = _client(project)
+    assert _tasks_and_annotations(client, connection) == before
+    assert [r["phase"] for r in _status(project)["rounds"]] == ["labeling"]
+    submit(client, heads[1], prediction_of(client, heads[1]))
+
     # the completion pipeline makes the person tasks, each prefilled with the zero-shot keypoints
     deadline = time.monotonic() + 300
     while not list(client.tasks(keypoints_project)) and time.monotonic() < deadline:
         time.sleep(1.0)
     persons = job_tasks(client, keypoints_project, _job(client, keypoints_project))
     assert len(persons) >= 5
-    answers: dict[int, list[dict[str, Any]]] = {}
-    for i, task in enumerate(persons):
-        result = prediction_of(client, task)
-        assert any(r["type"] == "keypointlabels" for r in result), "a person task without proposed points"
-        if i == 1:
-            result, moved_name, moved_at = _moved(result)
-            moved_task = task
-        answers[task.id] = result
-        submit(client, task, result)
+    for task in persons:
+        assert any(r["type"] == "keypointlabels" for r in prediction_of(client, task)), "a task without proposals"
+    as_proposed = prediction_of(client, persons[0])
+    kept_name, kept_at = _first_point(as_proposed)
+    moved, moved_name, moved_at = _moved(prediction_of(client, persons[1]))
+    submit(client, persons[0], as_proposed)
+    submit(client, persons[1], moved)
+    for task in persons[2:]:
+        submit(client, task, prediction_of(client, task))
 
-    status = _wait(project, lambda s: s["rounds"] and s["rounds"][0]["phase"] == "done", "round 0 to finish")
-    assert status["rounds"][0]["dataset_version"] == "v0001"
+    # kill -9 while the round trains, `up` again: one dataset version, one candidate, nothing labeled twice
+    _wait(project, lambda s: "training" in s["runner"]["activity"], "the training run to start", 300)
+    pid = _status(project)["runner"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert not _status(project)["runner"]["running"]
+    assert main(["local", "up", "--project-dir", str(project)]) == 0
+    status = _wait(project, lambda s: s["rounds"][0]["phase"] == "done", "round 0 to finish")
+    assert status["rounds"][0]["dataset_version"] == "v0001" and _versions(project) == ["v0001"]
+    registry = json.loads((project / "aws" / "registry.json").read_text())
+    assert len(registry) == 1 and status["rounds"][0]["candidate"] == registry[0]["bundle_id"]
     assert status["images"]["human_labeled"] == 2 and status["images"]["queued"] == 0
+    tasks, annotations = _tasks_and_annotations(client, connection)
+    assert annotations == [1] * tasks
 
     out = tmp_path / "coco.json"
     assert main(["local", "export", "--project-dir", str(project), "--format", "coco", "--out", str(out)]) == 0
     from pycocotools.coco import COCO
 
     coco = COCO(str(out))
-    names = coco.loadCats(coco.getCatIds(catNms=["person"]))[0]["keypoints"]
-    image = next(im for im in coco.dataset["images"]
-                 if im["file_name"] == str(moved_task.data["alp_item"]).split("#")[0].rsplit("/", 1)[-1])
-    w, h = image["width"], image["height"]
-    k = names.index(moved_name)
-    want = (moved_at["x"] * w / 100.0, moved_at["y"] * h / 100.0)
-    found = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]], catIds=coco.getCatIds(catNms=["person"])))
-             if abs(a["keypoints"][3 * k] - want[0]) < 0.5 and abs(a["keypoints"][3 * k + 1] - want[1]) < 0.5]
-    assert len(found) == 1, "the moved point is not in the export where the person put it"
-    assert found[0]["keypoints"][3 * k + 2] == 1  # occluded, as the person said
+    assert _exported(coco, persons[0], kept_name, kept_at) == 2  # as proposed: visible
+    assert _exported(coco, persons[1], moved_name, moved_at) == 1  # moved, and occluded as the person said
     assert len(coco.getAnnIds(catIds=coco.getCatIds(catNms=["head"]))) >= 5
 
     yolo = tmp_path / "yolo"
     assert main(["local", "export", "--project-dir", str(project), "--format", "yolo", "--out", str(yolo)]) == 0
     assert list(yolo.rglob("*.yaml"))
-
-
-def test_down_and_up_again_loses_nothing_and_labels_nothing_twice(project: Path) -> None:
-    before = _status(project)
-    client, connection = _client(project)
-    tasks_before = sum(1 for key in connection.projects for _ in client.tasks(connection.projects[key]))
-    assert main(["local", "down", "--project-dir", str(project)]) == 0
-    assert not _status(project)["runner"]["running"]
-    assert main(["local", "up", "--project-dir", str(project)]) == 0
-    after = _wait(project, lambda s: s["runner"]["activity"].startswith("idle"), "the runner to resume", 300)
-    assert after["rounds"] == before["rounds"]
-    client, _ = _client(project)
-    assert sum(1 for key in connection.projects for _ in client.tasks(connection.projects[key])) == tasks_before
