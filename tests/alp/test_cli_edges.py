@@ -18,6 +18,7 @@ M = "/nonexistent/alp-edges"
 # credentials, Label Studio not running) and a word the error line must hold
 CASES: dict[str, tuple[list[str], str]] = {
     "bench active-learning": (["--human-share", "2"], "--human-share must be in (0, 1]"),
+    "bench local": (["--frames", "0"], "frames"),
     "bench infer": (["--weights", f"{M}.pt"], "no such file"),
     "bench synth": (["--width", "0"], "width"),
     "bench train": (["--epochs", "0"], "epochs"),
