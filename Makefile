@@ -10,11 +10,12 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_NO_INPUT := 1
 
-.PHONY: setup browser test demo synth rehearse lint check bench deploy clean help
+.PHONY: setup browser test demo local synth rehearse lint check bench deploy clean help
 
 help:
 	@echo "make demo    run the whole active-learning loop locally (moto as AWS, simulated workforce)"
 	@echo "make test    run the test suite (moto-backed; no AWS account, no network)"
+	@echo "make local IMAGES=DIR  your own frames on this machine, people labeling in Label Studio"
 	@echo "make synth   synthesize the CDK app into cdk.out/ (offline, no credentials)"
 	@echo "make rehearse  run the synthesized stack under its own IAM (embedded AWS) before a deploy"
 	@echo "make lint    ruff, mypy, bandit, cfn-lint"
@@ -58,6 +59,11 @@ test: setup browser
 
 demo: $(BIN)/.installed-demo
 	$(BIN)/alp demo $(DEMO_ARGS)
+
+# Your own frames: `make local IMAGES=~/my-frames` (what the demo installs; then `.venv/bin/alp local ...`)
+local: $(BIN)/.installed-demo
+	@test -n "$(IMAGES)" || { echo "make local IMAGES=<a folder of frames>"; exit 2; }
+	$(BIN)/alp local up --images "$(IMAGES)" $(LOCAL_ARGS)
 
 synth: setup
 	CDK_OUTDIR=cdk.out $(BIN)/python app.py
