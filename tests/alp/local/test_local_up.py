@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import ultralytics
+from PIL import Image
 from studio_builders import job_tasks, prediction_of, submit
 
 from alp.cli import main
@@ -210,3 +211,14 @@ def test_a_project_from_two_photos_through_a_stop_and_a_kill(project: Path, tmp_
     yolo = tmp_path / "yolo"
     assert main(["local", "export", "--project-dir", str(project), "--format", "yolo", "--out", str(yolo)]) == 0
     assert list(yolo.rglob("*.yaml"))
+
+    # frames added later: the next round takes them, proposed by the champion (or, while the gate approved none,
+    # by the zero-shot bundle again)
+    more = tmp_path / "more"
+    more.mkdir()
+    Image.open(ASSETS / "bus.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(more / "bus-mirrored.jpg")
+    assert main(["local", "add", "--images", str(more), "--project-dir", str(project)]) == 0
+    status = _wait(project, lambda s: len(s["rounds"]) == 2 and s["rounds"][1]["routes"], "round 1's routes", 300)
+    champion = status["champion"]
+    assert status["rounds"][1]["bundle"] == (champion["bundle_id"] if champion else status["rounds"][0]["bundle"])
+    assert status["rounds"][1]["frames"] == 1
