@@ -381,6 +381,27 @@ class EffortSettings(_Section):
                     "area, else of its keypoints' extent) of the final one was left as it was (assumed)")
 
 
+class ServeSettings(_Section):
+    """The suggestion service (``alp serve``): the engine behind Label Studio's ML backend protocol."""
+
+    port: int = Field(9090, ge=1, le=65535, description="where `alp serve` listens (on 127.0.0.1 unless --host)")
+    reload_seconds: float = Field(
+        30.0, ge=1.0, description="how often the registry is asked for a newly approved bundle (swapped in place)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="hosts whose image URLs the service fetches (Label Studio's own host and "
+                                          "the presigned S3 hosts); empty: only Label Studio's URL from the request")
+    image_root: str | None = Field(
+        None, description="a folder whose files the service may read by path (local use); unset: no local paths")
+    max_image_bytes: int = Field(30_000_000, ge=1, description="larger image downloads are refused (413)")
+    hosted: bool = Field(False, description="the stack runs the service on ECS Fargate next to the hosted Label "
+                                            "Studio (opt-in; needs labeling.studio.hosted)")
+    cpu: int = Field(1024, description="hosted: Fargate CPU units per task")
+    memory_mib: int = Field(2048, description="hosted: Fargate memory per task")
+    min_tasks: int = Field(1, ge=1, le=50, description="hosted: tasks the autoscaling keeps at least")
+    max_tasks: int = Field(4, ge=1, le=50, description="hosted: tasks the autoscaling may add under load")
+    target_cpu_percent: int = Field(60, ge=10, le=90, description="hosted: the CPU the target tracking holds")
+
+
 class Settings(_Section):
     """Every tunable of the pipeline, validated. Build with :func:`load_settings` or :func:`parse_settings`."""
 
@@ -396,6 +417,7 @@ class Settings(_Section):
     observability: ObservabilitySettings = ObservabilitySettings()
     cost: CostSettings = CostSettings()
     effort: EffortSettings = EffortSettings()
+    serve: ServeSettings = ServeSettings()
 
     @model_validator(mode="after")
     def _processing_threshold_is_reachable(self) -> Settings:
