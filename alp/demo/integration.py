@@ -92,19 +92,6 @@ def audit_agreement(version_uri: str) -> float | None:
     return quality.images_fully_agree.share
 
 
-def candidate_approved(candidate_uri: str) -> bool:
-    """The gate's decision in the candidate's evaluation report (``report.json``, the Evaluate step's)."""
-    from training.evaluate import read_evaluation_report
-
-    return read_evaluation_report(storage.join(candidate_uri, "report.json")).approved
-
-
-def bundle_id(bundle_uri: str) -> str:
-    from alp.bundle import DESCRIPTOR_NAME, parse_descriptor
-
-    return parse_descriptor(storage.read_text(storage.join(bundle_uri.rstrip("/"), DESCRIPTOR_NAME))).bundle_id
-
-
 def score_bundle(bundle_uri: str, truth_lines: Sequence[ManifestLine], settings: Settings,
                  cache_dir: Path) -> dict[str, float]:
     """The bundle's predictions on ``truth_lines``' images, scored against their labels (the same

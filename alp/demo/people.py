@@ -15,6 +15,7 @@ from pathlib import Path
 
 from alp.labeling.label_studio import STUDIO_FILE_ENV, LabelStudioBackend
 from alp.labeling.workflow import read_summary
+from alp.local.pipeline import MachinePipeline
 from alp.settings import Settings
 from alp.studio.server import STUDIO_FILE, StudioConnection, stop_server
 
@@ -35,20 +36,18 @@ class PeopleAtWork:
         summary = read_summary(batch_dir)
         if summary is None or summary.state == "complete":
             return True
-        job = summary.waiting_on[0]
-        project = self.connection.projects.get("heads" if job.kind == "head-boxes" else "keypoints")
-        where = f"{self.connection.url}/projects/{project}/data" if project else self.connection.url
         last = ""
-        while True:
-            status = self.backend.job_status(job.name, job.folder)
-            if status is None or status.done:
-                print(file=sys.stderr)
-                return False  # the job is done: the completion pipeline takes it from here
+        while (waiting := MachinePipeline.waiting(batch_dir, self.backend)) is not None:
+            job, status = waiting.job, waiting.status
+            project = self.connection.projects.get("heads" if job.kind == "head-boxes" else "keypoints")
+            where = f"{self.connection.url}/projects/{project}/data" if project else self.connection.url
             line = f"  people: {job.kind} {status.labeled or 0}/{status.total or 0} tasks done at {where}"
             if line != last:
                 print("\r" + line, end="", file=sys.stderr, flush=True)
                 last = line
             self.sleep(self.poll_seconds)
+        print(file=sys.stderr)
+        return False  # the job is done: the completion pipeline takes it from here
 
 
 def start_people(run_root: Path, settings: Settings, *, port: int, say: Callable[[str], None],

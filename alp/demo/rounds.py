@@ -17,10 +17,10 @@ from alp import storage
 from alp.demo import integration
 from alp.demo.console import say
 from alp.demo.people import PeopleAtWork
-from alp.demo.pipelines import run_pipeline_steps
 from alp.demo.report import Overlay
 from alp.demo.state import DemoState, RoundRecord, RunFolder
-from alp.demo.uploads import batch_uploads, upload_broken, upload_images
+from alp.demo.uploads import upload_broken
+from alp.local.pipeline import MachinePipeline
 from alp.manifest import ManifestLine
 from alp.resources import ResourceNames
 from alp.settings import Settings
@@ -47,6 +47,8 @@ class DemoRun:
         self.show_progress = show_progress
         self.reroute = reroute or self._budget_router()
         self.data_root = names.data_root
+        # the round's mechanics, shared with `alp local`: uploads, the batcher, the declared pipelines
+        self.pipeline = MachinePipeline(names, settings, queue_url, logs=folder.logs_dir, show_progress=show_progress)
         pool_lines = [ManifestLine.parse(t) for t in storage.iter_lines(str(state.pool_manifest))]
         self.pool_by_name = {storage.basename(line.source_ref): line for line in pool_lines}
         order = sorted(self.pool_by_name)
@@ -111,17 +113,14 @@ class DemoRun:
     def _upload_and_batch(self, rnd: int, names: list[str], record: RoundRecord) -> str:
         """This round's uploads (and unusable ones after the cold start) through the batcher; returns the
         batch manifest."""
-        bucket, prefix = self.names.unlabeled_bucket, self.settings.storage.unlabeled_prefix
-        upload_images(bucket, prefix, {name: self._local_image(name) for name in names},
-                      desc=f"upload round {rnd}", show_progress=self.show_progress)
+        self.pipeline.upload({name: self._local_image(name) for name in names}, desc=f"upload round {rnd}")
         broken = []
         if rnd > 0:
             sources = [self._local_image(self.order[i % len(self.order)])
                        for i in range(self.config.broken_per_round)]
-            broken = upload_broken(bucket, prefix, sources, rnd)
+            broken = upload_broken(self.names.unlabeled_bucket, self.settings.storage.unlabeled_prefix, sources, rnd)
         record.images_seen += len(broken)
-        manifest_uri = batch_uploads(self.queue_url, len(names) + len(broken) + record.redriven, self.settings,
-                                     self.names)
+        manifest_uri = self.pipeline.batch(len(names) + len(broken) + record.redriven)
         say(f"  batch manifest {manifest_uri}")
         return manifest_uri
 
@@ -134,15 +133,11 @@ class DemoRun:
             if step.name == "Infer" and reroute is not None:
                 reroute(batch_dir, rnd, self.settings)  # rewrites the Infer step's outputs and summary
 
-        run_pipeline_steps("labeling", {"batch_manifest": manifest_uri},
-                           log_path=self._log_path(rnd), timings=record.step_seconds,
-                           show_progress=self.show_progress, after_step=after_step)
+        self.pipeline.label(manifest_uri, rnd, record.step_seconds, after_step)
         # People label in Label Studio (--workforce studio): the batch waits; when they finish a job, the
         # completion pipeline runs, as the completion event starts it in the cloud.
         while self.people is not None and not self.people.finished(batch_dir):
-            run_pipeline_steps("labeling-completion", {"batch_manifest": manifest_uri},
-                               log_path=self._log_path(rnd), timings=record.step_seconds,
-                               show_progress=self.show_progress)
+            self.pipeline.collect(manifest_uri, rnd, record.step_seconds)
         counts = integration.route_counts(batch_dir)  # the Infer summary's routes (rerouted or not) + the batcher's
         record.auto, record.human = counts["auto"], counts["human"]
         record.audit, record.quarantine = counts["audit"], counts["quarantine"]
@@ -166,15 +161,11 @@ class DemoRun:
 
     def _train_and_score(self, dataset_uri: str, record: RoundRecord) -> None:
         """The training pipeline's steps, then the candidate on the frozen test set."""
-        run_pipeline_steps("training", {"dataset": dataset_uri, "data_root": self.data_root},
-                           log_path=self._log_path(record.round), timings=record.step_seconds,
-                           show_progress=self.show_progress)
-        candidate = storage.join(self.data_root, self.settings.storage.models_prefix, "candidates",
-                                 storage.basename(dataset_uri)) + "/"
-        record.dataset_version = storage.basename(dataset_uri)
-        record.bundle_uri = candidate + "bundle/"
-        record.approved = integration.candidate_approved(candidate)
-        record.bundle_id = integration.bundle_id(record.bundle_uri)
+        candidate = self.pipeline.train(dataset_uri, record.round, record.step_seconds)
+        record.dataset_version = candidate.version
+        record.bundle_uri = candidate.bundle_uri
+        record.approved = candidate.approved
+        record.bundle_id = candidate.bundle_id
         t0 = time.monotonic()
         scores = integration.score_bundle(record.bundle_uri, self.test_lines, self.settings,
                                           self.folder.work_dir / "bundles")
@@ -194,9 +185,6 @@ class DemoRun:
             return reroute_batch(storage.join(batch_dir, "inference/"), budget, "judgement", rnd, settings)
 
         return route
-
-    def _log_path(self, rnd: int) -> Path:
-        return self.folder.logs_dir / f"round-{rnd}.log"
 
     def _local_image(self, name: str) -> Path:
         return Path(self.pool_by_name[name].source_ref)

@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from alp import storage
+from alp.local.pipeline import MachinePipeline
 from alp.local.project import (
     LocalConfig,
     LocalRound,
@@ -39,6 +40,9 @@ from alp.local.project import (
 )
 from alp.resources import ResourceNames
 from alp.settings import SETTINGS_ENV, Settings
+
+if TYPE_CHECKING:
+    from alp.labeling.label_studio import LabelStudioBackend
 
 POLL_SECONDS = 2.0
 SEED_BUNDLE = "labels"  # the round of the --labels file: people's labels, no bundle proposed them
@@ -104,9 +108,8 @@ class LocalRunner:
         self.say = say
         self.poll_seconds = poll_seconds
         self.record = RunnerRecord(pid=os.getpid())
-        self.names: ResourceNames | None = None
-        self.queue_url = ""
-        self.backend: Any = None
+        self._pipeline: MachinePipeline | None = None
+        self._people: LabelStudioBackend | None = None
 
     # --- the record `up` and `status` read ---------------------------------------------------------
     def _note(self, activity: str, **fields: Any) -> None:
@@ -135,19 +138,31 @@ class LocalRunner:
             raise
         self._note("stopped")
 
+    @property
+    def pipeline(self) -> MachinePipeline:
+        assert self._pipeline is not None, "the embedded AWS is not started"
+        return self._pipeline
+
+    @property
+    def people(self) -> LabelStudioBackend:
+        assert self._people is not None, "Label Studio is not started"
+        return self._people
+
     def _start_aws(self, port: int) -> None:
         from alp.demo import embedded
         from alp.steps import DATA_ROOT_ENV
         from alp.torch_compat import prepare_ultralytics
 
         self._note(f"embedded AWS on 127.0.0.1:{port}: creating the stack's resources", aws_port=port)
-        names = self.names = ResourceNames.from_settings(self.settings, embedded.account_id())
+        names = ResourceNames.from_settings(self.settings, embedded.account_id())
         os.environ[DATA_ROOT_ENV] = names.data_root
         restore = self.paths.mirror if (self.paths.mirror / embedded.REGISTRY_FILE).is_file() else None
-        self.queue_url = embedded.create_stack_resources(self.settings, names, mirror=restore,
-                                                         also_restore=lambda: restore_frames(self.paths, names))
+        queue_url = embedded.create_stack_resources(self.settings, names, mirror=restore,
+                                                    also_restore=lambda: restore_frames(self.paths, names))
         storage.write_text(storage.join(names.data_root, self.settings.storage.config_key), self.settings.to_json())
         prepare_ultralytics(self.paths.work / "ultralytics", threads=os.cpu_count() or 1)
+        self._pipeline = MachinePipeline(names, self.settings, queue_url, logs=self.paths.logs,
+                                         after_each_step=lambda step: self._snapshot())
 
     def _start_studio(self) -> None:
         from alp.commands.studio import studio_up
@@ -157,13 +172,12 @@ class LocalRunner:
         self._note(f"Label Studio on 127.0.0.1:{self.config.studio_port}")
         connection = studio_up(self.paths.studio, self.settings, port=self.config.studio_port, say=self.say)
         os.environ[STUDIO_FILE_ENV] = str(self.paths.studio / STUDIO_FILE)
-        self.backend = LabelStudioBackend(self.settings, connection=connection)
-        assert self.names is not None
+        people = self._people = LabelStudioBackend(self.settings, connection=connection)
         # Tasks made before a restart show images through the project's S3 storage: it follows this start's port.
         # (A project without one gets it with its first tasks: Label Studio refuses a storage on an empty bucket.)
         for project in connection.projects.values():
-            if self.backend.client.s3_storages(project):
-                self.backend.ensure_image_storage(project, f"s3://{self.names.unlabeled_bucket}/")
+            if people.client.s3_storages(project):
+                people.ensure_image_storage(project, f"s3://{self.pipeline.names.unlabeled_bucket}/")
         self.record = self.record.model_copy(update={"studio_url": connection.url})
 
     # --- rounds -------------------------------------------------------------------------------------
@@ -195,14 +209,14 @@ class LocalRunner:
         state = read_state(self.paths)
         if not state.seeded or any(r.bundle == SEED_BUNDLE for r in state.rounds):
             return
-        assert self.names is not None
-        lines = staged_lines(self.paths, f"s3://{self.names.unlabeled_bucket}/{self.settings.storage.unlabeled_prefix}")
-        version = create_version_from_lines(lines, self.names.data_root, self.settings, "seed",
+        names = self.pipeline.names
+        lines = staged_lines(self.paths, f"s3://{names.unlabeled_bucket}/{self.settings.storage.unlabeled_prefix}")
+        version = create_version_from_lines(lines, names.data_root, self.settings, "seed",
                                             note="labels given with alp local up --labels")
         name = storage.basename(version.rstrip("/"))
-        decision = retrain_decision(self.names.data_root, self.settings, version)
+        decision = retrain_decision(names.data_root, self.settings, version)
         if decision.start:  # what the Merge step does for a version it writes
-            record_training_start(self.names.data_root, self.settings, name, "local:labels")
+            record_training_start(names.data_root, self.settings, name, "local:labels")
         self._note(f"the --labels file: {len(lines)} labeled frame(s) in dataset {name}")
         state.rounds.append(LocalRound(round=len(state.rounds), frames=list(state.seeded), manifest_uri="",
                                        phase="training", bundle=SEED_BUNDLE, routes={"human": len(lines)}))
@@ -215,16 +229,10 @@ class LocalRunner:
                 if state.rounds else "idle: no frames imported yet; `alp local add --images DIR` imports some")
 
     def _start_round(self, state: LocalState, frames: list[str]) -> LocalRound:
-        from alp.demo.uploads import batch_uploads, upload_images
-
-        assert self.names is not None
         rnd = len(state.rounds)
         self._note(f"round {rnd}: uploading {len(frames)} frame(s)")
-        prefix = self.settings.storage.unlabeled_prefix
-        upload_images(self.names.unlabeled_bucket, prefix, {key: self.paths.incoming / key for key in frames},
-                      desc=f"round {rnd}", show_progress=False)
-        manifest = batch_uploads(self.queue_url, len(frames), self.settings, self.names)
-        current = LocalRound(round=rnd, frames=frames, manifest_uri=manifest)
+        self.pipeline.upload({key: self.paths.incoming / key for key in frames}, desc=f"round {rnd}")
+        current = LocalRound(round=rnd, frames=frames, manifest_uri=self.pipeline.batch(len(frames)))
         state.rounds.append(current)
         self._snapshot()
         save_state(self.paths, state)
@@ -234,85 +242,63 @@ class LocalRunner:
         """The labeling pipeline; True once the batch's labeling is complete (merged), False while people work."""
         from alp.labeling.workflow import read_summary
 
-        summary = read_summary(current.batch_dir)
-        if summary is None:  # the Label step never finished for this batch: the pipeline from its first step
+        if read_summary(current.batch_dir) is None:  # the Label step never finished: the pipeline from its start
             self._note(f"round {current.round}: inference and judgement over {len(current.frames)} frame(s)")
-            self._steps("labeling", {"batch_manifest": current.manifest_uri}, current)
+            self.pipeline.label(current.manifest_uri, current.round, current.seconds)
             current.routes = _routes(current.batch_dir)
             current.bundle = _bundle_of(current.batch_dir)
             save_state(self.paths, state)
-            summary = read_summary(current.batch_dir)
-        while summary is not None and summary.state == "waiting":
-            job = summary.waiting_on[0]
-            status = self.backend.job_status(job.name, job.folder)
-            if status is not None and not status.done:
-                project = self.backend.connection.projects.get("heads" if job.kind == "head-boxes" else "keypoints")
+        while (summary := read_summary(current.batch_dir)) is not None and summary.state == "waiting":
+            waiting = self.pipeline.waiting(current.batch_dir, self.people)
+            if waiting is not None:
+                job, status = waiting.job, waiting.status
+                connection = self.people.connection
+                project = connection.projects.get("heads" if job.kind == "head-boxes" else "keypoints")
                 self._note(f"round {current.round}: waiting for people: {job.kind} {status.labeled or 0}/"
-                           f"{status.total or 0} tasks done at {self.backend.connection.url}/projects/{project}/",
-                           tasks_ready=True)
+                           f"{status.total or 0} tasks done at {connection.url}/projects/{project}/", tasks_ready=True)
                 return False
-            self._note(f"round {current.round}: people finished the {job.kind} job; collecting their labels")
-            self._steps("labeling-completion", {"batch_manifest": current.manifest_uri}, current)
-            summary = read_summary(current.batch_dir)
+            self._note(f"round {current.round}: people finished the {summary.waiting_on[0].kind} job; collecting "
+                       "their labels")
+            self.pipeline.collect(current.manifest_uri, current.round, current.seconds)
         current.phase = "training"
         save_state(self.paths, state)
         return True
 
     def _train(self, state: LocalState, current: LocalRound) -> None:
         from alp.datasets import latest_version
-        from alp.demo import integration
 
-        assert self.names is not None
-        dataset = latest_version(self.names.data_root)
+        names = self.pipeline.names
+        dataset = latest_version(names.data_root)
         if dataset is None:  # nothing was labeled (every frame quarantined): no version, nothing to train
             current.phase = "done"
             save_state(self.paths, state)
             return
         version = storage.basename(str(dataset).rstrip("/"))
-        why_not = _no_training(self.names.data_root, self.settings, str(dataset))
+        why_not = _no_training(names.data_root, self.settings, str(dataset))
         if why_not:
             current.dataset_version, current.phase = version, "done"
             save_state(self.paths, state)
             self._note(f"round {current.round}: dataset {version}, no training run: {why_not}")
             return
-        candidate = storage.join(self.names.data_root, self.settings.storage.models_prefix, "candidates", version) + "/"
-        if not self._registered(candidate):  # a stop after the Register step: the candidate is in the registry
-            self._note(f"round {current.round}: training on dataset {version}", tasks_ready=True)
-            self._steps("training", {"dataset": str(dataset), "data_root": self.names.data_root}, current)
+        self._note(f"round {current.round}: training on dataset {version}", tasks_ready=True)
+        candidate = self.pipeline.train(str(dataset), current.round, current.seconds)
         current.dataset_version = version
-        current.approved = integration.candidate_approved(candidate)
-        current.candidate_bundle_id = integration.bundle_id(candidate + "bundle/")
-        current.gate = _gate_scores(candidate)
+        current.approved = candidate.approved
+        current.candidate_bundle_id = candidate.bundle_id
+        current.gate = candidate.gate
         current.phase = "done"
         save_state(self.paths, state)
         self._note(f"round {current.round}: candidate {current.candidate_bundle_id} "
                    f"{'approved: the champion now' if current.approved else 'rejected: the champion stays'}")
 
-    def _registered(self, candidate: str) -> bool:
-        from alp import registry
-        from alp.demo import integration
-
-        bundle = candidate + "bundle/"
-        if not storage.exists(storage.join(candidate, "report.json")) or not storage.exists(bundle + "bundle.json"):
-            return False
-        return registry.find_bundle(self.settings, integration.bundle_id(bundle)) is not None
-
-    def _steps(self, pipeline: str, variables: dict[str, str], current: LocalRound) -> None:
-        """One declared pipeline, the AWS state copied to the project after every step."""
-        from alp.demo.pipelines import run_pipeline_steps
-
-        run_pipeline_steps(pipeline, variables, log_path=self.paths.logs / f"round-{current.round}.log",
-                           timings=current.seconds, show_progress=False,
-                           after_step=lambda step: self._snapshot())
-
     def _snapshot(self) -> None:
         from alp.demo import embedded
         from alp.demo.signals import signals_held
 
-        assert self.names is not None
+        names = self.pipeline.names
         with signals_held():  # a `down` waits for the copy to be whole
-            embedded.snapshot_state(self.settings, self.names, self.paths.mirror,
-                                    buckets=embedded.mirrored_buckets(self.names, with_uploads=False))
+            embedded.snapshot_state(self.settings, names, self.paths.mirror,
+                                    buckets=embedded.mirrored_buckets(names, with_uploads=False))
 
 
 def restore_frames(paths: ProjectPaths, names: ResourceNames) -> int:
@@ -364,12 +350,6 @@ def _no_training(data_root: str, settings: Settings, dataset: str) -> str | None
         return ("none of people's images fell in the test split yet, and a candidate is only judged on those: the "
                 "next round's labels train it")
     return None
-
-
-def _gate_scores(candidate: str) -> dict[str, float]:
-    report = json.loads(storage.read_text(storage.join(candidate, "report.json")))
-    metrics = report.get("candidate") or report.get("metrics") or {}
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)} if isinstance(metrics, dict) else {}
 
 
 @contextmanager
