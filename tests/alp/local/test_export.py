@@ -3,28 +3,54 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from pycocotools.coco import COCO
 
+from alp import aws, registry
 from alp.cli import main
 from alp.datasets import create_version_from_lines
-from alp.local.project import ProjectPaths
+from alp.demo import embedded
+from alp.local.project import LocalState, ProjectPaths, save_state
 from alp.manifest import read_manifest
+from alp.resources import ResourceNames
 from alp.settings import Settings
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
-    """A project whose data holds one version: 6 synthetic frames labeled by people (seed)."""
+    """A project whose pipeline state holds one version: 6 synthetic frames labeled by people (seed), written the
+    way the runner leaves it: the buckets' copy under alp-project/aws/, the frames under alp-project/unlabeled/."""
     monkeypatch.chdir(tmp_path)
     assert main(["synth-data", "--n", "6", "--out", "frames", "--width", "160", "--height", "128"]) == 0
     capsys.readouterr()
     settings = Settings()
     paths = ProjectPaths.of(tmp_path / "alp-project", settings)
     lines = read_manifest(str(tmp_path / "frames" / "manifest.jsonl"))
-    create_version_from_lines(lines, str(paths.data) + "/", settings)
+    frames = {Path(line.source_ref).name: Path(line.source_ref) for line in lines}
+    server = embedded.EmbeddedAws.start()
+    try:
+        with embedded.aws_environment(server.endpoint, settings.region):
+            names = ResourceNames.from_settings(settings, embedded.account_id())
+            s3 = aws.client("s3")
+            for bucket in embedded.mirrored_buckets(names):
+                s3.create_bucket(Bucket=bucket)
+            paths.incoming.mkdir(parents=True)
+            prefix = settings.storage.unlabeled_prefix
+            for name, source in frames.items():
+                shutil.copyfile(source, paths.incoming / name)
+                s3.put_object(Bucket=names.unlabeled_bucket, Key=prefix + name, Body=source.read_bytes())
+            save_state(paths, LocalState(seeded=sorted(frames)))
+            in_bucket = [line.with_fields(**{"source-ref": f"s3://{names.unlabeled_bucket}/{prefix}"
+                                                          f"{Path(line.source_ref).name}"}) for line in lines]
+            create_version_from_lines(in_bucket, names.data_root, settings)
+            registry.ensure_model_package_group(settings)
+            embedded.snapshot_state(settings, names, paths.mirror,
+                                    buckets=embedded.mirrored_buckets(names, with_uploads=False))
+    finally:
+        server.stop()
     return tmp_path
 
 

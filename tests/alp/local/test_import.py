@@ -104,7 +104,8 @@ def test_the_commands_print_counts_that_add_up(awkward: Path, tmp_path: Path, mo
     assert counts["files"] == 13 and counts["imported"] + counts["duplicate"] + counts["quarantined"] == 13
     assert main(["local", "status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status == {**counts, "imports": 1}
+    assert status["files"] == {**counts, "imports": 1}
+    assert status["images"]["queued"] == counts["imported"] and not status["rounds"]  # nothing started yet
     assert main(["local", "status", "--project-dir", "elsewhere"]) == 2
-    assert "alp local add --images DIR" in capsys.readouterr().err
+    assert "alp local up --images DIR" in capsys.readouterr().err
     assert os.path.isdir(tmp_path / "alp-project" / "unlabeled")
