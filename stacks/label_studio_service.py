@@ -72,7 +72,9 @@ class LabelStudioService(Construct):
     login); ``client_security_group`` (what clients inside the VPC use to reach the load balancer);
     ``client_network`` (where such clients run, for :class:`stacks.step_pipeline.StepPipeline`);
     ``client_environment`` (``ALP_STUDIO_URL``, ``ALP_STUDIO_TOKEN_SECRET``); ``database``, ``service``,
-    ``load_balancer``.
+    ``load_balancer`` and ``load_balancer_security_group``; ``cluster`` (the ECS cluster, which other services
+    of the VPC may share) and ``service_security_group`` (the tasks' group: the source a service reachable only
+    from Label Studio admits).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, unlabeled_bucket: s3.IBucket,
@@ -110,8 +112,10 @@ class LabelStudioService(Construct):
             description="Clients of Label Studio inside its VPC: the labeling pipeline CodeBuild steps")
         lb_group = ec2.SecurityGroup(self, "LoadBalancerSecurityGroup", vpc=self.vpc, allow_all_outbound=False,
                                      description="Label Studio load balancer: HTTPS from the annotator network")
+        self.load_balancer_security_group = lb_group
         service_group = ec2.SecurityGroup(self, "ServiceSecurityGroup", vpc=self.vpc, allow_all_outbound=True,
                                           description="Label Studio tasks: HTTP from the load balancer only")
+        self.service_security_group = service_group
         annotators = ec2.Peer.ipv4(str(allowed))
         lb_group.add_ingress_rule(annotators, ec2.Port.tcp(443), "HTTPS from the annotators' network")
         lb_group.add_ingress_rule(annotators, ec2.Port.tcp(80), "HTTP from the annotators' network (redirected)")
@@ -208,6 +212,7 @@ class LabelStudioService(Construct):
             },
         )
         cluster = ecs.Cluster(self, "Cluster", vpc=self.vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
+        self.cluster = cluster
         self.service = ecs.FargateService(
             self, "Service", cluster=cluster, task_definition=task, desired_count=studio.desired_count,
             vpc_subnets=private, security_groups=[service_group], assign_public_ip=False,

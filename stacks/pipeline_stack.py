@@ -24,6 +24,7 @@ from stacks.processing_image import ProcessingImage
 from stacks.sagemaker import SageMakerAccess
 from stacks.step_pipeline import INFER_STEP, SourceBundle, StepPipeline
 from stacks.storage import TRAINING_JOB_PREFIXES, Storage
+from stacks.suggestion_service import SuggestionService, check_serve_settings
 from stacks.upload_trigger import UploadTrigger
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,8 @@ def cdk_json_context(cdk_json: Path) -> dict[str, object]:
 
 class ActiveLabelingStack(Stack):
     """Buckets, upload trigger, Ground Truth functions, SageMaker role and registry, the labeling, labeling-completion
-    and training pipelines with the completion trigger, alarms.
+    and training pipelines with the completion trigger, alarms; opt-in, the hosted Label Studio and the suggestion
+    service next to it.
 
     ``lambda_code_dir`` is the folder built by :func:`alp.lambda_asset.build_lambda_asset`; ``repo_root``
     is the project folder the pipelines' source bundle is made from.
@@ -49,6 +51,7 @@ class ActiveLabelingStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, lambda_code_dir: Path,
                  repo_root: Path = REPO_ROOT, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)  # kwargs: Stack's own (env, description...)
+        check_serve_settings(settings)  # a hosted suggestion service needs the hosted Label Studio: refuse early
         region = self.region if not Token.is_unresolved(self.region) else Aws.REGION
         names = ResourceNames.from_settings(settings, account=Aws.ACCOUNT_ID, region=region)
         self.names = names
@@ -97,6 +100,11 @@ class ActiveLabelingStack(Stack):
         if self.studio:
             self.studio.grant_token_read(self.labeling.build_policy)
             self.studio.grant_token_read(self.completion.build_policy)
+        # Opt-in: the suggestion service (`alp serve`) next to the hosted Label Studio, reached by its tasks only.
+        self.suggestions = (SuggestionService(self, "SuggestionService", settings=settings, studio=self.studio,
+                                              settings_uri=settings_uri, unlabeled_bucket=unlabeled,
+                                              access_logs=self.storage.access_logs, repo_root=repo_root)
+                            if settings.serve.hosted and self.studio else None)
         self.training = StepPipeline(
             self, "TrainingPipeline", spec=TRAINING_PIPELINE, pipeline_name=names.training_pipeline,
             settings=settings, artifact_bucket=self.storage.training_artifacts, settings_uri=settings_uri,
@@ -115,6 +123,8 @@ class ActiveLabelingStack(Stack):
         self._grant_labeling_steps(self.labeling.build_policy, settings, names, infer=True)
         self._grant_labeling_steps(self.completion.build_policy, settings, names, infer=False)
         self._grant_training_steps(self.training.build_policy, settings, names)
+        if self.suggestions:
+            self._grant_suggestion_service(self.suggestions.task_policy, settings, names)
 
         self.monitoring = Monitoring(
             self, "Monitoring", settings=settings, dashboard_name=f"{storage.resource_prefix}-pipeline",
@@ -150,6 +160,9 @@ class ActiveLabelingStack(Stack):
                             "LabelStudioLoadBalancerDnsName": self.studio.load_balancer.load_balancer_dns_name,
                             "LabelStudioTokenSecretArn": self.studio.token_secret.secret_arn,
                             "LabelStudioAdminSecretArn": self.studio.admin_secret.secret_arn})
+        if self.suggestions:
+            # Label Studio -> Settings -> Model -> Connect model, with this URL.
+            outputs["SuggestionServiceUrl"] = self.suggestions.url
         for key, value in outputs.items():
             CfnOutput(self, key, value=value)
 
@@ -240,4 +253,18 @@ class ActiveLabelingStack(Stack):
                      reason="Sets the approval status of the project's own model package versions.")
         self._model_registry_read(policy, names)
         # The Evaluate step runs the candidate bundle with the configured head backend.
+        grant_rekognition_head_detector(policy, settings)
+
+    def _grant_suggestion_service(self, policy: ScopedPolicy, settings: Settings, names: ResourceNames) -> None:
+        """What ``alp serve`` reads, and nothing it could write: the settings, the registry's Approved bundle
+        (the group and its versions, the bundle files under the models prefix) and a task's ``s3://`` image.
+        No ListBucket: it reads keys it was given (the settings URI, a bundle's descriptor and the files that
+        names, a task's image), so a missing one is an error either way (403 instead of 404)."""
+        s = settings.storage
+        policy.read_objects(self.storage.data, [s.config_key, s.models_prefix],
+                            "the deployed settings and the approved model bundles the service serves")
+        policy.read_objects(self.storage.unlabeled, [s.unlabeled_prefix],
+                            "the images Label Studio's tasks name by s3:// URI")
+        self._model_registry_read(policy, names)
+        # The service runs the bundle with the configured head backend, as the Infer step does.
         grant_rekognition_head_detector(policy, settings)

@@ -32,7 +32,9 @@ def stack_settings(settings: Settings) -> Settings:
     run's Label Studio is the one ``alp studio up`` starts, never the hosted service."""
     return settings.with_overrides({"labeling.local_truth_uri": None, "labeling.studio.hosted": False,
                                     # a local project's round-0 model: a file of that project, not a resource
-                                    "inference.zero_shot_bundle": None, "inference.zero_shot_bundle_sha256": None})
+                                    "inference.zero_shot_bundle": None, "inference.zero_shot_bundle_sha256": None,
+                                    # the hosted suggestion service sits next to the hosted Label Studio only
+                                    "serve.hosted": False})
 
 
 def settings_digest(settings: Settings) -> str:
