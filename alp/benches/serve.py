@@ -99,7 +99,7 @@ def _service(bundle: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
 
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(  # nosec B603
-            [sys.executable, "-m", "alp", "serve", "--bundle", str(bundle), "--port", str(port)],
+            [sys.executable, "-m", "alp", "serve", "--bundle", str(bundle), "--port", str(port), "--max-pending", "64"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 120

@@ -163,6 +163,9 @@ def start_server(run_dir: Path, *, port: int = DEFAULT_PORT, version: str = "1.2
         # instance metadata lives, included).
         "USE_DEFAULT_BANNED_SUBNETS": "false",
         "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_EXCEPT_LOOPBACK),
+        # Its model connections (ML backends) have their own check, which refuses every local address: the
+        # suggestion service (`alp serve`) of this machine listens on 127.0.0.1, like this Label Studio.
+        "ML_BLOCK_LOCAL_IP": "false",
     })
     args = [str(exe), "start", "--no-browser", "--port", str(port), "--internal-host", HOST,
             "--data-dir", str(data_dir), "--enable-legacy-api-token"]

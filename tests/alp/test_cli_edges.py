@@ -19,6 +19,7 @@ M = "/nonexistent/alp-edges"
 CASES: dict[str, tuple[list[str], str]] = {
     "bench active-learning": (["--human-share", "2"], "--human-share must be in (0, 1]"),
     "bench local": (["--frames", "0"], "frames"),
+    "bench serve": (["--requests", "1"], "requests"),
     "bench infer": (["--weights", f"{M}.pt"], "no such file"),
     "bench synth": (["--width", "0"], "width"),
     "bench train": (["--epochs", "0"], "epochs"),
@@ -41,6 +42,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "quantize-bundle": (["--bundle", M, "--calibration", M, "--out", M], "no such file"),
     "rehearse": (["--cdk-out", M], "run `make synth`"),
     "requeue": (["--batch", f"{M}/"], "no AWS credentials"),
+    "serve": (["--bundle", M], "no such file"),
     "settings show": (["--settings-file-missing"], "no such file"),  # the global --settings, see below
     "steps list": (["--settings-file-missing"], ""),  # lists the declared steps: reads no settings, cannot fail
     "steps run": (["labeling", "Merge"], "is not set"),
