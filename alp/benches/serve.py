@@ -5,7 +5,8 @@ the verified COCO-pose checkpoint: a real three-role engine at 640 px). 1, 4 and
 HTTP requests (``POST /v1/predict`` with a 640x480 JPEG of a synthetic in-cabin frame) and the bench reports
 p50/p95/p99 latency, requests per second and errors per level; the overhead ratio is the service's p50 with one
 client over the p50 of decoding and predicting the same images in this process (the same engine, the same
-thread count); the service's resident memory is read before and after the requests.
+thread count; measured before and after the service's run, pooled); the service's resident memory is read after a
+warm-up at every level and again after all the requests (a leak grows it; first allocations do not count).
 
 Targets on 2 cores: p95 <= 150 ms with one client; 0 errors, and p50 at 16 clients no worse than 16x the p50 at
 one (latency growing no worse than linearly); overhead ratio <= 1.15; resident memory growth <= 10%.
@@ -171,7 +172,7 @@ def _level(url: str, frames: list[bytes], clients: int, requests: int) -> LevelR
                        rps=round(len(ordered) / seconds, 1), errors=errors, requests=len(ordered))
 
 
-def _in_process_ms(bundle: Path, frames: list[bytes], rounds: int = 3) -> float:
+def _in_process_ms(bundle: Path, frames: list[bytes], rounds: int = 3) -> list[float]:
     """Decode and predict each frame in this process with the engine the service runs (the baseline)."""
     from alp.settings import Settings
     from inference.engine import InferenceEngine
@@ -190,7 +191,7 @@ def _in_process_ms(bundle: Path, frames: list[bytes], rounds: int = 3) -> float:
                 engine.predict_decoded([decode_image(data, max_pixels=limits.max_image_pixels,
                                                      min_side=limits.min_image_side)])
                 times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
+    return times
 
 
 def run_serve_bench(options: ServeBenchOptions) -> ServeBenchResult:
@@ -199,15 +200,19 @@ def run_serve_bench(options: ServeBenchOptions) -> ServeBenchResult:
     bundle = _bundle(options)
     bundle_id = parse_descriptor((bundle / DESCRIPTOR_NAME).read_text()).bundle_id
     frames = _frames(options.images)
-    baseline = _in_process_ms(bundle, frames)
+    # the baseline before and after the service's run, pooled: a machine shared with others drifts
+    in_process = _in_process_ms(bundle, frames)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1/predict"
     per_level = max(10, options.requests // len(options.clients))
     with _service(bundle, port) as process:
-        _level(url, frames, 1, len(frames))  # warm-up: sessions, thread pool, first allocations
+        for clients in options.clients:  # warm-up at every level: worker threads, sessions, first allocations
+            _level(url, frames, clients, 2 * clients + len(frames))
         before = _rss_mb(process.pid)
         levels = {str(c): _level(url, frames, c, per_level) for c in options.clients}
         after = _rss_mb(process.pid)
+    in_process += _in_process_ms(bundle, frames)
+    baseline = statistics.median(in_process)
     one = levels[str(min(options.clients))]
     most = levels[str(max(options.clients))]
     overhead = one.p50_ms / baseline if baseline > 0 else float("inf")
