@@ -65,8 +65,14 @@ def test_label_studio_takes_its_prefill_from_the_service(kind: str, studio_serve
         assert all(not found for found in _predictions(client, project).values())
 
         with running(create_app(settings, bundle_uri=str(zero_shot_bundle))) as url:
-            model = client.request("POST", "/api/ml/", json={"url": url, "project": project, "title": "alp serve"})
-            assert model.get("state") in ("CO", "CONNECTED", None) or model.get("readable_state") == "Connected", model
+            client.request("POST", "/api/ml/", json={"url": url, "project": project, "title": "alp serve"})
+            # Connecting made the model the project's live model (its title as the project's model version);
+            # with "use predictions to prelabel" on, the task an annotator opens next is prefilled by the service.
+            client.update_project(project, show_collab_predictions=True)
+            assert client.request("GET", f"/api/projects/{project}/")["model_version"] == "alp serve"
+            opened = client.request("GET", f"/api/projects/{project}/next")
+            assert opened["predictions"], "the task an annotator opens is not prefilled by the service"
+            # "Retrieve predictions" in the Data Manager: every task's prediction from the service
             client.request("POST", "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project},
                            json={"selectedItems": {"all": True, "excluded": []}})
             found = _predictions(client, project)
