@@ -23,7 +23,7 @@ _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
 
-pytest_plugins = ["studio_fixtures"]  # a real Label Studio server (tests/studio_fixtures.py)
+pytest_plugins = ["studio_fixtures", "serve_fixtures"]  # a real Label Studio server; the suggestion service
 
 
 class NetworkBlocked(RuntimeError):

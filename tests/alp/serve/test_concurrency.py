@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Running, serve_settings
 from ml_backend_requests import predict_body, simple_task
+from serve_fixtures import Running, serve_settings
 
 from alp.serve.app import create_app, running
 from inference.engine import InferenceEngine

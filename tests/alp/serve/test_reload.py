@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from bundle_factory import scripted_bundle
-from conftest import serve_settings
 from ml_backend_requests import predict_body, simple_task
+from serve_fixtures import serve_settings
 
 from alp import registry
 from alp.serve.app import create_app, running

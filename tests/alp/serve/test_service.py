@@ -9,7 +9,6 @@ import logging
 import numpy as np
 import pytest
 from bundle_factory import HEAD_BOX, PERSON_BOX
-from conftest import STUDIO_TOKEN
 from ml_backend_requests import (
     drawn_keypoint,
     drawn_rectangle,
@@ -20,6 +19,7 @@ from ml_backend_requests import (
     train_body,
     webhook_body,
 )
+from serve_fixtures import STUDIO_TOKEN
 
 from alp.serve.assist import DrawnBox, crop_window, shift
 from inference.image_io import DecodedImage
