@@ -161,7 +161,7 @@ class MiniPipeline:
     def __init__(self, settings_dir: Any, **overrides: Any) -> None:
         from pathlib import Path
 
-        from alp.demo.embedded import create_stack_resources
+        from alp.machine.embedded import create_stack_resources
         from alp.resources import ResourceNames
         from alp.settings import Settings
 
@@ -213,7 +213,7 @@ class MiniPipeline:
 
     def receive_all(self) -> list[dict[str, Any]]:
         """Every message waiting in the upload queue (Lambda-record shaped), deleted from the queue."""
-        from alp.demo.embedded import delete_records, receive_upload_records
+        from alp.machine.embedded import delete_records, receive_upload_records
 
         out: list[dict[str, Any]] = []
         while True:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from alp import aws
-from alp.commands.studio import studio_up
-from alp.demo.embedded import aws_environment
+from alp.labeling.label_studio import studio_up
+from alp.machine.embedded import aws_environment
 from alp.settings import Settings
 from alp.studio.server import StudioConnection, stop_server
 

@@ -241,7 +241,7 @@ def auto_label_outcomes(rows: list[RoundRecord], mirror: Path, truth_by_name: di
     read from a run's mirror (its moto is gone by now)."""
     from alp import storage
     from alp.agreement import auto_label_matches
-    from alp.demo.embedded import mirrored_path
+    from alp.machine.embedded import mirrored_path
     from alp.manifest import read_manifest
 
     outcomes: list[Outcome] = []

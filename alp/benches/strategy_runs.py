@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from alp.demo.signals import sigterm_as_interrupt
+from alp.machine.signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from alp.demo.data import SharedData

@@ -13,32 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from alp.settings import Settings
-    from alp.studio.server import StudioConnection
-
-
-def studio_up(run_dir: Path, settings: Settings, *, port: int, timeout_seconds: float = 300.0,
-              say: Callable[[str], None] = print) -> StudioConnection:
-    """Start the run folder's Label Studio, create (or find) both projects and write studio.json."""
-    from alp.labeling.contracts import JOB_KINDS
-    from alp.labeling.label_studio import LabelStudioBackend
-    from alp.studio import configs
-    from alp.studio.server import STUDIO_FILE, start_server
-
-    connection = start_server(run_dir, port=port, version=settings.labeling.studio.version,
-                              timeout_seconds=timeout_seconds, say=say)
-    backend = LabelStudioBackend(settings, connection=connection)
-    connection.projects = {configs.PROJECT_KEYS[kind]: backend.project_id(kind) for kind in JOB_KINDS}
-    connection.write(run_dir / STUDIO_FILE)
-    return connection
+    pass
 
 
 def _up(args: argparse.Namespace) -> int:
+    from alp.labeling.label_studio import studio_up
     from alp.settings import load_settings
     from alp.studio.server import STUDIO_FILE
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alp.demo import integration
-from alp.demo.console import say
 from alp.demo.state import DemoConfig, DemoState
+from alp.machine.console import say
 
 TEST_SEED_OFFSET = 10_000  # the frozen test set's seed: never the pool's
 

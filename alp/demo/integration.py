@@ -6,18 +6,14 @@ orchestration readable and shows in one place which files of the pipeline the de
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from alp import storage
-from alp.manifest import ROUTES, ManifestLine, read_manifest_if_present
+from alp.machine.pipeline import INFERENCE_DIR, ROUTE_FILES
+from alp.manifest import ManifestLine, read_manifest_if_present
 from alp.settings import Settings
 from inference.budget import DEFERRED_FILE
-
-INFERENCE_DIR = "inference/"
-ROUTE_FILES = {"auto": "auto.jsonl", "human": "human.jsonl", "quarantine": "quarantine.jsonl"}
 
 
 def generate(out_dir: Path, n: int, seed: int, hard_share: float, size: tuple[int, int], progress: bool) -> str:
@@ -46,31 +42,6 @@ def requeue_counts(batch_dir: str) -> tuple[int, int]:
 
     summary = read_summary(batch_dir)
     return (len(summary.requeued), sum(summary.quarantined.values())) if summary else (0, 0)
-
-
-def route_counts(batch_dir: str) -> dict[str, int]:
-    """Images per route from the inference step's outputs (``summary.json``, else the route files).
-
-    The batcher's own quarantine file (unsafe keys, never inferred) is counted as quarantine too.
-    """
-    base = storage.join(batch_dir, INFERENCE_DIR)
-    counts: dict[str, int] = dict.fromkeys(ROUTES, 0)
-    summary_uri = storage.join(base, "summary.json")
-    summary: dict[str, Any] = json.loads(storage.read_text(summary_uri)) if storage.exists(summary_uri) else {}
-    routes: dict[str, Any] = summary["routes"] if isinstance(summary.get("routes"), dict) else summary
-    if all(isinstance(routes.get(r), int) for r in ROUTES):
-        counts = {r: int(routes[r]) for r in ROUTES}
-    else:
-        counts["auto"] = len(read_manifest_if_present(storage.join(base, ROUTE_FILES["auto"])))
-        for line in read_manifest_if_present(storage.join(base, ROUTE_FILES["human"])):
-            route = line.route()
-            counts["audit" if route is not None and route.route == "audit" else "human"] += 1
-        counts["quarantine"] = len(read_manifest_if_present(storage.join(base, ROUTE_FILES["quarantine"])))
-    counts["quarantine"] += len(read_manifest_if_present(storage.join(batch_dir, "quarantine.jsonl")))
-    # a human budget's back-in-the-queue images (inference.budget.reroute_batch)
-    counts["deferred"] = (int(routes["deferred"]) if isinstance(routes.get("deferred"), int)
-                          else len(read_manifest_if_present(storage.join(base, DEFERRED_FILE))))
-    return counts
 
 
 def latest_dataset(data_root: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from alp.labeling.label_studio import STUDIO_FILE_ENV, LabelStudioBackend
 from alp.labeling.workflow import read_summary
-from alp.local.pipeline import MachinePipeline
+from alp.machine.pipeline import MachinePipeline
 from alp.settings import Settings
 from alp.studio.server import STUDIO_FILE, StudioConnection, stop_server
 
@@ -54,7 +54,7 @@ def start_people(run_root: Path, settings: Settings, *, port: int, say: Callable
                  studio_file: Path | None = None) -> PeopleAtWork:
     """Label Studio for the demo's people: the one ``studio_file`` describes (started by ``alp studio up``), or
     one this run starts in its folder. ``ALP_STUDIO_FILE`` points the steps at it."""
-    from alp.commands.studio import studio_up
+    from alp.labeling.label_studio import studio_up
 
     if studio_file is None:
         studio_file = run_root / "studio" / STUDIO_FILE

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from alp import storage
 from alp.demo import integration
-from alp.demo.console import say
 from alp.demo.people import PeopleAtWork
 from alp.demo.report import Overlay
 from alp.demo.state import DemoState, RoundRecord, RunFolder
-from alp.demo.uploads import upload_broken
-from alp.local.pipeline import MachinePipeline
+from alp.machine.console import say
+from alp.machine.pipeline import MachinePipeline, route_counts
+from alp.machine.uploads import upload_broken
 from alp.manifest import ManifestLine
 from alp.resources import ResourceNames
 from alp.settings import Settings
@@ -138,7 +138,7 @@ class DemoRun:
         # completion pipeline runs, as the completion event starts it in the cloud.
         while self.people is not None and not self.people.finished(batch_dir):
             self.pipeline.collect(manifest_uri, rnd, record.step_seconds)
-        counts = integration.route_counts(batch_dir)  # the Infer summary's routes (rerouted or not) + the batcher's
+        counts = route_counts(batch_dir)  # the Infer summary's routes (rerouted or not) + the batcher's
         record.auto, record.human = counts["auto"], counts["human"]
         record.audit, record.quarantine = counts["audit"], counts["quarantine"]
         record.deferred = counts.get("deferred", 0)

@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Literal
 
 from alp import storage
-from alp.demo import embedded
-from alp.demo.console import rounds_bar, say
 from alp.demo.data import SharedData, ensure_data
 from alp.demo.people import start_people, stop_people
-from alp.demo.pipelines import StepFailed
 from alp.demo.report import Overlay, format_table, improvement_note, write_report
 from alp.demo.rounds import DemoRun, Router
 from alp.demo.sandbox import run_environment
-from alp.demo.signals import signals_held, sigterm_as_interrupt
 from alp.demo.state import DemoConfig, DemoState, RoundRecord, RunFolder, RunFolderError
+from alp.machine import embedded
+from alp.machine.console import rounds_bar, say
+from alp.machine.pipelines import StepFailed
+from alp.machine.signals import signals_held, sigterm_as_interrupt
 from alp.resources import ResourceNames
 from alp.settings import SETTINGS_ENV, Settings
 from alp.steps import DATA_ROOT_ENV

@@ -429,3 +429,18 @@ def _spec_for(name: str, kind: JobKind, folder: str, settings: Settings) -> JobS
                    output_path=output_path, label_category_uri=folder + "categories.json", template_uri="",
                    title="", description="")
 
+
+# --- a Label Studio of this machine, ready for the pipeline ---------------------------------------------------
+
+def studio_up(run_dir: Path, settings: Settings, *, port: int, timeout_seconds: float = 300.0,
+              say: Callable[[str], None] = print) -> StudioConnection:
+    """Start the run folder's Label Studio, create (or find) both projects and write studio.json."""
+    from alp.labeling.contracts import JOB_KINDS
+    from alp.studio.server import STUDIO_FILE, start_server
+
+    connection = start_server(run_dir, port=port, version=settings.labeling.studio.version,
+                              timeout_seconds=timeout_seconds, say=say)
+    backend = LabelStudioBackend(settings, connection=connection)
+    connection.projects = {configs.PROJECT_KEYS[kind]: backend.project_id(kind) for kind in JOB_KINDS}
+    connection.write(run_dir / STUDIO_FILE)
+    return connection

@@ -145,7 +145,7 @@ def _reap(pid: int) -> None:
 def run_foreground(paths: ProjectPaths, settings: Settings, *, say: Callable[[str], None]) -> None:
     """The runner in this process until SIGTERM or Ctrl-C: the zero-shot bundle first (built once, verified each
     start), then the rounds."""
-    from alp.demo.signals import sigterm_as_interrupt
+    from alp.machine.signals import sigterm_as_interrupt
 
     config = read_config(paths)
     if config is None:
@@ -190,8 +190,8 @@ def project_buckets(paths: ProjectPaths, settings: Settings) -> Iterator[Resourc
     """The project's buckets and registry, restored into a short-lived embedded AWS to read from (an export while
     the runner works, or after ``down``); the runner's own copy is never written."""
     from alp import aws
-    from alp.demo import embedded
     from alp.local.runner import restore_frames
+    from alp.machine import embedded
 
     if not (paths.mirror / embedded.REGISTRY_FILE).is_file():
         raise FileNotFoundError(f"no pipeline state in {paths.root} yet: `alp local up` runs the first round")

@@ -1,7 +1,7 @@
 """The local project's runner: the deployed pipeline's rounds on this machine, with people in Label Studio.
 
 One process (``alp local run``, started in the background by ``alp local up``) holds the embedded AWS: the
-stack as synthesized, created in moto (:mod:`alp.demo.embedded`, as ``alp demo`` does), restored from the
+stack as synthesized, created in moto (:mod:`alp.machine.embedded`, as ``alp demo`` does), restored from the
 project's ``aws/`` copy. Each round takes the next imported frames that no round took yet, uploads them to the
 unlabeled bucket (S3 -> EventBridge -> SQS -> the batcher, as in the cloud), runs the labeling pipeline's
 declared steps (:mod:`alp.steps`), waits for people in Label Studio (polling their jobs, as the scheduled check
@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from alp import storage
-from alp.local.pipeline import MachinePipeline
 from alp.local.project import (
     LocalConfig,
     LocalRound,
@@ -38,6 +37,7 @@ from alp.local.project import (
     save_state,
     write_json_atomically,
 )
+from alp.machine.pipeline import MachinePipeline
 from alp.resources import ResourceNames
 from alp.settings import SETTINGS_ENV, Settings
 
@@ -119,7 +119,7 @@ class LocalRunner:
 
     # --- start --------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        from alp.demo import embedded
+        from alp.machine import embedded
 
         self._note("starting")
         try:
@@ -149,7 +149,7 @@ class LocalRunner:
         return self._people
 
     def _start_aws(self, port: int) -> None:
-        from alp.demo import embedded
+        from alp.machine import embedded
         from alp.steps import DATA_ROOT_ENV
         from alp.torch_compat import prepare_ultralytics
 
@@ -165,8 +165,7 @@ class LocalRunner:
                                          after_each_step=lambda step: self._snapshot())
 
     def _start_studio(self) -> None:
-        from alp.commands.studio import studio_up
-        from alp.labeling.label_studio import STUDIO_FILE_ENV, LabelStudioBackend
+        from alp.labeling.label_studio import STUDIO_FILE_ENV, LabelStudioBackend, studio_up
         from alp.studio.server import STUDIO_FILE
 
         self._note(f"Label Studio on 127.0.0.1:{self.config.studio_port}")
@@ -292,8 +291,8 @@ class LocalRunner:
                    f"{'approved: the champion now' if current.approved else 'rejected: the champion stays'}")
 
     def _snapshot(self) -> None:
-        from alp.demo import embedded
-        from alp.demo.signals import signals_held
+        from alp.machine import embedded
+        from alp.machine.signals import signals_held
 
         names = self.pipeline.names
         with signals_held():  # a `down` waits for the copy to be whole
@@ -321,9 +320,9 @@ def _previous_port(paths: ProjectPaths) -> int | None:
 
 
 def _routes(batch_dir: str) -> dict[str, int]:
-    from alp.demo import integration
+    from alp.machine.pipeline import route_counts
 
-    return {k: v for k, v in integration.route_counts(batch_dir).items() if v}
+    return {k: v for k, v in route_counts(batch_dir).items() if v}
 
 
 def _bundle_of(batch_dir: str) -> str:

@@ -321,7 +321,7 @@ class Rehearsal:
 
     def batch(self, expected: int) -> None:
         """The event source mapping (batcher's role) hands one window of events to the batcher handler."""
-        from alp.demo.embedded import delete_records, receive_upload_records
+        from alp.machine.embedded import delete_records, receive_upload_records
 
         function = self.stack.functions[self.names.batcher_function]
         role = self.switch.identities[self.stack.roles[function.role].name]
@@ -533,7 +533,7 @@ def uploader_statements(names: ResourceNames, prefix: str) -> list[dict[str, Any
 def run_variant(variant: Variant, work_dir: Path, images: list[Path], truth_uri: str, *,
                 cdk_out: Path | None = None, rounds: int = 2) -> VariantResult:
     from alp.cloudformation.synth import synthesize_cached
-    from alp.demo.embedded import EmbeddedAws, aws_environment
+    from alp.machine.embedded import EmbeddedAws, aws_environment
     from alp.settings import SETTINGS_ENV
     from alp.steps import DATA_ROOT_ENV
 

@@ -9,9 +9,9 @@ from PIL import Image
 
 from alp import aws, storage
 from alp.bundle import DESCRIPTOR_NAME, BundleDescriptor, ModelFile, sha256_bytes
-from alp.demo import embedded
 from alp.demo.report import Overlay, format_table, markdown_table, write_report
 from alp.demo.state import DemoConfig, RoundRecord, RunFolder, RunFolderError
+from alp.machine import embedded
 from alp.manifest import BoundingBoxLabel, BoxAnnotation, BoxMetadata, ImageSize, ManifestLine
 from alp.resources import ResourceNames
 from alp.schema import INCABIN17
@@ -121,7 +121,7 @@ def test_ctrl_c_while_the_state_is_saved_acts_after_the_save():
     import os
     import signal
 
-    from alp.demo.signals import signals_held
+    from alp.machine.signals import signals_held
 
     done = []
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever an earlier test installed
@@ -255,7 +255,7 @@ def test_a_steps_progress_reports_become_one_console_bar_at_a_time_and_none_with
     import io
 
     from alp import progress
-    from alp.demo.console import StepBars
+    from alp.machine.console import StepBars
 
     console = io.StringIO()
     bars = StepBars(console, enabled=True)

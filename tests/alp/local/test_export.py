@@ -12,8 +12,8 @@ from pycocotools.coco import COCO
 from alp import aws, registry
 from alp.cli import main
 from alp.datasets import create_version_from_lines
-from alp.demo import embedded
 from alp.local.project import LocalState, ProjectPaths, save_state
+from alp.machine import embedded
 from alp.manifest import read_manifest
 from alp.resources import ResourceNames
 from alp.settings import Settings

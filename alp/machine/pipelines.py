@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from alp import progress
-from alp.demo.console import StepBars, say
+from alp.machine.console import StepBars, say
 from alp.steps import PIPELINES, Step, run_step
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from alp import aws
-from alp.demo import embedded
-from alp.demo.console import say, upload_bar
-from alp.demo.pipelines import StepFailed
+from alp.machine import embedded
+from alp.machine.console import say, upload_bar
+from alp.machine.pipelines import StepFailed
 from alp.resources import ResourceNames
 from alp.settings import Settings
 

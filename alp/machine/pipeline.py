@@ -10,20 +10,53 @@ through :class:`MachinePipeline`; they differ in where frames come from, who lab
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alp import storage
+from alp.manifest import ROUTES, read_manifest_if_present
 from alp.resources import ResourceNames
 from alp.settings import Settings
 from alp.steps import Step
+from inference.budget import DEFERRED_FILE
 
 if TYPE_CHECKING:
     from alp.labeling.backend import JobStatus
     from alp.labeling.label_studio import LabelStudioBackend
     from alp.labeling.workflow import JobRecord
+
+
+INFERENCE_DIR = "inference/"
+ROUTE_FILES = {"auto": "auto.jsonl", "human": "human.jsonl", "quarantine": "quarantine.jsonl"}
+
+
+def route_counts(batch_dir: str) -> dict[str, int]:
+    """Images per route from the inference step's outputs (``summary.json``, else the route files).
+
+    The batcher's own quarantine file (unsafe keys, never inferred) is counted as quarantine too.
+    """
+    base = storage.join(batch_dir, INFERENCE_DIR)
+    counts: dict[str, int] = dict.fromkeys(ROUTES, 0)
+    summary_uri = storage.join(base, "summary.json")
+    summary: dict[str, Any] = json.loads(storage.read_text(summary_uri)) if storage.exists(summary_uri) else {}
+    routes: dict[str, Any] = summary["routes"] if isinstance(summary.get("routes"), dict) else summary
+    if all(isinstance(routes.get(r), int) for r in ROUTES):
+        counts = {r: int(routes[r]) for r in ROUTES}
+    else:
+        counts["auto"] = len(read_manifest_if_present(storage.join(base, ROUTE_FILES["auto"])))
+        for line in read_manifest_if_present(storage.join(base, ROUTE_FILES["human"])):
+            route = line.route()
+            counts["audit" if route is not None and route.route == "audit" else "human"] += 1
+        counts["quarantine"] = len(read_manifest_if_present(storage.join(base, ROUTE_FILES["quarantine"])))
+    counts["quarantine"] += len(read_manifest_if_present(storage.join(batch_dir, "quarantine.jsonl")))
+    # a human budget's back-in-the-queue images (inference.budget.reroute_batch)
+    counts["deferred"] = (int(routes["deferred"]) if isinstance(routes.get("deferred"), int)
+                          else len(read_manifest_if_present(storage.join(base, DEFERRED_FILE))))
+    return counts
+
 
 
 @dataclass(frozen=True)
@@ -61,14 +94,14 @@ class MachinePipeline:
     # --- uploads and the batcher ------------------------------------------------------------------
     def upload(self, images: Mapping[str, Path], *, desc: str) -> None:
         """Each file under the unlabeled bucket's upload prefix, its key the mapping's key."""
-        from alp.demo.uploads import upload_images
+        from alp.machine.uploads import upload_images
 
         upload_images(self.names.unlabeled_bucket, self.settings.storage.unlabeled_prefix, images, desc=desc,
                       show_progress=self.show_progress)
 
     def batch(self, expected: int) -> str:
         """The batcher over ``expected`` upload events (this round's and any sent back); returns the manifest."""
-        from alp.demo.uploads import batch_uploads
+        from alp.machine.uploads import batch_uploads
 
         return batch_uploads(self.queue_url, expected, self.settings, self.names)
 
@@ -120,7 +153,7 @@ class MachinePipeline:
 
     def _steps(self, pipeline: str, variables: dict[str, str], rnd: int, timings: dict[str, float],
                after_step: Callable[[Step], None] | None = None) -> None:
-        from alp.demo.pipelines import run_pipeline_steps
+        from alp.machine.pipelines import run_pipeline_steps
 
         def after(step: Step) -> None:
             if after_step is not None:
