@@ -106,6 +106,9 @@ class FaceHeads:
         return out
 
 
+MIN_HEAD_PX = 1.0  # a head narrower than a pixel is no head to label: its points sit (nearly) at one spot
+
+
 def _scale(points: dict[str, NDArray[np.float64]]) -> float:
     """Pixels per cm: the largest lower bound any pair of the given points sets (see the rule above)."""
     names = sorted(points)
@@ -121,7 +124,7 @@ def head_from_face(kp: NDArray[np.floating], names: Sequence[str], width: int, h
                    min_conf: float = FACE_MIN_CONF) -> tuple[tuple[float, float, float, float], float] | None:
     """One person's head box (xyxy, clipped to the ``width`` x ``height`` image) and its score (the mean
     confidence of the face points it was built from), or None when fewer than two face points reach ``min_conf``
-    or they give no size (all at one spot)."""
+    or they give no size (a head under ``MIN_HEAD_PX`` wide: the points (nearly) at one spot)."""
     arr = np.asarray(kp, dtype=np.float64)
     index = {n: i for i, n in enumerate(names)}
     # the decoder clips points to the image already; clip again so the box provably holds what it was built from
@@ -135,7 +138,7 @@ def head_from_face(kp: NDArray[np.floating], names: Sequence[str], width: int, h
     if len(face) < 2:
         return None
     scale = _scale({**face, **confident(("left_shoulder", "right_shoulder"))})
-    if scale <= 0.0:
+    if HEAD_WIDTH_CM * scale < MIN_HEAD_PX:  # the points (nearly) at one spot: no size to build a head from
         return None
     xy = np.stack(list(face.values()))
     if all(e in face for e in EARS):

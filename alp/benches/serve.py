@@ -133,9 +133,12 @@ def _rss_mb(pid: int) -> float:
 
 
 def _level(url: str, frames: list[bytes], clients: int, requests: int) -> LevelResult:
-    """``requests`` requests from ``clients`` threads, each with its own connection."""
-    import httpx
+    """``requests`` requests from ``clients`` threads, each on its own kept-alive connection (the standard
+    library's client: the least a client can add to what is measured)."""
+    import http.client
+    from urllib.parse import urlsplit
 
+    where = urlsplit(url)
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -143,18 +146,25 @@ def _level(url: str, frames: list[bytes], clients: int, requests: int) -> LevelR
 
     def client() -> None:
         nonlocal errors
-        with httpx.Client(timeout=60) as http:
+        connection = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=60)
+        try:
             for i in counter:
                 body = frames[i % len(frames)]
                 t0 = time.perf_counter()
                 try:
-                    ok = http.post(url, content=body, headers={"content-type": "image/jpeg"}).status_code == 200
-                except httpx.HTTPError:
+                    connection.request("POST", where.path, body=body, headers={"Content-Type": "image/jpeg"})
+                    response = connection.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                except (OSError, http.client.HTTPException):
                     ok = False
+                    connection.close()  # reconnects on the next request
                 ms = (time.perf_counter() - t0) * 1000.0
                 with lock:
                     latencies.append(ms)
                     errors += not ok
+        finally:
+            connection.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     t0 = time.perf_counter()
