@@ -229,7 +229,14 @@ def project_status(paths: ProjectPaths) -> dict[str, Any]:
             images["human_labeled"] += people
     images["queued"] = len(pending_frames(paths, state)) + sum(len(r.frames) for r in state.rounds if not r.routes)
     champion = next((r for r in reversed(state.rounds) if r.approved), None)
-    record = runner_running(paths)
+    record = read_runner(paths)
+    alive = record is not None and process_alive(record.pid)
+    if record is None:
+        activity = "not running (`alp local up` starts it)"
+    elif alive:
+        activity = record.activity
+    else:  # stopped by `down`, a kill or an error: what it did last says which
+        activity = f"not running (`alp local up` resumes); last: {record.activity}"
     return {
         "project": str(paths.root),
         "files": project_counts(paths),
@@ -240,7 +247,7 @@ def project_status(paths: ProjectPaths) -> dict[str, Any]:
         "champion": None if champion is None else {"bundle_id": champion.candidate_bundle_id, "round": champion.round,
                                                    "dataset_version": champion.dataset_version,
                                                    "gate": champion.gate},
-        "runner": {"running": record is not None, "pid": record.pid if record else None,
-                   "activity": record.activity if record else "not running (`alp local up` starts it)",
-                   "studio_url": record.studio_url if record else None},
+        "runner": {"running": alive, "pid": record.pid if record is not None and alive else None,
+                   "activity": activity, "error": record.error if record is not None else None,
+                   "studio_url": record.studio_url if record is not None and alive else None},
     }

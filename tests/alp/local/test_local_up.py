@@ -189,7 +189,8 @@ def test_a_project_from_two_photos_through_a_stop_and_a_kill(project: Path, tmp_
     pid = _status(project)["runner"]["pid"]
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
-    assert not _status(project)["runner"]["running"]
+    killed = _status(project)["runner"]
+    assert not killed["running"] and "last: round 0: training" in killed["activity"]
     assert main(["local", "up", "--project-dir", str(project)]) == 0
     status = _wait(project, lambda s: s["rounds"][0]["phase"] == "done", "round 0 to finish")
     assert status["rounds"][0]["dataset_version"] == "v0001" and _versions(project) == ["v0001"]
