@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alp.commands import tcp_port
+
 if TYPE_CHECKING:
     from alp.local.project import ProjectPaths
     from alp.settings import Settings
@@ -209,12 +211,6 @@ def _local_file_names(coco: dict[str, Any], paths: ProjectPaths) -> None:
             image["alp_source_ref"] = str(paths.incoming / key)
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port, 1-65535, got {value}")
-    return value
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("local", help="a project on this machine from your own frames",
@@ -230,7 +226,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     up.add_argument("--labels", help="COCO keypoints JSON of existing labels: the first dataset version")
     up.add_argument("--schema", choices=("incabin17", "coco17"), default="incabin17", help="keypoint schema of a new "
                                                                                           "project")
-    up.add_argument("--port", type=_port, default=8080, help="Label Studio's port on 127.0.0.1 (default 8080)")
+    up.add_argument("--port", type=tcp_port, default=8080, help="Label Studio's port on 127.0.0.1 (default 8080)")
     up.add_argument("--first-round", type=int, default=20, help="frames in round 0 (default 20)")
     up.add_argument("--round-images", type=int, default=50, help="frames per later round (default 50)")
     up.add_argument("--train-imgsz", type=int, default=320, help="training image size of a new project (default 320)")

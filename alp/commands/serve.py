@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from alp.commands import tcp_port
+
 ALLOWED_HOSTS_ENV = "ALP_SERVE_ALLOWED_HOSTS"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -52,12 +54,6 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port, 1-65535, got {value}")
-    return value
-
 
 def _workers(text: str) -> int:
     value = int(text)
@@ -70,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser("serve", help="suggestions while annotating: a Label Studio ML backend",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=None, help="port (default settings.serve.port, 9090)")
+    parser.add_argument("--port", type=tcp_port, default=None, help="port (default settings.serve.port, 9090)")
     parser.add_argument("--bundle", help="serve this bundle folder (or s3:// prefix) instead of the registry's")
     parser.add_argument("--cache-dir", default=None, help="where bundles from S3 are kept (default a temp folder)")
     parser.add_argument("--workers", type=_workers, default=2,

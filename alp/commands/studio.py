@@ -14,10 +14,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
+from alp.commands import tcp_port
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -67,12 +66,6 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port, 1-65535, got {value}")
-    return value
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("studio", help="run Label Studio on this machine (up, status, down)",
@@ -80,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sub = parser.add_subparsers(dest="studio_command", metavar="ACTION", required=True)
     up = sub.add_parser("up", help="start Label Studio, create the projects, print the URL")
     up.add_argument("--run-dir", default="studio-run", help="state folder (default ./studio-run)")
-    up.add_argument("--port", type=_port, default=8080, help="port on 127.0.0.1 (default 8080)")
+    up.add_argument("--port", type=tcp_port, default=8080, help="port on 127.0.0.1 (default 8080)")
     up.add_argument("--timeout-seconds", type=float, default=300.0, help="how long to wait for the first start")
     up.set_defaults(func=_up)
     status = sub.add_parser("status", help="tasks and finished tasks per project, as Label Studio reports them")

@@ -8,14 +8,12 @@ and exits; the step under way runs again on the next start), then the project's 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess  # nosec B404: the runner is this interpreter running alp, with arguments built here
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +29,10 @@ from alp.local.runner import (
     LocalRunner,
     RunnerRecord,
     pending_frames,
-    process_alive,
     read_runner,
     runner_environment,
 )
+from alp.processes import alive, stop_group
 from alp.resources import ResourceNames
 from alp.settings import Settings
 
@@ -74,7 +72,7 @@ def open_project(paths: ProjectPaths, requested: LocalConfig) -> LocalConfig:
 
 def runner_running(paths: ProjectPaths) -> RunnerRecord | None:
     record = read_runner(paths)
-    return record if record is not None and process_alive(record.pid) else None
+    return record if record is not None and alive(record.pid) else None
 
 
 def start_runner(paths: ProjectPaths, settings: Settings) -> int:
@@ -104,7 +102,7 @@ def wait_until_ready(paths: ProjectPaths, pid: int, *, timeout_seconds: float = 
                 raise RuntimeError(f"the project's runner stopped: {record.error}; its log: {paths.runner_log}")
             if record.tasks_ready:
                 return record
-        if not process_alive(pid):
+        if not alive(pid):
             raise RuntimeError(f"the project's runner exited while starting; the end of its log ({paths.runner_log}):"
                                f" {_log_tail(paths.runner_log)}")
         time.sleep(0.5)
@@ -121,25 +119,7 @@ def _log_tail(path: Path, lines: int = 3) -> str:
 def stop_runner(paths: ProjectPaths, *, timeout_seconds: float = 60.0) -> bool:
     """SIGTERM to the runner, SIGKILL after ``timeout_seconds``; False when none was running."""
     record = runner_running(paths)
-    if record is None:
-        return False
-    try:
-        os.killpg(record.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline and process_alive(record.pid):
-        _reap(record.pid)
-        time.sleep(0.2)
-    if process_alive(record.pid):
-        os.killpg(record.pid, signal.SIGKILL)
-        _reap(record.pid)
-    return True
-
-
-def _reap(pid: int) -> None:
-    with suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    return record is not None and stop_group(record.pid, timeout_seconds=timeout_seconds)
 
 
 def run_foreground(paths: ProjectPaths, settings: Settings, *, say: Callable[[str], None]) -> None:
@@ -230,10 +210,10 @@ def project_status(paths: ProjectPaths) -> dict[str, Any]:
     images["queued"] = len(pending_frames(paths, state)) + sum(len(r.frames) for r in state.rounds if not r.routes)
     champion = next((r for r in reversed(state.rounds) if r.approved), None)
     record = read_runner(paths)
-    alive = record is not None and process_alive(record.pid)
+    running_now = record is not None and alive(record.pid)
     if record is None:
         activity = "not running (`alp local up` starts it)"
-    elif alive:
+    elif running_now:
         activity = record.activity
     else:  # stopped by `down`, a kill or an error: what it did last says which
         activity = f"not running (`alp local up` resumes); last: {record.activity}"
@@ -247,7 +227,7 @@ def project_status(paths: ProjectPaths) -> dict[str, Any]:
         "champion": None if champion is None else {"bundle_id": champion.candidate_bundle_id, "round": champion.round,
                                                    "dataset_version": champion.dataset_version,
                                                    "gate": champion.gate},
-        "runner": {"running": alive, "pid": record.pid if record is not None and alive else None,
+        "runner": {"running": running_now, "pid": record.pid if record is not None and running_now else None,
                    "activity": activity, "error": record.error if record is not None else None,
-                   "studio_url": record.studio_url if record is not None and alive else None},
+                   "studio_url": record.studio_url if record is not None and running_now else None},
     }

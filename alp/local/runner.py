@@ -69,20 +69,6 @@ def read_runner(paths: ProjectPaths) -> RunnerRecord | None:
         return None
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by the process that started it) is not running
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def imported_frames(paths: ProjectPaths) -> list[str]:
     """Every imported frame's key under the incoming folder, in import order."""
     from alp.local.importer import previous_imports

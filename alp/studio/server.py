@@ -11,11 +11,9 @@ token needs a refresh flow in every client. Stop it with ``alp studio down`` (by
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
-import signal
 import subprocess  # nosec B404: starts the pinned Label Studio server and pip, with argument lists only
 import sys
 import time
@@ -25,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from alp.processes import alive, stop_group
 from alp.studio.client import StudioClient, StudioError
 
 log = logging.getLogger(__name__)
@@ -108,16 +107,6 @@ def server_executable(version: str, *, say: Callable[[str], None] = print) -> Pa
     return exe
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_record(run_dir: Path) -> ServerRecord | None:
     path = run_dir / SERVER_FILE
     if not path.is_file():
@@ -127,7 +116,7 @@ def read_record(run_dir: Path) -> ServerRecord | None:
 
 def running(run_dir: Path) -> ServerRecord | None:
     record = read_record(run_dir)
-    return record if record is not None and _alive(record.pid) else None
+    return record if record is not None and alive(record.pid) else None
 
 
 def start_server(run_dir: Path, *, port: int = DEFAULT_PORT, version: str = "1.23.2",
@@ -205,28 +194,10 @@ def _wait_until_up(connection: StudioConnection, record: ServerRecord, timeout_s
 
 
 def stop_server(run_dir: Path, *, timeout_seconds: float = 20.0) -> bool:
-    """Stop the run folder's server by its process id; ``False`` when none was running."""
+    """Stop the run folder's server (and the workers it started) by its process id; ``False`` when none was
+    running."""
     record = running(run_dir.resolve())
-    if record is None:
-        return False
-    try:
-        os.killpg(record.pid, signal.SIGTERM)  # the server and the workers it started
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline and _alive(record.pid):
-        _reap(record.pid)
-        time.sleep(0.2)
-    if _alive(record.pid):
-        os.killpg(record.pid, signal.SIGKILL)
-        _reap(record.pid)
-    return True
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when this process started the server (no zombie keeps the pid alive)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    return record is not None and stop_group(record.pid, timeout_seconds=timeout_seconds)
 
 
 def status_record(connection: StudioConnection) -> dict[str, Any]:
