@@ -1,8 +1,8 @@
 """Dataset versions: immutable ``<data_root>datasets/vNNNN/`` folders that training reads.
 
 A version holds every record of its parent plus what one batch (or one set of lines, e.g. the demo's seed
-set) added: ``manifest.jsonl`` (one line per image: ``source-ref``, head boxes, keypoints, ``alp-source``,
-``alp-split``) and ``dataset.json`` (parent, included batches, counts by source and split, content hashes,
+set) added: ``manifest.jsonl`` (one line per image: ``source-ref`` (the image's pinned copy), ``alp-object`` (the
+upload it came from and the sha256 of its bytes), head boxes, keypoints, ``alp-source``, ``alp-split``) and ``dataset.json`` (parent, included batches, counts by source and split, content hashes,
 labeling jobs, settings hash). No timestamps, sorted keys and lines: the same inputs give the same bytes.
 
 * One image, one record: a human (or audit, or seed) label replaces an auto label of the same image, and a
@@ -11,6 +11,14 @@ labeling jobs, settings hash). No timestamps, sorted keys and lines: the same in
   first version, and never recomputed for a record already in a version.
 * Merging a batch twice returns the version that already includes it.
 * An automation-quality report per batch (from its audit items) is written beside the version.
+* Pixels are pinned (:mod:`alp.pixels`): every new record's image is copied, content-addressed, into the data root
+  and the record names the copy; a line whose image changed or vanished since it was read for labeling is set
+  aside in the batch's ``merge/rejected.jsonl`` with the reason.
+* Versions are write-once: every file is written only where nothing is (``dataset.json`` last), a version's number
+  is one above the highest folder present, complete or not (a crash's incomplete folder is never listed and never
+  written again), and a merge that loses the race for a number to another one moves on to the next. A merge waits
+  for a version another merge is still writing before it reads its parent: building on the one before would leave
+  that merge's records out of every later version.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import json
 import logging
 import os
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +46,7 @@ from alp.manifest import (
     read_manifest,
     read_manifest_if_present,
 )
+from alp.pixels import PIXEL_WORKERS, PixelsError, pin_copy
 from alp.settings import Settings
 from alp.statistics import wilson_interval
 from alp.steps import DATA_ROOT_ENV
@@ -48,6 +59,12 @@ MANIFEST_FILE = "manifest.jsonl"
 DATASET_FILE = "dataset.json"
 QUALITY_FILE = "automation-quality.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
+REJECTED_KEY = "alp-merge-rejected"
+# Numbers one merge tries: each lost race means another merge wrote a version meanwhile, so a handful is plenty.
+VERSION_ATTEMPTS = 5
+# A merge writes a version's files within seconds; an incomplete folder untouched for longer was left by a crash.
+IN_PROGRESS_SECONDS = 120.0
+POLL_SECONDS = 1.0
 
 # mixed: people labeled some parts of the image (its head boxes, or some persons) and the model's labels of the
 # others were accepted (per-part routing); like auto labels, such records only ever train
@@ -132,17 +149,28 @@ def datasets_dir(data_root: str, settings: Settings | None = None) -> str:
     return storage.join(data_root, prefix).rstrip("/") + "/"
 
 
-def list_versions(data_root: str, settings: Settings | None = None) -> list[str]:
-    """URIs of the complete versions (those with a ``dataset.json``), oldest first."""
+def _version_folders(data_root: str, settings: Settings | None) -> dict[str, set[str]]:
+    """Every ``vNNNN`` folder under datasets/, complete or not, with the names of the files in it."""
     root = datasets_dir(data_root, settings)
-    found = set()
+    folders: dict[str, set[str]] = {}
     for uri in storage.list_uris(root):
         if not uri.startswith(root):
             continue
         parts = uri[len(root):].split("/")
-        if len(parts) == 2 and parts[1] == DATASET_FILE and _VERSION.match(parts[0]):
-            found.add(parts[0])
-    return [root + v + "/" for v in sorted(found, key=lambda v: int(v[1:]))]
+        if len(parts) >= 2 and _VERSION.match(parts[0]):
+            folders.setdefault(parts[0], set()).add("/".join(parts[1:]))
+    return folders
+
+
+def _number(name: str) -> int:
+    return int(name[1:])
+
+
+def list_versions(data_root: str, settings: Settings | None = None) -> list[str]:
+    """URIs of the complete versions (those with a ``dataset.json``), oldest first."""
+    root = datasets_dir(data_root, settings)
+    found = [name for name, files in _version_folders(data_root, settings).items() if DATASET_FILE in files]
+    return [root + v + "/" for v in sorted(found, key=_number)]
 
 
 def latest_version(data_root: str, settings: Settings | None = None) -> str | None:
@@ -241,42 +269,88 @@ def _find_by_inputs(data_root: str, settings: Settings, inputs_sha: str, batch: 
     return None
 
 
+class _NumberTaken(Exception):
+    """Another merge wrote this version number's first file before this one."""
+
+
+def _settled_folders(data_root: str, settings: Settings) -> dict[str, set[str]]:
+    """The version folders once no other merge is writing one above the latest complete version: a version read
+    as parent while another merge is still writing the next would leave that merge's records out of every later
+    version. An incomplete folder nobody wrote to for :data:`IN_PROGRESS_SECONDS` was left by a crash: skipped."""
+    deadline = time.time() + IN_PROGRESS_SECONDS
+    while True:
+        folders = _version_folders(data_root, settings)
+        complete = [_number(n) for n, files in folders.items() if DATASET_FILE in files]
+        latest = max(complete, default=0)
+        root = datasets_dir(data_root, settings)
+        writing = [name for name, files in folders.items() if DATASET_FILE not in files and _number(name) > latest
+                   and time.time() - max(storage.last_modified(root + name + "/" + f) for f in files)
+                   < IN_PROGRESS_SECONDS]
+        if not writing or time.time() >= deadline:
+            return folders
+        log.info("datasets: %s is being written by another merge; waiting for it", ", ".join(sorted(writing)))
+        time.sleep(POLL_SECONDS)
+
+
+def _write_files(uri: str, files: dict[str, str], info_text: str) -> None:
+    """The version's files, each write-once: the manifest first (whoever writes it holds the number), then the
+    others, ``dataset.json`` last (a version without it is incomplete and is not listed)."""
+    def write(name: str, text: str) -> None:
+        storage.write_text(uri + name, text, if_none_match=True,
+                           content_type="application/jsonl" if name.endswith(".jsonl") else "application/json")
+
+    try:
+        write(MANIFEST_FILE, files[MANIFEST_FILE])
+    except storage.AlreadyExists:
+        raise _NumberTaken(uri) from None
+    for name, text in sorted(files.items()):
+        if name != MANIFEST_FILE:
+            write(name, text)
+    write(DATASET_FILE, info_text)
+
+
 def _write_version(data_root: str, settings: Settings, new_records: list[ManifestLine], *, inputs_sha: str,
                    note: str, added_from: dict[str, Any], batch: str | None, jobs: list[str],
                    extra_files: dict[str, str] | None = None) -> MergeResult:
-    parent_uri = latest_version(data_root, settings)
-    parent_info = read_version_info(parent_uri) if parent_uri else None
-    parent_lines = read_version(parent_uri) if parent_uri else []
-    merged, changes = merge_records(parent_lines, new_records)
-    number = int(storage.basename(parent_uri)[1:]) + 1 if parent_uri else 1
-    name = f"v{number:04d}"
-    uri = datasets_dir(data_root, settings) + name + "/"
-    manifest_text = dumps_lines(merged)
-    files = {MANIFEST_FILE: manifest_text, **(extra_files or {})}
-    counts_by_source: dict[str, int] = {}
-    counts_by_split: dict[str, int] = {"train": 0, "val": 0, "test": 0}
-    for line in merged:
-        kind = line.data[SOURCE_KEY]["kind"]
-        counts_by_source[kind] = counts_by_source.get(kind, 0) + 1
-        counts_by_split[line.data[SPLIT_KEY]] += 1
-    info = DatasetVersion(
-        version=name, parent=storage.basename(parent_uri) if parent_uri else None, note=note,
-        added_from=added_from, inputs_sha256=inputs_sha,
-        batches=sorted(set(parent_info.batches if parent_info else []) | ({batch} if batch else set())),
-        labeling_jobs=sorted(set(parent_info.labeling_jobs if parent_info else []) | set(jobs)),
-        records=len(merged), counts_by_source=dict(sorted(counts_by_source.items())),
-        counts_by_split=counts_by_split, changes=changes,
-        split=parent_info.split if parent_info else SplitRule.from_settings(settings),
-        content_sha256={k: _sha(v) for k, v in sorted(files.items())}, settings_sha256=settings.sha256(),
-    )
-    for file_name, text in sorted(files.items()):
-        storage.write_text(uri + file_name, text,
-                           content_type="application/jsonl" if file_name.endswith(".jsonl") else "application/json")
-    # dataset.json last: a version without it is incomplete and is not listed.
-    storage.write_text(uri + DATASET_FILE, json.dumps(info.model_dump(mode="json"), indent=2, sort_keys=True) + "\n",
-                       content_type="application/json")
-    log.info("datasets: wrote %s (%d records, %s)", uri, len(merged), changes)
-    return MergeResult(uri=uri, created=True, version=info)
+    """The next version: the latest complete one plus ``new_records``, under the first free number."""
+    for attempt in range(VERSION_ATTEMPTS):
+        folders = _settled_folders(data_root, settings)
+        if attempt:  # another merge wrote a version meanwhile: it may hold these very inputs
+            existing = _find_by_inputs(data_root, settings, inputs_sha, batch)
+            if existing is not None:
+                return MergeResult(uri=existing, created=False, version=read_version_info(existing))
+        complete = sorted((n for n, files in folders.items() if DATASET_FILE in files), key=_number)
+        parent_name = complete[-1] if complete else None
+        parent_uri = datasets_dir(data_root, settings) + parent_name + "/" if parent_name else None
+        parent_info = read_version_info(parent_uri) if parent_uri else None
+        merged, changes = merge_records(read_version(parent_uri) if parent_uri else [], new_records)
+        name = f"v{max((_number(n) for n in folders), default=0) + 1:04d}"
+        uri = datasets_dir(data_root, settings) + name + "/"
+        files = {MANIFEST_FILE: dumps_lines(merged), **(extra_files or {})}
+        counts_by_source: dict[str, int] = {}
+        counts_by_split: dict[str, int] = {"train": 0, "val": 0, "test": 0}
+        for line in merged:
+            kind = line.data[SOURCE_KEY]["kind"]
+            counts_by_source[kind] = counts_by_source.get(kind, 0) + 1
+            counts_by_split[line.data[SPLIT_KEY]] += 1
+        info = DatasetVersion(
+            version=name, parent=parent_name, note=note, added_from=added_from, inputs_sha256=inputs_sha,
+            batches=sorted(set(parent_info.batches if parent_info else []) | ({batch} if batch else set())),
+            labeling_jobs=sorted(set(parent_info.labeling_jobs if parent_info else []) | set(jobs)),
+            records=len(merged), counts_by_source=dict(sorted(counts_by_source.items())),
+            counts_by_split=counts_by_split, changes=changes,
+            split=parent_info.split if parent_info else SplitRule.from_settings(settings),
+            content_sha256={k: _sha(v) for k, v in sorted(files.items())}, settings_sha256=settings.sha256(),
+        )
+        try:
+            _write_files(uri, files, json.dumps(info.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+        except _NumberTaken:
+            log.info("datasets: %s was taken by another merge; trying the next number on the newer parent", name)
+            continue
+        log.info("datasets: wrote %s (%d records, %s)", uri, len(merged), changes)
+        return MergeResult(uri=uri, created=True, version=info)
+    raise storage.StorageError(f"no dataset version written under {datasets_dir(data_root, settings)}: other merges "
+                               f"took {VERSION_ATTEMPTS} numbers in a row; run the merge again")
 
 
 def _split_rule(data_root: str, settings: Settings) -> SplitRule:
@@ -284,10 +358,29 @@ def _split_rule(data_root: str, settings: Settings) -> SplitRule:
     return read_version_info(latest).split if latest else SplitRule.from_settings(settings)
 
 
+def _pinned(records: list[ManifestLine], data_root: str, settings: Settings
+            ) -> tuple[list[ManifestLine], list[tuple[int, Exception]]]:
+    """``records`` with their pixels pinned (:func:`alp.pixels.pin_copy`), and the index and error of each record
+    whose pixels could not be."""
+    def attempt(record: ManifestLine) -> ManifestLine | Exception:
+        try:
+            return pin_copy(record, data_root, settings)
+        except (PixelsError, ManifestError, storage.StorageError) as exc:
+            return exc  # anything else (access denied, an outage) fails the merge: it is no fault of the line
+
+    with ThreadPoolExecutor(max_workers=PIXEL_WORKERS) as pool:
+        outcomes = list(pool.map(attempt, records))
+    pinned = [o for o in outcomes if isinstance(o, ManifestLine)]
+    failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, Exception)]
+    return pinned, failed
+
+
 def create_version_from_lines(lines: list[ManifestLine], data_root: str, settings: Settings,
                               source_kind: SourceKind = "seed", note: str = "") -> str:
     """A new version = the latest one plus ``lines`` (e.g. the demo's seed set); returns its URI.
-    The same lines again (on the same parent) return the existing version."""
+    The same lines again (on the same parent) return the existing version. Every line's image is pinned; when some
+    cannot be (changed since it was read, or gone) nothing is written and the error names them: these lines come
+    from one hand (a seed set) and are not worth a version with holes."""
     rule = _split_rule(data_root, settings)
     head_attr = settings.labeling.head_label_attribute
     records = [version_record(line, source_kind, None, _job_of(line, head_attr), settings,
@@ -297,9 +390,14 @@ def create_version_from_lines(lines: list[ManifestLine], data_root: str, setting
     existing = _find_by_inputs(data_root, settings, inputs_sha, None)
     if existing is not None:
         return existing
-    jobs = sorted({r.data[SOURCE_KEY]["job"] for r in records if r.data[SOURCE_KEY]["job"]})
-    return _write_version(data_root, settings, records, inputs_sha=inputs_sha, note=note,
-                          added_from={"kind": "lines", "source_kind": source_kind, "lines": len(records)},
+    pinned, failed = _pinned(records, data_root, settings)
+    if failed:
+        shown = "; ".join(str(exc) for _, exc in failed[:20])
+        more = f" and {len(failed) - 20} more" if len(failed) > 20 else ""
+        raise PixelsError(f"{len(failed)} of {len(records)} images cannot be pinned, no version written: {shown}{more}")
+    jobs = sorted({r.data[SOURCE_KEY]["job"] for r in pinned if r.data[SOURCE_KEY]["job"]})
+    return _write_version(data_root, settings, pinned, inputs_sha=inputs_sha, note=note,
+                          added_from={"kind": "lines", "source_kind": source_kind, "lines": len(pinned)},
                           batch=None, jobs=jobs).uri
 
 
@@ -326,6 +424,7 @@ def merge_batch_result(batch_dir: str, settings: Settings, data_root: str | None
     rule = _split_rule(data_root, settings)
     head_attr = settings.labeling.head_label_attribute
     records: dict[str, ManifestLine] = {}
+    origins: dict[str, ManifestLine] = {}
     rejected: list[ManifestLine] = []
     jobs: set[str] = set()
     audit_lines = []
@@ -340,7 +439,7 @@ def merge_batch_result(batch_dir: str, settings: Settings, data_root: str | None
                 job = _job_of(line, head_attr) if people else None
                 record = version_record(line, kind, batch, job, settings, rule.split_for(key, kind))
             except (ManifestError, storage.StorageError) as exc:
-                rejected.append(line.with_fields(**{"alp-merge-rejected": str(exc)[:300]}))
+                rejected.append(line.with_fields(**{REJECTED_KEY: str(exc)[:300]}))
                 continue
             if job:
                 jobs.add(job)
@@ -349,13 +448,18 @@ def merge_batch_result(batch_dir: str, settings: Settings, data_root: str | None
             if is_audit:
                 audit_lines.append(line)
             records[key] = record
-    new_records = [records[k] for k in sorted(records)]
+            origins[key] = line
+    keys = sorted(records)
+    inputs_sha = _sha(f"batch|{batch}\n" + dumps_lines(records[k] for k in keys))
+    # Pixels last, once a record per image is chosen: only the record that stays is copied, and a line whose
+    # pixels changed or vanished since Infer read them is set aside with the reason, never merged on other pixels.
+    new_records, failed = _pinned([records[k] for k in keys], data_root, settings)
+    rejected += [origins[keys[i]].with_fields(**{REJECTED_KEY: str(exc)[:300]}) for i, exc in failed]
     if rejected:
         storage.write_text(storage.join(batch_dir, "merge", "rejected.jsonl"), dumps_lines(rejected),
                            content_type="application/jsonl")
         log.warning("datasets: %d lines of batch %s rejected (see merge/rejected.jsonl)", len(rejected), batch)
     quality = automation_quality(audit_lines, settings, batch)
-    inputs_sha = _sha(f"batch|{batch}\n" + dumps_lines(new_records))
     return _write_version(
         data_root, settings, new_records, inputs_sha=inputs_sha, note=f"batch {batch}",
         added_from={"kind": "batch", "batch": batch, "human_lines": len(labeled), "auto_lines": len(auto),

@@ -293,6 +293,9 @@ class ObjectIdentity(_Model):
     etag: str | None = None
     size: int | None = None
     event_time: str | None = None
+    # the sha256 of the exact bytes first read (by Infer; by Merge for a line Infer did not pin): the pixels the
+    # labels describe, checked by every later reader (alp/pixels.py)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
     @property
     def identity(self) -> str:

@@ -61,6 +61,10 @@ class StorageSettings(_Section):
     manifests_prefix: str = "manifests/"
     batches_prefix: str = "batches/"
     datasets_prefix: str = "datasets/"
+    # the content-addressed copies of the images dataset versions reference (alp/pixels.py): write-once and never
+    # expired. A folder, not the bucket's root (the stack scopes its write-once policy and grants to it), with
+    # plain characters for the same IAM reason as the unlabeled prefix.
+    images_prefix: str = Field("images/", pattern=r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*/)+$")
     models_prefix: str = "models/"
     labeling_prefix: str = "labeling/"
     templates_prefix: str = "templates/"

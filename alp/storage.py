@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,11 @@ class StorageError(ValueError):
 
 
 class ObjectNotFound(StorageError, FileNotFoundError):
-    """The object or file does not exist."""
+    """The object or file does not exist (or not in the version asked for)."""
+
+
+class AlreadyExists(StorageError):
+    """A write-once write found something at its location already; what is there was left untouched."""
 
 
 @dataclass(frozen=True)
@@ -108,42 +113,96 @@ def basename(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def read_bytes(uri: str) -> bytes:
+@dataclass(frozen=True)
+class StoredObject:
+    """The bytes of one read and the S3 version they came from (None: a bucket that keeps no versions, or a local
+    file)."""
+
+    data: bytes
+    version_id: str | None
+
+
+def read_object(uri: str, version_id: str | None = None) -> StoredObject:
+    """The object's bytes, of ``version_id`` when given (else the current version), and the version read.
+
+    A version that does not exist (never did, or a lifecycle rule expired it) is :class:`ObjectNotFound`, like a
+    missing key: either way the bytes asked for are gone. Local files have no versions; asking for one is an error.
+    """
     if is_s3(uri):
         loc = parse_s3_uri(uri)
         s3 = aws.client("s3")
+        pinned = {"VersionId": version_id} if version_id else {}
         try:
-            body: bytes = s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
-        except s3.exceptions.NoSuchKey:
-            raise ObjectNotFound(f"no such object: {uri}") from None
-        return body
+            resp = s3.get_object(Bucket=loc.bucket, Key=loc.key, **pinned)
+        except s3.exceptions.ClientError as exc:
+            if aws.error_code(exc) in ("NoSuchKey", "NoSuchVersion", "404", "NotFound"):
+                which = f" (version {version_id})" if version_id else ""
+                raise ObjectNotFound(f"no such object: {uri}{which}") from None
+            raise
+        body: bytes = resp["Body"].read()
+        version = resp.get("VersionId")
+        return StoredObject(body, None if version in (None, "null") else str(version))
+    if version_id:
+        raise StorageError(f"{uri}: a local file has no versions (asked for version {version_id})")
     path = _local_path(uri)
     if not path.is_file():
         raise ObjectNotFound(f"no such file: {uri}")
-    return path.read_bytes()
+    return StoredObject(path.read_bytes(), None)
+
+
+def read_bytes(uri: str, version_id: str | None = None) -> bytes:
+    """The object's bytes (of ``version_id`` when given); see :func:`read_object`."""
+    return read_object(uri, version_id).data
 
 
 def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
-def write_bytes(uri: str, data: bytes, *, content_type: str | None = None) -> str:
-    """Write ``data``; local parents are created. Returns ``uri``."""
+# What S3 answers a conditional write (If-None-Match: *) that finds the key taken: 412 when an object is there, 409
+# when another conditional write of the same key is in flight (real S3; moto answers 412 only).
+_TAKEN = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+
+
+def write_bytes(uri: str, data: bytes, *, content_type: str | None = None, if_none_match: bool = False) -> str:
+    """Write ``data``; local parents are created. Returns ``uri``.
+
+    ``if_none_match``: write once. When something is at ``uri`` already (or, on S3, another write-once write of the
+    same key races this one) nothing is written and :class:`AlreadyExists` is raised; what is there stays as it was.
+    """
     if is_s3(uri):
         loc = parse_s3_uri(uri)
-        extra = {"ContentType": content_type} if content_type else {}
-        aws.client("s3").put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
+        extra: dict[str, str] = {"ContentType": content_type} if content_type else {}
+        if if_none_match:
+            extra["IfNoneMatch"] = "*"
+        s3 = aws.client("s3")
+        try:
+            s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
+        except s3.exceptions.ClientError as exc:
+            if if_none_match and (aws.error_code(exc) in _TAKEN or aws.http_status(exc) in (409, 412)):
+                raise AlreadyExists(f"{uri} exists already: written once, never replaced") from None
+            raise
         return uri
     path = _local_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     tmp.write_bytes(data)
-    tmp.replace(path)  # atomic on one filesystem: a crash never leaves half a manifest behind
+    if not if_none_match:
+        tmp.replace(path)  # atomic on one filesystem: a crash never leaves half a manifest behind
+        return uri
+    try:
+        # a hard link is created only where no file is: the complete file appears at once, and an existing one
+        # (written by another process a moment ago) is never replaced
+        os.link(tmp, path)
+    except FileExistsError:
+        raise AlreadyExists(f"{uri} exists already: written once, never replaced") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return uri
 
 
-def write_text(uri: str, text: str, *, content_type: str | None = None) -> str:
-    return write_bytes(uri, text.encode("utf-8"), content_type=content_type)
+def write_text(uri: str, text: str, *, content_type: str | None = None, if_none_match: bool = False) -> str:
+    return write_bytes(uri, text.encode("utf-8"), content_type=content_type, if_none_match=if_none_match)
 
 
 def write_file(uri: str, local_path: str | Path, *, content_type: str | None = None) -> str:
@@ -180,6 +239,24 @@ def exists(uri: str) -> bool:
                 return False
             raise
     return _local_path(uri).exists()
+
+
+def last_modified(uri: str) -> float:
+    """When the object or file was last written (seconds since the epoch); :class:`ObjectNotFound` when gone."""
+    if is_s3(uri):
+        loc = parse_s3_uri(uri)
+        s3 = aws.client("s3")
+        try:
+            head = s3.head_object(Bucket=loc.bucket, Key=loc.key)
+        except s3.exceptions.ClientError as exc:
+            if _not_found(exc):
+                raise ObjectNotFound(f"no such object: {uri}") from None
+            raise
+        return float(head["LastModified"].timestamp())
+    path = _local_path(uri)
+    if not path.exists():
+        raise ObjectNotFound(f"no such file: {uri}")
+    return path.stat().st_mtime
 
 
 @dataclass(frozen=True)

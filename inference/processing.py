@@ -4,22 +4,29 @@ A batch above ``inference.processing_threshold_images`` images runs as a Process
 ``compute.processing_instance_count`` instances instead of inside the CodeBuild container. Every instance
 runs the identical command; each takes its share of the manifest by a stable hash of the image key (its
 index comes from SageMaker's ``/opt/ml/config/resourceconfig.json``), writes its outputs under
-``shard-IIIII-of-NNNNN/``, and SageMaker uploads them to ``--out``. The step then merges the shards into
-the top-level files in the manifest's order, with one summary and the invariant checked across shards.
+``shard-IIIII-of-NNNNN/``, and SageMaker uploads them to ``<out>shards/<job name>/`` (:func:`job_output_uri`).
+The step then merges that job's shards into the top-level files in the manifest's order, with one summary and
+the invariant checked across shards.
+
+The job is named by a digest of what it computes (the manifest's content, the bundle id, the effective
+settings, where its shards go: :func:`processing_job_name`), so a retried Infer step finds the job it started: it waits for one
+that runs, merges the shards of one that completed, and starts the next attempt (``-a2``...) only after one
+that failed or was stopped (:mod:`alp.sagemaker_jobs`). Each job's shards stay under its own name, so a merge
+never mixes the shards of two attempts.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from alp import aws, storage
+from alp import aws, sagemaker_jobs, storage
 from alp.manifest import ROUTES, ManifestLine
 from alp.settings import PROCESSING_MAX_RUNTIME_LIMIT_SECONDS, Settings
 from inference.runner import (
@@ -82,10 +89,16 @@ def count_manifest_lines(manifest_uri: str) -> int:
     return sum(1 for _ in storage.iter_lines(manifest_uri))
 
 
-def processing_job_name(settings: Settings, manifest_uri: str, now: float | None = None) -> str:
-    digest = hashlib.sha256(manifest_uri.encode()).hexdigest()[:10]
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() if now is None else now))
-    return f"{settings.storage.resource_prefix}-infer-{digest}-{stamp}"[:63]
+def processing_job_name(settings: Settings, batch_id: str, inputs_sha256: str, attempt: int = 1) -> str:
+    """``<prefix>-infer-<batch id>-<inputs digest>[-a<attempt>]`` (63 characters at most; the batch id is cut
+    first). ``inputs_sha256`` covers what the job computes: the manifest's content, the bundle id, the effective
+    settings (judgement included) and the output location."""
+    return sagemaker_jobs.job_name(settings.storage.resource_prefix, "infer", batch_id, inputs_sha256, attempt)
+
+
+def job_output_uri(out_uri: str, job_name: str) -> str:
+    """Where a job's instances upload their shards: under the job's own name, beside the merged outputs."""
+    return storage.join(out_uri, "shards", job_name) + "/"
 
 
 def build_processing_request(settings: Settings, *, job_name: str, manifest_uri: str, out_uri: str,
@@ -149,6 +162,45 @@ def submit_processing_job(request: dict[str, Any]) -> str:
     return str(response["ProcessingJobArn"])
 
 
+def processing_job_status(name: str) -> str | None:
+    """The job's ``ProcessingJobStatus``; None when no job has that name."""
+    sm = aws.client("sagemaker")
+    job = sagemaker_jobs.describe_or_none(lambda: sm.describe_processing_job(ProcessingJobName=name))
+    return None if job is None else str(job["ProcessingJobStatus"])
+
+
+def find_processing_job(name_of: Callable[[int], str]) -> sagemaker_jobs.AttemptPlan:
+    """Which attempt of this batch's job the step works with (start it, wait for it, or merge its shards)."""
+    return sagemaker_jobs.plan_attempt(name_of, processing_job_status)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def start_or_wait(plan: sagemaker_jobs.AttemptPlan, request_for: Callable[[str], dict[str, Any]], *,
+                  timeout_seconds: float, poll_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                  log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+    """Carry out ``plan``: create the job when it has to start, then wait until it completed; returns the final
+    DescribeProcessingJob answer. ``request_for(name)`` is built only when a job starts."""
+    if plan.action == "start":
+        try:
+            arn = submit_processing_job(request_for(plan.name))
+            earlier = f" (after {'; '.join(plan.earlier_failures)})" if plan.earlier_failures else ""
+            log(f"infer-batch: started processing job {arn}, attempt {plan.attempt}{earlier}")
+        except Exception as exc:
+            if not sagemaker_jobs.name_taken(exc):
+                raise
+            log(f"infer-batch: processing job {plan.name} was started a moment ago by another run of this step; "
+                "waiting for it")
+    elif plan.action == "wait":
+        log(f"infer-batch: processing job {plan.name} was started by an earlier run of this step and still runs; "
+            "waiting for it (no new job)")
+    else:
+        log(f"infer-batch: processing job {plan.name} completed already; merging its shards (no new job)")
+    return wait_processing_job(plan.name, poll_seconds=poll_seconds, timeout_seconds=timeout_seconds, sleep=sleep)
+
+
 def wait_processing_job(job_name: str, *, poll_seconds: float = 30.0,
                         timeout_seconds: float = PROCESSING_MAX_RUNTIME_LIMIT_SECONDS + PROCESSING_START_UP_SECONDS,
                         sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
@@ -164,17 +216,20 @@ def wait_processing_job(job_name: str, *, poll_seconds: float = 30.0,
         if status == "Completed":
             return job
         if status in ("Failed", "Stopped"):
-            raise ProcessingJobFailed(f"processing job {job_name} {status}: {job.get('FailureReason', '')}")
+            raise ProcessingJobFailed(f"processing job {job_name} {status}: {job.get('FailureReason', '')}; "
+                                      "running the step again starts the next attempt")
         if time.monotonic() > deadline:
-            raise ProcessingJobFailed(f"processing job {job_name} still {status} after {timeout_seconds:.0f} s")
+            raise ProcessingJobFailed(f"processing job {job_name} still {status} after {timeout_seconds:.0f} s; "
+                                      "running the step again waits for it")
         sleep(poll_seconds)
 
 
 class _ShardReader:
     """The output files of one shard, read line by line."""
 
-    def __init__(self, out_uri: str, shard_index: int, shard_count: int):
-        base = shard_dir(out_uri, shard_index, shard_count)
+    def __init__(self, shards_uri: str, shard_index: int, shard_count: int):
+        # one instance routes the whole manifest and writes at the top of its output, not in a shard folder
+        base = shard_dir(shards_uri, shard_index, shard_count) if shard_count > 1 else shards_uri
         self.iters: dict[str, Iterator[str]] = {}
         self.heads: dict[str, ManifestLine | None] = {}
         for kind, name in OUTPUT_FILES.items():
@@ -202,9 +257,10 @@ class _ShardReader:
         raise ValueError(f"no shard output line for {key[:120]!r}: the shard outputs do not match the manifest")
 
 
-def merge_shards(manifest_uri: str, out_uri: str, shard_count: int) -> BatchSummary:
-    """Merge ``shard-*`` outputs into the top-level files in manifest order; checks the invariant."""
-    readers = [_ShardReader(out_uri, i, shard_count) for i in range(shard_count)]
+def merge_shards(manifest_uri: str, out_uri: str, shard_count: int, shards_uri: str | None = None) -> BatchSummary:
+    """Merge the ``shard-*`` outputs under ``shards_uri`` (default ``out_uri``; a job's: :func:`job_output_uri`)
+    into the top-level files of ``out_uri`` in manifest order; checks the invariant."""
+    readers = [_ShardReader(shards_uri or out_uri, i, shard_count) for i in range(shard_count)]
     bundle_ids = {r.summary.bundle_id for r in readers}
     if len(bundle_ids) > 1:
         raise ValueError(f"shards ran different bundles: {sorted(map(str, bundle_ids))}")

@@ -14,6 +14,10 @@ level), every line keeping the input order:
 * ``quarantine.jsonl``: batch line + ``alp-quarantine`` (reason, stage ``infer``, detail) + ``alp-route``;
 * ``summary.json``: counts per route and reason, bundle id, the invariant, and ``timings``.
 
+Every routed line's ``alp-object`` also pins the bytes that were read (their sha256, and the version read when the
+batch line named none): whatever people and the model label describes those pixels, and Merge checks them
+(:mod:`alp.pixels`).
+
 A re-run over the same batch writes byte-identical files (``summary.json`` except its ``timings``): the
 creation date comes from the batch line's ``alp-object.event_time`` (else the bundle's creation time),
 never from the clock, and the audit draw hashes the image key with a seed. Memory stays flat: lines
@@ -51,6 +55,7 @@ from alp.manifest import (
     RouteInfo,
     part_counts,
 )
+from alp.pixels import pinned_version, sha256_of, with_read_pin
 from alp.settings import Settings
 from inference.engine import ImagePrediction, InferenceEngine
 from inference.image_io import DecodedImage, ImageRejected, decode_image
@@ -164,29 +169,56 @@ def parse_batch_lines(texts: Iterable[str]) -> Iterator[tuple[ManifestLine, Inpu
             yield line, None
 
 
-def load_image(source_ref: str, settings: Settings, times: StageTimes | None = None) -> DecodedImage | InputRejected:
-    """Read and decode one image; every failure becomes an :class:`InputRejected`."""
-    t0 = time.perf_counter()
+def _read(source_ref: str, version_id: str | None) -> storage.StoredObject | InputRejected:
     try:
-        data = storage.read_bytes(source_ref)
+        return storage.read_object(source_ref, version_id)
     except storage.ObjectNotFound as exc:
         return InputRejected("missing_object", str(exc))
     except storage.StorageError as exc:
         return InputRejected("bad_location", str(exc))
     except Exception as exc:  # S3 access denied, throttling beyond retries, I/O errors: keep the batch going
         return InputRejected("read_error", f"{type(exc).__name__}: {exc}")
-    t1 = time.perf_counter()
+
+
+def _decode(data: bytes, settings: Settings) -> DecodedImage | InputRejected:
     try:
-        image = decode_image(data, max_pixels=settings.inference.max_image_pixels,
-                             min_side=settings.inference.min_image_side)
+        return decode_image(data, max_pixels=settings.inference.max_image_pixels,
+                            min_side=settings.inference.min_image_side)
     except ImageRejected as exc:
         return InputRejected(exc.reason, exc.detail)
+
+
+def load_image(source_ref: str, settings: Settings, times: StageTimes | None = None) -> DecodedImage | InputRejected:
+    """Read and decode one image; every failure becomes an :class:`InputRejected`."""
+    return load_line_image(ManifestLine.for_image(source_ref), settings, times)[1]
+
+
+def load_line_image(line: ManifestLine, settings: Settings, times: StageTimes | None = None
+                    ) -> tuple[ManifestLine, DecodedImage | InputRejected]:
+    """Read and decode the line's image: the version the batch line names (``alp-object.version_id``), else the
+    current one. Returns the line with that first read pinned in its ``alp-object`` (the bytes' sha256 and the
+    version read): the labels made from here on describe exactly those bytes, and Merge checks them
+    (:mod:`alp.pixels`). Every failure becomes an :class:`InputRejected`."""
+    t0 = time.perf_counter()
+    try:
+        version = pinned_version(line)
+    except (ManifestError, storage.StorageError) as exc:
+        # a malformed alp-object: no pin could be recorded on it, and Merge would refuse its labels anyway
+        return line, InputRejected("bad_manifest_line", str(exc))
+    stored = _read(line_key(line), version)
+    t1 = time.perf_counter()
+    if isinstance(stored, InputRejected):
+        if times is not None:
+            times.read_s += t1 - t0
+        return line, stored
+    pinned = with_read_pin(line, sha256_of(stored.data), stored.version_id)
+    try:
+        return pinned, _decode(stored.data, settings)
     finally:
-        del data
+        del stored
         if times is not None:
             times.read_s += t1 - t0
             times.decode_s += time.perf_counter() - t1
-    return image
 
 
 def _predict_isolated(engine: InferenceEngine, images: list[DecodedImage], refs: list[str | None],
@@ -242,7 +274,11 @@ def iter_results(items: Iterable[tuple[ManifestLine, InputRejected | None]], eng
     batch_size = settings.inference.batch_size
     for line, rejected in items:
         key = line_key(line)
-        outcome: DecodedImage | InputRejected = rejected if rejected is not None else load_image(key, settings, times)
+        outcome: DecodedImage | InputRejected
+        if rejected is None:
+            line, outcome = load_line_image(line, settings, times)
+        else:
+            outcome = rejected
         pending.append((line, key, outcome))
         n_images = sum(isinstance(o, DecodedImage) for _, _, o in pending)
         if n_images >= batch_size or len(pending) >= _FLUSH_PENDING:

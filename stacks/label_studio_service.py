@@ -78,7 +78,7 @@ class LabelStudioService(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, unlabeled_bucket: s3.IBucket,
-                 access_logs: s3.IBucket) -> None:
+                 data_bucket: s3.IBucket, access_logs: s3.IBucket) -> None:
         super().__init__(scope, construct_id)
         studio = settings.labeling.studio
         certificate_arn = self._certificate_arn(settings)
@@ -187,6 +187,8 @@ class LabelStudioService(Construct):
         task_role = iam.Role(self, "TaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
                              description="Label Studio tasks: S3 source storage over the unlabeled images")
         self._grant_source_storage(ScopedPolicy(task_role), unlabeled_bucket, settings.storage.unlabeled_prefix)
+        # gold items come from a dataset version, whose lines name their images' pinned copies in the data bucket
+        self._grant_source_storage(ScopedPolicy(task_role), data_bucket, settings.storage.images_prefix)
         task = ecs.FargateTaskDefinition(
             self, "Task", cpu=studio.cpu, memory_limit_mib=studio.memory_mib, task_role=task_role,
             runtime_platform=ecs.RuntimePlatform(cpu_architecture=ecs.CpuArchitecture.X86_64,

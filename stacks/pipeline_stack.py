@@ -77,7 +77,7 @@ class ActiveLabelingStack(Stack):
 
         # Opt-in: Label Studio hosted by the stack; the labeling steps run in its VPC and read its API token.
         self.studio = (LabelStudioService(self, "LabelStudio", settings=settings, unlabeled_bucket=unlabeled,
-                                          access_logs=self.storage.access_logs)
+                                          data_bucket=self.storage.data, access_logs=self.storage.access_logs)
                        if settings.labeling.backend == "label-studio" and settings.labeling.studio.hosted else None)
         labeling_source = SourceBundle(self, "LabelingSource", repo_root=repo_root,
                                        bucket=self.storage.labeling_artifacts)
@@ -202,11 +202,14 @@ class ActiveLabelingStack(Stack):
         model_read = [s.models_prefix] if infer else []
         policy.read_objects(self.storage.data, [s.config_key, s.templates_prefix, *model_read],
                             "settings, worker templates" + (" and the approved model bundle" if infer else ""))
+        # datasets/ and images/ are write-once for every principal (the data bucket's policy): Merge adds new
+        # versions and the content-addressed copies of their images, it cannot replace or delete one.
         policy.read_write_objects(self.storage.data, [s.batches_prefix, s.labeling_prefix, s.datasets_prefix,
-                                                      s.manifests_prefix],
-                                  "batch outputs, labeling-job inputs and outputs, new dataset versions")
+                                                      s.images_prefix, s.manifests_prefix],
+                                  "batch outputs, labeling-job inputs and outputs, new dataset versions and the "
+                                  "copies of their images")
         policy.list_bucket(self.storage.data, [s.batches_prefix, s.labeling_prefix, s.datasets_prefix,
-                                               s.manifests_prefix, s.templates_prefix, *model_read])
+                                               s.images_prefix, s.manifests_prefix, s.templates_prefix, *model_read])
         own_jobs = "Jobs are named <resource prefix>-...; the wildcard covers only the project's own jobs."
         # Label creates the head-box job, and once it is done the keypoint job: in either pipeline.
         policy.allow(["sagemaker:CreateLabelingJob", "sagemaker:DescribeLabelingJob", "sagemaker:StopLabelingJob",
@@ -227,15 +230,15 @@ class ActiveLabelingStack(Stack):
         s = settings.storage
         prefix = s.resource_prefix
         group = names.model_package_group
-        policy.read_objects(self.storage.data, [s.config_key, s.datasets_prefix],
-                            "settings and the dataset version to train on")
-        # A dataset version's lines name their images by source-ref in the unlabeled bucket: Prepare copies
-        # them into the YOLO datasets and Evaluate infers on the test split's images.
+        policy.read_objects(self.storage.data, [s.config_key, s.datasets_prefix, s.images_prefix],
+                            "settings, the dataset version to train on and its images' pinned copies")
+        # A version written before its images were pinned (alp/pixels.py) names them by source-ref in the
+        # unlabeled bucket: Prepare copies them into the YOLO datasets and Evaluate infers on the test split's.
         policy.read_objects(self.storage.unlabeled, [s.unlabeled_prefix],
-                            "the images a dataset version's source-refs name (Prepare, Evaluate)")
+                            "the images an unpinned dataset version's source-refs name (Prepare, Evaluate)")
         policy.list_bucket(self.storage.unlabeled, [s.unlabeled_prefix])
         policy.read_write_objects(self.storage.data, [s.models_prefix], "candidate bundles and evaluation reports")
-        policy.list_bucket(self.storage.data, [s.datasets_prefix, s.models_prefix])
+        policy.list_bucket(self.storage.data, [s.datasets_prefix, s.images_prefix, s.models_prefix])
         policy.read_write_objects(self.storage.training_artifacts, TRAINING_JOB_PREFIXES,
                                   "the training entry-point archive it uploads and the job outputs it collects")
         policy.list_bucket(self.storage.training_artifacts, TRAINING_JOB_PREFIXES)

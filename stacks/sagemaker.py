@@ -50,13 +50,14 @@ class SageMakerAccess(Construct):
                      sid="InvokeGroundTruthFunctions")
         policy.read_objects(unlabeled_bucket, [storage.unlabeled_prefix], "the uploaded images (labeling input)")
         policy.list_bucket(unlabeled_bucket, [storage.unlabeled_prefix])
-        policy.read_objects(data_bucket, [storage.templates_prefix, storage.config_key],
-                            "worker templates and the deployed settings")
+        policy.read_objects(data_bucket, [storage.templates_prefix, storage.config_key, storage.images_prefix],
+                            "worker templates, the deployed settings and the pinned images of gold items (drawn "
+                            "from a dataset version)")
         policy.read_write_objects(
             data_bucket, [storage.batches_prefix, storage.labeling_prefix, storage.datasets_prefix, storage.models_prefix],
             "labeling-job manifests and outputs, dataset versions, training inputs and model artifacts")
         policy.list_bucket(data_bucket, [storage.batches_prefix, storage.labeling_prefix, storage.datasets_prefix,
-                                         storage.models_prefix, storage.templates_prefix])
+                                         storage.models_prefix, storage.templates_prefix, storage.images_prefix])
         policy.read_objects(training_artifact_bucket, ["code/"], "the training entry-point archive")
         policy.write_objects(training_artifact_bucket, ["jobs/"], "training-job outputs (model.tar.gz)")
         log_groups = [f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/{kind}:*"

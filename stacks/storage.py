@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aws_cdk import Duration
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
@@ -43,6 +44,12 @@ def _artifact_rules(pipeline_name: str, retention_days: int, extra_prefixes: tup
     ]
 
 
+def write_once_prefixes(settings: Settings) -> tuple[str, ...]:
+    """The data bucket's prefixes whose objects are never replaced nor deleted: the dataset versions and the
+    content-addressed copies of their images (docs/reliability.md, "Datasets that last")."""
+    return (settings.storage.datasets_prefix, settings.storage.images_prefix)
+
+
 class Storage(Construct):
     """The unlabeled-images bucket, the data bucket, one artifact bucket per pipeline and the access logs.
 
@@ -76,6 +83,7 @@ class Storage(Construct):
             cors=[s3.CorsRule(allowed_methods=[s3.HttpMethods.GET], allowed_origins=["*"],
                               exposed_headers=["Access-Control-Allow-Origin"])],
         )
+        self._make_write_once(settings)
         # Versioned: a CodePipeline S3 source action requires it.
         self.labeling_artifacts = secure_bucket(
             self, "LabelingArtifacts", bucket_name=names.labeling_artifact_bucket, access_logs=self.access_logs,
@@ -105,3 +113,19 @@ class Storage(Construct):
             prune=True,  # scoped to templates/: removed templates disappear with the next deploy
             retain_on_delete=True,
         )
+
+    def _make_write_once(self, settings: Settings) -> None:
+        """Dataset versions and their images are immutable by construction, for every principal: a PutObject
+        there must carry ``If-None-Match: *`` (S3 then refuses a key that exists: 412), and no object there can be
+        deleted. A bucket policy rather than S3 Object Lock: Object Lock needs a new bucket (it cannot be turned
+        on for the deployed data bucket without support), would lock the whole version history of every key
+        for a retention period, and still lets an overwrite create a newer version in governance mode; the
+        conditional write refuses the overwrite itself. The data bucket has no expiration rule, so no version
+        under these prefixes ever expires."""
+        objects = [self.data.arn_for_objects(f"{prefix}*") for prefix in write_once_prefixes(settings)]
+        self.data.add_to_resource_policy(iam.PolicyStatement(
+            sid="WriteOnceDatasets", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"], resources=objects, conditions={"Null": {"s3:if-none-match": "true"}}))
+        self.data.add_to_resource_policy(iam.PolicyStatement(
+            sid="KeepDatasets", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=["s3:DeleteObject", "s3:DeleteObjectVersion"], resources=objects))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,9 +33,12 @@ from alp.bundle import (
 )
 from alp.datasets import MODEL_KINDS, SOURCE_KEY
 from alp.manifest import ManifestLine, read_manifest
+from alp.pixels import describe_problems, verify_lines
 from alp.settings import Settings
 from training.gate import GateDecision, gate
 from training.prepare import SPLIT_KEY
+
+log = logging.getLogger(__name__)
 
 REPORT_FORMAT = 1
 
@@ -53,6 +57,20 @@ def frozen_test_lines(dataset_uri: str) -> list[ManifestLine]:
     if not test:
         raise EvaluationError(f"dataset {dataset_uri} has no test images labeled by people ({SPLIT_KEY} == 'test')")
     return test
+
+
+def check_test_pixels(truth: Sequence[ManifestLine], dataset_uri: str) -> None:
+    """Refuse the evaluation when a test image is not the one its labels were made on: a gate decided on other
+    pixels would judge the challenger against labels that no longer describe its input. Images of a version
+    written before pixels were pinned cannot be checked: accepted, with a warning."""
+    report = verify_lines(truth)
+    if report.changed or report.missing:
+        raise EvaluationError(
+            f"dataset {dataset_uri}: {len(report.changed)} test image(s) changed and {len(report.missing)} missing "
+            f"since they were labeled; refusing to evaluate on other pixels ({describe_problems(report)})")
+    if report.unpinned:
+        log.warning("evaluate: %d test image(s) of %s have no pinned sha256 (a version written before pixels were "
+                    "pinned): read unchecked", len(report.unpinned), dataset_uri)
 
 
 # AP integrates the whole precision-recall curve, so evaluation scores every detection down to this
@@ -202,6 +220,7 @@ def _measure(bundle_uri: str, dataset_uri: str, settings: Settings,
         cache = Path(cache_dir) if cache_dir is not None else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="alp-eval-")))
         truth = frozen_test_lines(dataset_uri)
+        check_test_pixels(truth, dataset_uri)
         loaded = load_bundle(bundle_uri, cache / "challenger")
         metrics = evaluate_loaded(loaded, truth, settings)
         champion = _champion_metrics(settings, loaded.descriptor.bundle_id, truth, cache)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -38,8 +39,20 @@ from alp.manifest import (
     PersonKeypoints,
     read_manifest,
 )
+from alp.pixels import (
+    PinnedImage,
+    PixelReport,
+    PixelsChanged,
+    PixelsMissing,
+    describe_problems,
+    image_name,
+    pinned_sha256,
+    read_pinned,
+)
 from alp.schema import V_OCCLUDED, V_OUTSIDE, V_VISIBLE, KeypointSchema
 from alp.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ModelName = Literal["head", "pose_main", "pose_visible"]
 MODEL_NAMES: tuple[ModelName, ...] = ("head", "pose_main", "pose_visible")
@@ -270,6 +283,10 @@ def convert_lines(lines: Iterable[ManifestLine], root: Path, settings: Settings,
     skipped: list[SkippedImage] = []
     files: dict[str, str] = {}
     held_out = 0
+    read = 0
+    unpinned = 0
+    changed: list[PinnedImage] = []
+    missing: list[PinnedImage] = []
     for line in lines:
         ref = line.data.get("source-ref", "<inline>")
         try:
@@ -278,8 +295,17 @@ def convert_lines(lines: Iterable[ManifestLine], root: Path, settings: Settings,
                 held_out += 1  # the frozen test split: evaluation only
                 continue
             head, kps = _labels_of(line, settings, schema)
-            data = storage.read_bytes(line.source_ref)
+            read += 1
+            # checked as it is read: a label never trains on pixels other than those it was made on
+            data = read_pinned(line)
+            unpinned += pinned_sha256(line) is None
             width, height = _image_size(data)
+        except PixelsChanged:
+            changed.append(PinnedImage(key=image_name(line), source_ref=str(ref)))
+            continue
+        except PixelsMissing:
+            missing.append(PinnedImage(key=image_name(line), source_ref=str(ref)))
+            continue
         except (ManifestError, storage.StorageError, OSError, SyntaxError) as exc:
             skipped.append(SkippedImage(source_ref=str(ref), reason=str(exc)[:300]))
             continue
@@ -306,6 +332,15 @@ def convert_lines(lines: Iterable[ManifestLine], root: Path, settings: Settings,
             (folder / f"{stem}.txt").write_text("\n".join(label_lines) + ("\n" if label_lines else ""))
             instances[model] += len(label_lines)
         counts[split] += 1
+    if changed or missing:
+        report = PixelReport(lines=read, ok=read - len(changed) - len(missing), changed=changed, missing=missing)
+        raise PreparationError(
+            f"dataset {dataset_uri}: {len(changed)} image(s) changed and {len(missing)} missing since they were "
+            f"labeled; refusing to train on other pixels ({describe_problems(report)}); `alp datasets verify` "
+            "checks a whole version")
+    if unpinned:
+        log.warning("prepare: %d image(s) of %s have no pinned sha256 (a version written before pixels were pinned): "
+                    "read unchecked", unpinned, dataset_uri)
     if counts["train"] == 0:
         reasons = "; ".join(f"{s.source_ref}: {s.reason}" for s in skipped[:3])
         raise PreparationError(f"dataset {dataset_uri} has no usable train images ({len(skipped)} skipped: {reasons})")
@@ -358,6 +393,10 @@ def prepare_training(dataset_uri: str, out_uri: str, settings: Settings) -> Prep
             raise PreparationError(f"{root} is not empty and holds no earlier preparation; refusing to overwrite")
         shutil.rmtree(root)  # a re-run replaces the previous preparation entirely
     root.mkdir(parents=True, exist_ok=True)
-    summary = convert_lines(lines, root, settings, dataset_uri=dataset_uri, dataset_version=version)
+    try:
+        summary = convert_lines(lines, root, settings, dataset_uri=dataset_uri, dataset_version=version)
+    except PreparationError:
+        shutil.rmtree(root)  # emptied or made above: a half preparation would block the re-run (no prepared.json)
+        raise
     materialize_views(root, summary, settings.schema_)
     return summary

@@ -6,6 +6,10 @@ with boto3 ``CreateTrainingJob`` (the script mode of the PyTorch container: ``sa
 ``sagemaker_submit_directory`` hyperparameters), waits, and fetches ``model.tar.gz``. The request is
 built by a pure function so its shape is tested without AWS.
 
+The job is named by a digest of its inputs (:func:`training_job_name`, :mod:`alp.sagemaker_jobs`): a retried
+Train step describes that name first and waits for the job it finds running, fetches the artifacts of one that
+completed, and starts the next attempt (``-a2``...) only after one that failed or was stopped.
+
 The PyTorch image installs ``requirements.txt`` from the source folder at start-up. For jobs without
 internet access (network isolation, private subnets) use an image with ultralytics already installed
 (``settings.training.training_image_uri``); the pinned requirements are then already satisfied.
@@ -20,18 +24,16 @@ import re
 import tarfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alp import aws, storage
+from alp import aws, sagemaker_jobs, storage
 from alp.bundle import sha256_bytes
 from alp.resources import ResourceNames
 from alp.settings import Settings
 
 ENTRY_PROGRAM = "entry.py"
 TERMINAL = {"Completed", "Failed", "Stopped"}
-_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # The job's own requirements (the image brings torch); pinned like the project's `train` extra.
 JOB_REQUIREMENTS = "ultralytics==8.4.190\nyolo-poser==0.1.18\nonnx>=1.16\nonnxslim>=0.1.40\npydantic>=2.7,<3\npyyaml>=6\n"
 
@@ -40,14 +42,12 @@ class TrainingJobFailed(RuntimeError):
     """The SageMaker training job ended Failed or Stopped, or did not end in time."""
 
 
-def training_job_name(prefix: str, dataset_version: str, now: datetime | None = None) -> str:
-    """``<prefix>-train-<version>-<UTC timestamp>``, valid for SageMaker (63 characters at most)."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    version = re.sub(r"[^a-zA-Z0-9]+", "-", dataset_version).strip("-")[:24] or "data"
-    name = f"{prefix}-train-{version}-{stamp}"[:63].rstrip("-")
-    if not _JOB_NAME.match(name):
-        raise ValueError(f"cannot build a valid training job name from {prefix!r} and {dataset_version!r}")
-    return name
+def training_job_name(prefix: str, dataset_version: str, inputs_sha256: str, attempt: int = 1) -> str:
+    """``<prefix>-train-<version>-<inputs digest>[-a<attempt>]``, valid for SageMaker (63 characters at most).
+
+    ``inputs_sha256`` is the digest the bundle id carries too (:func:`training.train.training_inputs`): one
+    dataset version trained with one set of inputs is one job, whichever run of the step asks for it."""
+    return sagemaker_jobs.job_name(prefix, "train", dataset_version, inputs_sha256, attempt)
 
 
 def is_gpu_instance(instance_type: str) -> bool:
@@ -78,6 +78,11 @@ def source_archive() -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(files[name]))
     return buf.getvalue()
+
+
+def source_sha256() -> str:
+    """sha256 of :func:`source_archive`: the code that trains and exports, an input of every bundle."""
+    return sha256_bytes(source_archive())
 
 
 def upload_source(names: ResourceNames) -> str:
@@ -139,19 +144,59 @@ def build_training_job_request(
     }
 
 
-def start_and_wait(
-    request: dict[str, Any],
+def training_job_status(name: str) -> str | None:
+    """The job's ``TrainingJobStatus``; None when no job has that name."""
+    sm = aws.client("sagemaker")
+    desc = sagemaker_jobs.describe_or_none(lambda: sm.describe_training_job(TrainingJobName=name))
+    return None if desc is None else str(desc["TrainingJobStatus"])
+
+
+def ensure_training_job(
+    name_of: Callable[[int], str],
+    request_for: Callable[[str], dict[str, Any]],
     *,
+    timeout_seconds: float,
     poll_seconds: float = 30.0,
-    timeout_seconds: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Start the job and poll it until it ends; returns the final DescribeTrainingJob response."""
+    """The completed job of this step: found by name (waited for while it runs) or started; returns its final
+    DescribeTrainingJob answer. ``name_of(attempt)`` names each attempt; ``request_for(name)`` is the
+    CreateTrainingJob request, built only when an attempt has to start.
+
+    Raises :class:`TrainingJobFailed` when the job ends Failed or Stopped (a retry then starts the next attempt)
+    or outlasts ``timeout_seconds``; :class:`alp.sagemaker_jobs.JobAttemptsExhausted` when no attempt is left.
+    """
+    plan = sagemaker_jobs.plan_attempt(name_of, training_job_status)
+    earlier = f" (after {'; '.join(plan.earlier_failures)})" if plan.earlier_failures else ""
+    if plan.action == "start":
+        try:
+            aws.client("sagemaker").create_training_job(**request_for(plan.name))
+            log(f"training job {plan.name}: started, attempt {plan.attempt}{earlier}")
+        except Exception as exc:
+            if not sagemaker_jobs.name_taken(exc):
+                raise
+            log(f"training job {plan.name}: another run of this step started it a moment ago; waiting for it")
+    elif plan.action == "wait":
+        log(f"training job {plan.name}: an earlier run of this step started it and it still runs; waiting for it "
+            "(no new job)")
+    else:
+        log(f"training job {plan.name}: completed already; fetching its artifacts (no new job)")
+    return wait_training_job(plan.name, timeout_seconds=timeout_seconds, poll_seconds=poll_seconds, sleep=sleep,
+                             log=log)
+
+
+def wait_training_job(
+    name: str,
+    *,
+    timeout_seconds: float,
+    poll_seconds: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Poll the job until it ends; returns the final DescribeTrainingJob answer of a Completed job."""
     sm = aws.client("sagemaker")
-    name = request["TrainingJobName"]
-    sm.create_training_job(**request)
-    deadline = time.monotonic() + (timeout_seconds or request["StoppingCondition"]["MaxRuntimeInSeconds"] + 3600)
+    deadline = time.monotonic() + timeout_seconds
     last = ""
     while True:
         desc: dict[str, Any] = sm.describe_training_job(TrainingJobName=name)
@@ -162,10 +207,12 @@ def start_and_wait(
             last = f"{status}/{secondary}"
         if status in TERMINAL:
             if status != "Completed":
-                raise TrainingJobFailed(f"training job {name} ended {status}: {desc.get('FailureReason', 'no reason given')}")
+                raise TrainingJobFailed(f"training job {name} ended {status}: {desc.get('FailureReason', 'no reason given')}"
+                                        "; running the step again starts the next attempt")
             return desc
         if time.monotonic() > deadline:
-            raise TrainingJobFailed(f"training job {name} still {status} after the wait limit")
+            raise TrainingJobFailed(f"training job {name} still {status} after the wait limit; running the step "
+                                    "again waits for it")
         sleep(poll_seconds)
 
 

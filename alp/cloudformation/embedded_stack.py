@@ -122,6 +122,8 @@ class EmbeddedStack:
     outputs: dict[str, str] = field(default_factory=dict)
     created: dict[str, int] = field(default_factory=dict)  # resource type -> how many were created
     skipped: dict[str, str] = field(default_factory=dict)  # logical id -> why it is not in the embedded AWS
+    # bucket name -> its policy's statements as synthesized (conditions kept: the rehearsal evaluates them)
+    bucket_policies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def queue_for(self, function_name: str) -> str:
         """URL of the queue whose event source mapping feeds ``function_name``."""
@@ -240,6 +242,8 @@ def _create_buckets(stack: EmbeddedStack) -> None:
         # moto evaluates bucket policies on object calls but not their conditions: the stack's SSL-only Deny
         # (aws:SecureTransport false) would refuse every call. The embedded AWS speaks http on loopback, so
         # that Deny is out of its reach anyway (docs/reliability.md); its unconditional statements apply.
+        statements = props["PolicyDocument"].get("Statement", [])
+        stack.bucket_policies[props["Bucket"]] = statements if isinstance(statements, list) else [statements]
         view = moto_view(props["PolicyDocument"])
         if view["Statement"]:
             s3.put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(view))

@@ -8,6 +8,12 @@ runs with ``--shard-index auto``.
 Before any champion is approved the bundle may be the zero-shot one (``inference.zero_shot_bundle``): every image
 then goes to people with its proposals, so there are no thresholds to learn, no audits to draw and no guarantee to
 check.
+
+The step is pure: the same batch manifest (by content), bundle (by id) and effective settings (the judgement with
+the batch's audit seed and learned thresholds) route every image the same way. Its output folder records the
+digest of those inputs (``inputs.json``, :mod:`alp.step_outputs`, written last), and a run that finds a complete
+output of the same inputs returns it instead of computing it again: a retried stage neither repeats the work nor
+starts a second Processing job.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from alp.audits import Guarantee
+    from alp.bundle import BundleDescriptor
     from alp.settings import Settings
+    from inference.runner import BatchSummary
 
 
 def _shard(args: argparse.Namespace) -> tuple[int, int]:
@@ -67,29 +76,36 @@ def _head_model_held(settings: Settings, bundle_uri: str | None) -> Iterator[Non
         detector.close()
 
 
-def _is_zero_shot(bundle_uri: str | None) -> bool:
-    """Whether the bundle is a zero-shot one (its ``bundle.json`` says; the engine checks its files again)."""
+def _descriptor(bundle_uri: str | None) -> BundleDescriptor | None:
+    """The bundle's ``bundle.json`` (None: cold start); the engine checks its files again when it loads them."""
     if bundle_uri is None:
-        return False
+        return None
     from alp import storage
     from alp.bundle import DESCRIPTOR_NAME, parse_descriptor
 
-    return parse_descriptor(storage.read_text(storage.join(bundle_uri, DESCRIPTOR_NAME))).zero_shot is not None
+    return parse_descriptor(storage.read_text(storage.join(bundle_uri, DESCRIPTOR_NAME)))
 
 
-def _guarantee(args: argparse.Namespace, settings: Settings, bundle_id: str | None
-               ) -> tuple[dict[str, float], str | None]:
-    """What the audits of the bundle say about its auto-labels, written beside the batch's outputs
-    (``guarantee.json``): the metrics (the audited precision and its 95% lower bound), and the reason to pause
-    auto-labeling when enough audits put the lower bound under the target (else None)."""
+def _guarantee_report(args: argparse.Namespace, settings: Settings, bundle_id: str | None) -> Guarantee | None:
+    """What the audits of the bundle say about its auto-labels (None: no bundle whose labels are accepted)."""
     from alp import storage
     from alp.audits import bundle_guarantee
     from alp.datasets import data_root_for
 
     if bundle_id is None:
+        return None
+    return bundle_guarantee(data_root_for(storage.parent(args.manifest)), settings, bundle_id)
+
+
+def _guarantee(args: argparse.Namespace, bundle_id: str | None, report: Guarantee | None
+               ) -> tuple[dict[str, float], str | None]:
+    """The audits' word on the bundle written beside the batch's outputs (``guarantee.json``): the metrics (the
+    audited precision and its 95% lower bound), and the reason to pause auto-labeling when enough audits put the
+    lower bound under the target (else None)."""
+    from alp import storage
+
+    if bundle_id is None or report is None:
         return {}, None
-    batch_dir = storage.parent(args.manifest)
-    report = bundle_guarantee(data_root_for(batch_dir), settings, bundle_id)
     storage.write_text(storage.join(args.out, "guarantee.json"), json.dumps(
         {"bundle_id": bundle_id, **report.as_json()}, indent=2, sort_keys=True) + "\n",
         content_type="application/json")
@@ -105,6 +121,13 @@ def _guarantee(args: argparse.Namespace, settings: Settings, bundle_id: str | No
 
         return metrics, PAUSED_REASON.format(lower=report.lower_bound, target=report.target)
     return metrics, None
+
+
+def infer_inputs(manifest_sha256: str, bundle_id: str | None, zero_shot: bool, settings: Settings
+                 ) -> dict[str, object]:
+    """What a batch's routing is made from, and so what its Processing job computes (pure)."""
+    return {"manifest_sha256": manifest_sha256, "bundle_id": bundle_id, "zero_shot": zero_shot,
+            "settings_sha256": settings.sha256()}
 
 
 def _judgement_for_batch(args: argparse.Namespace, settings: Settings, bundle_uri: str | None, *,
@@ -162,15 +185,61 @@ def _part_shares(out: str) -> dict[str, float]:
     return {f"auto_share_{kind}": share for kind, share in shares.items() if share is not None}
 
 
+def _run_processing(args: argparse.Namespace, settings: Settings, bundle_uri: str | None, zero_shot: bool,
+                    job_inputs: dict[str, object]) -> BatchSummary:
+    """The batch on a Processing job: the job of these inputs found (waited for, or its shards merged) or started."""
+    from alp import step_outputs, storage
+    from alp.settings import SETTINGS_ENV
+    from inference import processing
+
+    batch_id = storage.basename(storage.parent(args.manifest))
+    # where its shards go is part of what a job does: a run for another --out never takes this job's shards
+    job_digest = step_outputs.digest({**job_inputs, "out": args.out})
+    plan = processing.find_processing_job(
+        lambda attempt: processing.processing_job_name(settings, batch_id, job_digest, attempt))
+
+    def request_for(name: str) -> dict[str, object]:
+        return processing.build_processing_request(
+            settings, job_name=name, manifest_uri=args.manifest, out_uri=processing.job_output_uri(args.out, name),
+            bundle_uri=bundle_uri, role_arn=_role_arn(settings), settings_uri=os.environ.get(SETTINGS_ENV),
+            judgement=args.judgement,
+        )
+
+    # a job that completed needs no head model: its instances are done
+    held = contextlib.nullcontext() if plan.action == "fetch" \
+        else _head_model_held(settings, None if zero_shot else bundle_uri)  # zero-shot heads come from faces
+    with held:
+        processing.start_or_wait(plan, request_for, timeout_seconds=processing.processing_wait_seconds(settings))
+    # the instance count is part of the settings the job's name digests: a job found by name ran with this many
+    summary = processing.merge_shards(args.manifest, args.out, settings.compute.processing_instance_count,
+                                      shards_uri=processing.job_output_uri(args.out, plan.name))
+    return summary.model_copy(update={"zero_shot": zero_shot})
+
+
+def _result_line(summary: BatchSummary, routes: dict[str, int], zero_shot: bool, budgeted: bool) -> str:
+    which = f"zero-shot bundle {summary.bundle_id}: every image to people" if zero_shot \
+        else f"bundle {summary.bundle_id or 'none: cold start'}"
+    return f"infer-batch: {summary.invariant} ({which})" + (f"; within the human budget: {routes}" if budgeted else "")
+
+
+def _print_result(args: argparse.Namespace, summary: BatchSummary, routes: dict[str, int], zero_shot: bool,
+                  budgeted: bool) -> None:
+    if args.json:  # one line, the only one on stdout (the metrics record goes to stderr)
+        print(json.dumps({**summary.model_dump(mode="json"), "routes": routes}, sort_keys=True))
+    else:
+        print(_result_line(summary, routes, zero_shot, budgeted))
+
+
 def _infer_batch(args: argparse.Namespace) -> int:
+    from alp import step_outputs, storage
     from alp.manifest import ROUTES
     from alp.observability import emit_metrics
-    from alp.settings import SETTINGS_ENV, load_settings
+    from alp.settings import load_settings
     from alp.steps import LABELING_PIPELINE
 
     INFER_STEP = LABELING_PIPELINE.step("Infer").name
     from inference import processing
-    from inference.runner import resolve_bundle_uri, run_batch
+    from inference.runner import BatchSummary, resolve_bundle_uri, run_batch
 
     settings = load_settings()
     if args.head_model_held:
@@ -183,26 +252,36 @@ def _infer_batch(args: argparse.Namespace) -> int:
               else f"infer-batch: merged {args.merge_shards} shards: {summary.invariant}")
         return 0
     bundle_uri = None if args.no_model else resolve_bundle_uri(settings, args.bundle)
-    zero_shot = _is_zero_shot(bundle_uri)
+    descriptor = _descriptor(bundle_uri)
+    zero_shot = descriptor is not None and descriptor.zero_shot is not None
     settings = _judgement_for_batch(args, settings, bundle_uri, zero_shot=zero_shot)
     shard_index, shard_count = _shard(args)
+    share = settings.labeling.human_budget_share
+    # The step routes the whole batch and owns its output folder; a Processing instance or a manual shard writes
+    # one shard of it, which only the merge makes an output.
+    whole_batch = shard_count == 1 and args.shard_index != "auto"
+    bundle_id = descriptor.bundle_id if descriptor is not None else None
+    # a zero-shot bundle's labels are never accepted, so no audit measures them and there is nothing to pause
+    report = _guarantee_report(args, settings, None if zero_shot else bundle_id) if whole_batch else None
+    job_inputs = infer_inputs(step_outputs.content_sha256(args.manifest), bundle_id, zero_shot, settings)
+    inputs = {**job_inputs, "guarantee": report.as_json() if report is not None else None}
+    if whole_batch:
+        stored = step_outputs.stored_output(args.out, INFER_STEP, step_outputs.digest(inputs))
+        if stored is not None:
+            print(f"infer-batch: reused the output for this batch and bundle {bundle_id or 'none (cold start)'} "
+                  f"(inputs {stored.inputs_sha256[:12]}); nothing inferred", file=sys.stderr)
+            # what the run that made the output printed (summary.json itself carries the budget's additions)
+            summary = BatchSummary.model_validate(stored.result["summary"])
+            _print_result(args, summary, dict(stored.result["routes"]), zero_shot, share is not None)
+            return 0
+        step_outputs.begin_output(args.out, INFER_STEP, inputs)
     executor = args.executor
     if executor == "auto":
         executor = "local" if shard_count > 1 else {
             "codebuild": "local", "processing": "processing"
         }[processing.choose_executor(processing.count_manifest_lines(args.manifest), settings)]
     if executor == "processing":
-        name = processing.processing_job_name(settings, args.manifest)
-        request = processing.build_processing_request(
-            settings, job_name=name, manifest_uri=args.manifest, out_uri=args.out, bundle_uri=bundle_uri,
-            role_arn=_role_arn(settings), settings_uri=os.environ.get(SETTINGS_ENV), judgement=args.judgement,
-        )
-        with _head_model_held(settings, None if zero_shot else bundle_uri):  # zero-shot heads come from faces
-            arn = processing.submit_processing_job(request)
-            print(f"infer-batch: started processing job {arn}", file=sys.stderr)
-            processing.wait_processing_job(name, timeout_seconds=processing.processing_wait_seconds(settings))
-        summary = processing.merge_shards(args.manifest, args.out, settings.compute.processing_instance_count)
-        summary = summary.model_copy(update={"zero_shot": zero_shot})
+        summary = _run_processing(args, settings, bundle_uri, zero_shot, job_inputs)
     else:
         engine = None
         if bundle_uri is not None:
@@ -214,19 +293,15 @@ def _infer_batch(args: argparse.Namespace) -> int:
                             shard_count=shard_count, progress=args.progress)
     routes: dict[str, int] = dict(summary.routes)
     if getattr(args, "thresholds_record", None):
-        from alp import storage
-
         storage.write_text(storage.join(args.out, "thresholds.json"), args.thresholds_record,
                            content_type="application/json")
-    # a zero-shot bundle's labels are never accepted, so no audit measures them and there is nothing to pause
-    guarantee, paused = _guarantee(args, settings, None if zero_shot else summary.bundle_id)
+    guarantee, paused = _guarantee(args, None if zero_shot else summary.bundle_id, report)
     if paused is not None and routes.get("auto"):
         # The audits say this model's auto-labels miss the target precision: people label everything.
         from inference.budget import pause_auto_labels
 
         routes = pause_auto_labels(args.out, paused, settings)
         print(f"infer-batch: {paused}", file=sys.stderr)
-    share = settings.labeling.human_budget_share
     if share is not None:
         # A human budget: people get the images the judgement is least sure of, up to the budget; the rest of
         # its doubts go back to the queue (deferred.jsonl, sent back by the Requeue step).
@@ -250,13 +325,12 @@ def _infer_batch(args: argparse.Namespace) -> int:
         **({"inference_ms_per_image": 1000.0 * summary.timings["total_s"] / summary.inputs}
            if summary.inputs and "total_s" in summary.timings else {}),
     }, namespace=settings.observability.metrics_namespace)
-    if args.json:  # one line, the only one on stdout (the metrics record goes to stderr)
-        print(json.dumps({**summary.model_dump(mode="json"), "routes": routes}, sort_keys=True))
-    else:
-        which = f"zero-shot bundle {summary.bundle_id}: every image to people" if zero_shot \
-            else f"bundle {summary.bundle_id or 'none: cold start'}"
-        print(f"infer-batch: {summary.invariant} ({which})"
-              + (f"; within the human budget: {routes}" if share is not None else ""))
+    if whole_batch:
+        # last: the record says complete only once every file above is written (and the metrics are out, so a
+        # reuse, which emits none, never counts a batch twice)
+        step_outputs.finish_output(args.out, INFER_STEP, inputs,
+                                   result={"routes": routes, "summary": summary.model_dump(mode="json")})
+    _print_result(args, summary, routes, zero_shot, share is not None)
     return 0
 
 

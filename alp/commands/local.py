@@ -163,7 +163,7 @@ def _status(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from alp import storage
     from alp.coco import manifest_to_coco
-    from alp.datasets import datasets_dir, list_versions, read_version
+    from alp.datasets import datasets_dir, image_key, list_versions, read_version
     from alp.local.lifecycle import project_buckets, project_context
 
     paths, settings = project_context(Path(args.project_dir))
@@ -182,9 +182,10 @@ def _export(args: argparse.Namespace) -> int:
         out = Path(args.out)
         name = storage.basename(version.rstrip("/"))
         if args.format == "coco":
-            coco = manifest_to_coco(read_version(version), settings.schema_, settings.labeling.head_label_attribute,
+            lines = read_version(version)
+            coco = manifest_to_coco(lines, settings.schema_, settings.labeling.head_label_attribute,
                                     settings.labeling.keypoint_label_attribute, heads_as_category=True)
-            _local_file_names(coco, paths)
+            _local_file_names(coco, paths, {line.source_ref: image_key(line) for line in lines})
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(coco))
             summary: dict[str, Any] = {"format": "coco", "version": name, "out": str(out),
@@ -199,16 +200,17 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_file_names(coco: dict[str, Any], paths: ProjectPaths) -> None:
+def _local_file_names(coco: dict[str, Any], paths: ProjectPaths, keys: dict[str, str]) -> None:
     """Each image's ``file_name`` relative to the project's frames folder (the imported path, folders kept), and
-    ``alp_source_ref`` the frame on disk: the embedded bucket that held it is gone after the export."""
+    ``alp_source_ref`` the frame on disk: the embedded bucket that held it is gone after the export. ``keys``: each
+    line's upload key by its ``source-ref`` (a version's line names its pinned copy, whose name is a hash)."""
     prefix = paths.unlabeled_prefix
     for image in coco["images"]:
-        ref = str(image.get("alp_source_ref", ""))
-        if ref.startswith("s3://") and "/" in ref[5:]:
-            key = ref[5:].split("/", 1)[1].removeprefix(prefix)
-            image["file_name"] = key
-            image["alp_source_ref"] = str(paths.incoming / key)
+        key = keys.get(str(image.get("alp_source_ref", "")))
+        if key is not None and key.startswith(prefix):
+            name = key.removeprefix(prefix)
+            image["file_name"] = name
+            image["alp_source_ref"] = str(paths.incoming / name)
 
 
 

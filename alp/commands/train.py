@@ -25,20 +25,20 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_warm_start:
         settings = settings.with_overrides({"training.warm_start": False})
     out = args.out or default_bundle_uri(args.dataset, settings.storage.models_prefix)
-    descriptor = train_bundle(
+    trained = train_bundle(
         args.dataset, out, settings, prepared_uri=args.prepared, epochs=args.epochs, imgsz=args.imgsz,
         batch=args.batch, model_size=args.model_size, device=args.device, threads=args.threads,
         pretrained=args.pretrained, work_dir=args.work_dir,
     )
-    if settings.training.fit_visibility_thresholds:
-        from training.visibility_fit import fit_bundle_visibility
-
-        fit = fit_bundle_visibility(out, args.dataset, settings)
-        if fit is not None:
-            print(f"visibility thresholds fitted per keypoint on the validation split: accuracy "
-                  f"{fit.accuracy_configured} with the configured pair -> {fit.accuracy_fitted}", file=sys.stderr)
+    descriptor = trained.descriptor
+    fit = descriptor.training.get("visibility_fit")
+    if fit and not trained.reused:
+        print(f"visibility thresholds fitted per keypoint on the validation split: accuracy "
+              f"{fit.get('accuracy_configured')} with the configured pair -> {fit.get('accuracy_fitted')}",
+              file=sys.stderr)
     print(summary_json(descriptor))
-    print(f"bundle written to {out}")
+    # the reuse itself was said on stderr by train_bundle; stdout says where the bundle is either way
+    print(f"bundle reused at {out}" if trained.reused else f"bundle written to {out}")
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from alp import storage
+from alp.datasets import list_versions, read_version
 from alp.demo.data import SharedData, ensure_data
 from alp.demo.people import start_people, stop_people
 from alp.demo.report import Overlay, format_table, improvement_note, write_report
@@ -29,6 +30,7 @@ from alp.machine import embedded
 from alp.machine.console import rounds_bar, say
 from alp.machine.pipelines import StepFailed
 from alp.machine.signals import signals_held, sigterm_as_interrupt
+from alp.pixels import PixelReport, describe_problems, verify_lines
 from alp.resources import ResourceNames
 from alp.settings import SETTINGS_ENV, Settings
 from alp.steps import DATA_ROOT_ENV
@@ -60,6 +62,12 @@ class DemoResult:
     state: DemoState
     seconds: float
     notes: list[str] = field(default_factory=list)
+    # every dataset version the run made, each line's image read and checked against its pinned sha256
+    datasets: dict[str, PixelReport] = field(default_factory=dict)
+
+    @property
+    def datasets_ok(self) -> bool:
+        return all(report.all_ok for report in self.datasets.values())
 
 
 def demo_settings(config: DemoConfig, truth_uri: str, threads: int = 0,
@@ -92,7 +100,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     with run_environment(folder):
         _prepare_data(folder, state, options)
         settings = _write_settings(folder, state, options)
-        auto, human = _run_in_embedded_aws(folder, state, settings, options)
+        auto, human, datasets = _run_in_embedded_aws(folder, state, settings, options)
         notes = _notes(folder, state, options.config)
         report = folder.report_dir / "report.md"
         if options.report:
@@ -102,7 +110,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
                                   kp_attr=settings.labeling.keypoint_label_attribute,
                                   target_precision=settings.judgement.target_precision)
     return DemoResult(rows=list(state.rounds), report_path=report, state=state,
-                      seconds=time.monotonic() - started, notes=notes)
+                      seconds=time.monotonic() - started, notes=notes, datasets=datasets)
 
 
 def _open_run_folder(options: DemoOptions) -> tuple[RunFolder, DemoState]:
@@ -134,10 +142,10 @@ def _write_settings(folder: RunFolder, state: DemoState, options: DemoOptions) -
     return settings
 
 
-def _run_in_embedded_aws(folder: RunFolder, state: DemoState, settings: Settings,
-                         options: DemoOptions) -> tuple[list[Overlay], list[Overlay]]:
+def _run_in_embedded_aws(folder: RunFolder, state: DemoState, settings: Settings, options: DemoOptions
+                         ) -> tuple[list[Overlay], list[Overlay], dict[str, PixelReport]]:
     """The rounds against a fresh embedded AWS (restored from the mirror on resume); returns the report's
-    overlays (none without a report)."""
+    overlays (none without a report) and every dataset version's pixel check."""
     server = embedded.EmbeddedAws.start()
     say(f"embedded AWS (moto) on {server.endpoint}")
     try:
@@ -156,7 +164,9 @@ def _run_in_embedded_aws(folder: RunFolder, state: DemoState, settings: Settings
             run = DemoRun(folder, state, names, settings, queue_url, show_progress=options.progress,
                           reroute=options.reroute, people=people)
             _run_rounds(run, folder, options)
-            return run.overlays() if options.report else ([], [])
+            datasets = verify_datasets(names.data_root, settings)
+            auto, human = run.overlays() if options.report else ([], [])
+            return auto, human, datasets
     finally:
         if options.workforce == "studio" and options.studio_file is None:
             stop_people(folder.root)
@@ -184,6 +194,16 @@ def _run_rounds(run: DemoRun, folder: RunFolder, options: DemoOptions) -> None:
             bar.update(1)
             say(f"round {rnd} done in {record.seconds:.0f}s: box_map50={record.box_map50} "
                 f"kpt_oks_map50={record.kpt_oks_map50} approved={record.approved}")
+
+
+def verify_datasets(data_root: str, settings: Settings) -> dict[str, PixelReport]:
+    """What ``alp datasets verify --version`` says of each version under ``data_root``, by version name."""
+    reports = {}
+    for uri in list_versions(data_root, settings):
+        reports[storage.basename(uri)] = verify_lines(read_version(uri))
+        say(f"dataset {storage.basename(uri)}: " + ", ".join(f"{n} {k}" for k, n in
+                                                             reports[storage.basename(uri)].counts().items()))
+    return reports
 
 
 def _notes(folder: RunFolder, state: DemoState, config: DemoConfig) -> list[str]:
@@ -216,5 +236,13 @@ def run_demo_cli(options: DemoOptions) -> int:
         return 1
     print()
     print(format_table(result.rows))
-    print(f"\ntotal {result.seconds:.0f}s; report: {result.report_path}")
+    lines = sum(r.lines for r in result.datasets.values())
+    if not result.datasets_ok:
+        bad = {name: describe_problems(r) or f"{len(r.unpinned)} unpinned" for name, r in result.datasets.items()
+               if not r.all_ok}
+        print(f"alp demo: dataset versions whose images are not the labeled ones: {bad}", file=sys.stderr)
+        return 1
+    print(f"\n{len(result.datasets)} dataset versions verified: {lines} lines, every image the bytes its labels were "
+          "made on (alp datasets verify)")
+    print(f"total {result.seconds:.0f}s; report: {result.report_path}")
     return 0

@@ -298,10 +298,13 @@ class LabelStudioBackend(LabelingBackend):
         self._prefilling.add(project_id)
 
     def ensure_image_storage(self, project_id: int, source_ref: str) -> None:
-        """An S3 storage on the project for the image's bucket, so Label Studio presigns its URLs."""
+        """An S3 storage on the project for the image's bucket, so Label Studio presigns its URLs: over the
+        uploads' prefix, or over the pinned copies' prefix for an image of a dataset version (a gold item)."""
         if not source_ref.startswith("s3://"):
             return
-        bucket = source_ref[5:].split("/", 1)[0]
+        bucket, _, key = source_ref[5:].partition("/")
+        images = self.settings.storage.images_prefix
+        prefix = images if key.startswith(images) else self.settings.storage.unlabeled_prefix
         if (project_id, bucket) in self._storages:
             return
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -310,7 +313,7 @@ class LabelStudioBackend(LabelingBackend):
         secret = os.environ.get("AWS_SECRET_ACCESS_KEY") if endpoint else None
         found = [s for s in self.client.s3_storages(project_id) if s.get("bucket") == bucket]
         if not found:
-            self.client.add_s3_storage(project_id, bucket=bucket, prefix=self.settings.storage.unlabeled_prefix,
+            self.client.add_s3_storage(project_id, bucket=bucket, prefix=prefix,
                                        region=self.settings.region, endpoint=endpoint, access_key_id=key_id,
                                        secret_access_key=secret)
         elif (found[0].get("s3_endpoint") or None) != endpoint:
@@ -334,7 +337,9 @@ class LabelStudioBackend(LabelingBackend):
         adopted = {int(t.data["alp_index"]): t.id for t in self.client.tasks(project_id)
                    if t.data.get("alp_job") == spec.name and isinstance(t.data.get("alp_index"), int)}
         todo = [(i, line) for i, line in enumerate(lines) if i not in adopted]
-        for _, line in todo[:1]:
+        # one storage per bucket: a job's own images are uploads, its gold items pinned copies of a dataset
+        first_of_bucket = {str(line.data.get("source-ref", ""))[5:].partition("/")[0]: line for _, line in todo}
+        for line in first_of_bucket.values():
             self.ensure_image_storage(project_id, str(line.data.get("source-ref", "")))
         tasks = [studio_task(spec.kind, spec.name, i, line.data) for i, line in todo]
         ids = self.client.import_tasks(project_id, tasks) if tasks else []

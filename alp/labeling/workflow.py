@@ -57,6 +57,7 @@ from alp.manifest import (
     utc_now_iso,
     write_manifest,
 )
+from alp.pixels import image_name
 from alp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,8 @@ def select_gold(candidates: list[ManifestLine], exclude: set[str], count: int, s
     ranked = []
     for line in candidates:
         ref = line.data.get("source-ref")
-        if not isinstance(ref, str) or storage.basename(ref) in exclude:
+        # a dataset line names its pinned copy (a hash): the upload it came from is what the batch may hold
+        if not isinstance(ref, str) or {storage.basename(ref), storage.basename(image_name(line))} & exclude:
             continue
         try:
             boxes = line.boxes(head_attr)

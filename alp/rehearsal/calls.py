@@ -57,7 +57,9 @@ def s3_requests(scope: Scope, op: str, p: Mapping[str, Any]) -> list[Request] | 
     by_op: dict[str, Callable[[], list[Request]]] = {
         "GetObject": lambda: [Request(read, _object(scope, bucket, key))],
         "HeadObject": lambda: [Request(read, _object(scope, bucket, key))],
-        "PutObject": lambda: [Request("s3:PutObject", _object(scope, bucket, key))],
+        # a conditional write carries its header as a condition key (the data bucket's write-once prefixes)
+        "PutObject": lambda: [Request("s3:PutObject", _object(scope, bucket, key),
+                                      {"s3:if-none-match": str(p["IfNoneMatch"])} if p.get("IfNoneMatch") else {})],
         "CreateMultipartUpload": lambda: [Request("s3:PutObject", _object(scope, bucket, key))],
         "UploadPart": lambda: [Request("s3:PutObject", _object(scope, bucket, key))],
         "CompleteMultipartUpload": lambda: [Request("s3:PutObject", _object(scope, bucket, key))],

@@ -174,12 +174,25 @@ class PrincipalSwitch:
         self.check(call, requests)
 
     def check(self, call: str, requests: list[Request]) -> None:
-        """Evaluate ``requests`` for the acting identity; book them; refuse the call on the first denial."""
+        """Evaluate ``requests`` for the acting identity and, for an object of a bucket of the stack, the Deny
+        statements of that bucket's policy (an explicit Deny there refuses whatever the role allows; the
+        policies here grant nothing, so only their Denies matter); book them; refuse the call on the first
+        denial."""
         self._book(call, requests)
         assert self._current is not None
         for request in requests:
-            if not evaluate(self._current.statements, request).allowed:
+            if not evaluate(self._current.statements, request).allowed or self._bucket_policy_denies(request):
                 self._deny(call, request)
+
+    def _bucket_policy_denies(self, request: Request) -> bool:
+        prefix = f"arn:{self.scope.partition}:s3:::"
+        if not request.resource.startswith(prefix):
+            return False
+        bucket = request.resource[len(prefix):].split("/", 1)[0]
+        denies = [s for s in self.stack.bucket_policies.get(bucket, []) if s.get("Effect") == "Deny"]
+        # every call of a step in the cloud goes over TLS (the SDK's default), which the SSL-only Deny checks
+        context = {**request.context, "aws:SecureTransport": "true"}
+        return evaluate(denies, Request(request.action, request.resource, context)).effect == "deny"
 
     def _book(self, call: str, requests: list[Request], *, action_only: bool = False) -> None:
         name = self._current.name if self._current else "setup"

@@ -23,6 +23,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "bench infer": (["--weights", f"{M}.pt"], "no such file"),
     "bench synth": (["--width", "0"], "width"),
     "bench train": (["--epochs", "0"], "epochs"),
+    "datasets verify": (["--data-root", M], "no dataset version under"),
     "demo": (["--pool", "-1"], "pool"),
     "evaluate": (["--truth", M, "--pred", M], "no such file"),
     "evaluate-bundle": (["--bundle", M, "--dataset", M], "no such file"),

@@ -45,7 +45,9 @@ def test_training_starts_exactly_when_people_added_enough_labels(trained: int, n
 def _batch(root: str, name: str, n: int, people: bool) -> str:
     settings = Settings()
     batch = f"{root}/batches/{name}/"
-    lines = [truth_line(f"s3://unlabeled/incoming/{name}-{i}.jpg", settings, seed=i) for i in range(n)]
+    # the uploads, beside the batches (Merge copies their bytes into the version)
+    lines = [truth_line(storage.write_bytes(f"{root}/incoming/{name}-{i}.jpg", f"{name} {i}".encode()), settings,
+                        seed=i) for i in range(n)]
     if people:
         labeled = [human_line(t.source_ref, t, settings, seed=i).with_fields(**{
             **{k: t.data[k] for k in settings.labeling.label_keys}, LABELING_KEY: {"head_job": "j", "audit": False}})

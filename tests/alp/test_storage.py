@@ -63,3 +63,75 @@ def test_parent_and_basename():
     assert storage.parent("s3://b-1/x/y/m.jsonl") == "s3://b-1/x/y/"
     assert storage.parent("s3://b-1/x/y/") == "s3://b-1/x/"
     assert storage.basename("s3://b-1/x/y/") == "y"
+
+
+def _write_once(base: str) -> None:
+    uri = storage.join(base, "versions", "v0001", "manifest.jsonl")
+    storage.write_text(uri, "first\n", if_none_match=True)
+    with pytest.raises(storage.AlreadyExists, match="written once"):
+        storage.write_text(uri, "second\n", if_none_match=True)
+    assert storage.read_text(uri) == "first\n"
+    assert [storage.basename(u) for u in storage.list_uris(storage.join(base, "versions") + "/")] == ["manifest.jsonl"]
+
+
+def test_a_second_write_once_write_is_refused_locally_and_the_first_bytes_remain(tmp_path):
+    _write_once(str(tmp_path))
+
+
+def test_a_second_write_once_write_is_refused_on_s3_and_the_first_bytes_remain(aws_mock):
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="alp-test-bucket")
+    _write_once("s3://alp-test-bucket/prefix")
+
+
+def test_a_concurrent_conditional_write_conflict_is_already_exists_too(aws_mock, monkeypatch):
+    """Given real S3's answer to a second conditional write of a key while the first is in flight (409
+    ConditionalRequestConflict, which moto never gives), when write-once meets it, then it is AlreadyExists."""
+    from botocore.exceptions import ClientError
+
+    from alp import aws
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="alp-test-bucket")
+
+    def conflict(**_):
+        raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "in flight"},
+                           "ResponseMetadata": {"HTTPStatusCode": 409}}, "PutObject")
+
+    monkeypatch.setattr(aws.client("s3"), "put_object", conflict)
+    with pytest.raises(storage.AlreadyExists):
+        storage.write_bytes("s3://alp-test-bucket/k", b"x", if_none_match=True)
+    with pytest.raises(ClientError):  # without write-once the same answer is an ordinary failure
+        storage.write_bytes("s3://alp-test-bucket/k", b"x")
+
+
+def test_an_ordinary_write_replaces(tmp_path):
+    uri = str(tmp_path / "a.txt")
+    storage.write_text(uri, "first")
+    storage.write_text(uri, "second")
+    assert storage.read_text(uri) == "second"
+
+
+def test_a_version_is_read_by_its_id_and_a_gone_version_is_not_found(aws_mock):
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="alp-versioned")
+    s3.put_bucket_versioning(Bucket="alp-versioned", VersioningConfiguration={"Status": "Enabled"})
+    storage.write_bytes("s3://alp-versioned/img.jpg", b"first")
+    first = storage.read_object("s3://alp-versioned/img.jpg")
+    storage.write_bytes("s3://alp-versioned/img.jpg", b"second")
+    assert first.data == b"first" and first.version_id
+    assert storage.read_bytes("s3://alp-versioned/img.jpg") == b"second"
+    assert storage.read_bytes("s3://alp-versioned/img.jpg", first.version_id) == b"first"
+    assert storage.read_object("s3://alp-versioned/img.jpg").version_id not in (None, first.version_id)
+    s3.delete_object(Bucket="alp-versioned", Key="img.jpg", VersionId=first.version_id)  # a lifecycle expiry
+    with pytest.raises(storage.ObjectNotFound, match="version"):
+        storage.read_bytes("s3://alp-versioned/img.jpg", first.version_id)
+
+
+def test_an_unversioned_read_says_no_version_and_a_local_file_has_none(aws_mock, tmp_path):
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="alp-plain")
+    storage.write_bytes("s3://alp-plain/a", b"a")
+    assert storage.read_object("s3://alp-plain/a") == storage.StoredObject(b"a", None)
+    (tmp_path / "a").write_bytes(b"a")
+    assert storage.read_object(str(tmp_path / "a")) == storage.StoredObject(b"a", None)
+    with pytest.raises(storage.StorageError, match="no versions"):
+        storage.read_bytes(str(tmp_path / "a"), "v1")

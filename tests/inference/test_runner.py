@@ -309,3 +309,40 @@ def test_each_batch_audits_at_least_min_audits_parts_and_a_rerun_draws_the_same(
             assert "human" not in {pre.parts.heads.route, *(p.route for p in pre.parts.persons)}
         outputs.append((out / "human.jsonl").read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_infer_pins_the_bytes_it_read_in_every_output_line(tmp_path, aws_mock):
+    """Given a versioned upload bucket and batch lines naming the uploaded versions (one line with no version), when
+    the key gets new bytes before Infer runs, then Infer reads the batched version all the same, and every output
+    line's alp-object records the sha256 of the bytes read and the version read."""
+    import hashlib
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="alp-test-uploads")
+    s3.put_bucket_versioning(Bucket="alp-test-uploads", VersioningConfiguration={"Status": "Enabled"})
+    first, other = _jpeg(240), _jpeg(90)
+    batched = s3.put_object(Bucket="alp-test-uploads", Key="incoming/a.png", Body=first)["VersionId"]
+    s3.put_object(Bucket="alp-test-uploads", Key="incoming/a.png", Body=other)  # replaced after batching
+    current = s3.put_object(Bucket="alp-test-uploads", Key="incoming/b.png", Body=other)["VersionId"]
+    lines = [{"source-ref": "s3://alp-test-uploads/incoming/a.png",
+              "alp-object": {"bucket": "alp-test-uploads", "key": "incoming/a.png", "version_id": batched}},
+             {"source-ref": "s3://alp-test-uploads/incoming/b.png",
+              "alp-object": {"bucket": "alp-test-uploads", "key": "incoming/b.png"}}]
+    (tmp_path / "batch.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    summary = run_batch(str(tmp_path / "batch.jsonl"), str(tmp_path / "out"), Settings(), engine=None)
+    assert summary.routes["human"] == 2
+    pins = {line.object_identity().key: line.object_identity() for line in _read(tmp_path / "out", "human.jsonl")}
+    assert pins["incoming/a.png"].sha256 == hashlib.sha256(first).hexdigest()
+    assert pins["incoming/a.png"].version_id == batched
+    assert pins["incoming/b.png"].sha256 == hashlib.sha256(other).hexdigest()
+    assert pins["incoming/b.png"].version_id == current
+
+
+def test_a_line_whose_object_identity_is_malformed_is_quarantined_not_labeled(tmp_path):
+    """A batch line whose alp-object cannot be read cannot carry a pin: it is quarantined with the reason, before
+    anyone labels pixels nothing could check later."""
+    (tmp_path / "a.png").write_bytes(_jpeg(240))
+    line = {"source-ref": str(tmp_path / "a.png"), "alp-object": {"bucket": "b"}}  # no key
+    (tmp_path / "batch.jsonl").write_text(json.dumps(line) + "\n")
+    summary = run_batch(str(tmp_path / "batch.jsonl"), str(tmp_path / "out"), Settings(), engine=None)
+    assert summary.routes["quarantine"] == 1 and summary.quarantine_reasons == {"bad_manifest_line": 1}

@@ -153,7 +153,8 @@ def test_given_an_object_s3_refuses_for_good_then_it_is_quarantined_with_the_rea
     expected = _upload_mixed(p)
     result = p.batch(p.receive_all())
     with no_retry_sleep(), aws_errors(aws.client("s3"), "GetObject", code="InternalError", status=500, times=None,
-                                      when=lambda url: url.endswith("/incoming/dark-1.png")) as log:
+                                      # Infer reads the batched version: ?versionId=... follows the key
+                                      when=lambda url: url.split("?")[0].endswith("/incoming/dark-1.png")) as log:
         p.run_labeling(result.manifest_uri)  # type: ignore[arg-type]
     assert len(log.injected) == 9  # 1 try + 8 retries (alp.aws: max_attempts 8)
     states = assert_accounted([result], list(expected))
@@ -210,9 +211,14 @@ def test_given_a_crash_between_the_two_labeling_jobs_then_the_resume_reuses_the_
 
 
 def test_given_a_crash_while_writing_a_dataset_version_then_the_half_version_is_invisible_and_redone(
-        pipe: MiniPipeline) -> None:
+        pipe: MiniPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     """Given Merge killed after writing the version's manifest but before its dataset.json, then no
-    version is listed (training cannot pick up half a version); a re-run writes v0001 once, complete."""
+    version is listed (training cannot pick up half a version); a re-run writes the next number once, complete,
+    and leaves the half version as it is (version files are write-once)."""
+    from alp import datasets
+
+    # the crashed merge is known dead here: no waiting for its half version to be finished by someone
+    monkeypatch.setattr(datasets, "IN_PROGRESS_SECONDS", 0.0)
     p = pipe
     keys = [p.upload(f"merge-{i}.jpg", seed=i) for i in range(3)]
     result = p.batch(p.receive_all())
@@ -224,10 +230,13 @@ def test_given_a_crash_while_writing_a_dataset_version_then_the_half_version_is_
                                                  when=lambda params: params["Key"].endswith("/dataset.json")):
         p.run_step("Merge", manifest)
     assert list_versions(p.names.data_root, p.settings) == []
+    half = p.names.data_root + "datasets/v0001/manifest.jsonl"
+    written = storage.read_bytes(half)
     assert p.run_step("Merge", manifest) == 0
     assert p.run_step("Merge", manifest) == 0
     versions = list_versions(p.names.data_root, p.settings)
-    assert [storage.basename(v) for v in versions] == ["v0001"]
+    assert [storage.basename(v) for v in versions] == ["v0002"]
+    assert storage.read_bytes(half) == written and not storage.exists(p.names.data_root + "datasets/v0001/dataset.json")
     assert _dataset_keys(p) == sorted(keys)
 
 

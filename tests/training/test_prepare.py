@@ -198,3 +198,31 @@ def test_prepared_data_on_s3_round_trips_and_rebuilds_views(aws_mock, tmp_path):
     assert data["path"].startswith(str(local.resolve()))
     with pytest.raises(PreparationError, match="schema"):
         load_prepared(local, Settings(keypoint_schema="coco17").schema_)
+
+
+def test_pinned_images_are_checked_as_read_and_unpinned_ones_are_taken_with_one_warning(tmp_path, caplog):
+    """Given a version whose first two train records are pinned (alp/pixels.py) and whose others were merged before
+    pins, Prepare trains on all of them and warns once about the unpinned; when a pinned copy is replaced, it
+    refuses, naming the image."""
+    import logging
+
+    from alp.datasets import read_version
+    from alp.pixels import pin_copy
+
+    settings = Settings()
+    data_root = str(tmp_path / "data") + "/"
+    version = write_sample_version(data_root, settings, n_train=4, n_val=1, n_test=0)
+    lines = read_version(version)
+    pinned = [pin_copy(line, data_root, settings) for line in lines[:2]]
+    assert all(line.source_ref.startswith(data_root + "images/sha256/") for line in pinned)
+    mixed = tmp_path / "data" / "datasets" / "v0002"
+    write_manifest(str(mixed / "manifest.jsonl"), [*pinned, *lines[2:]])
+    with caplog.at_level(logging.WARNING, logger="training.prepare"):
+        summary = prepare_training(str(mixed), str(tmp_path / "yolo"), settings)
+    assert summary.counts == {"train": 4, "val": 1} and not summary.skipped
+    assert [r.getMessage() for r in caplog.records if "pinned" in r.getMessage()] == [
+        f"prepare: 3 image(s) of {mixed} have no pinned sha256 (a version written before pixels were pinned): read "
+        "unchecked"]
+    Path(pinned[1].source_ref).write_bytes(Path(lines[3].source_ref).read_bytes())  # another image, same size
+    with pytest.raises(PreparationError, match=r"1 image\(s\) changed and 0 missing.*img000_00001.jpg changed"):
+        prepare_training(str(mixed), str(tmp_path / "yolo"), settings)

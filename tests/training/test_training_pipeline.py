@@ -9,13 +9,12 @@ champion that measurably beats anything.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
+from job_doubles import TrainingJobOutput
 
 from alp import aws, progress, registry, storage
 from alp.bundle import load_bundle, sha256_file
@@ -44,7 +43,7 @@ def trained(tmp_path_factory):
     reports: list[tuple[str, int, int, str]] = []
     with progress.listening(lambda *report: reports.append(report)):
         desc = train_bundle(version, str(root / "bundle"), settings, epochs=EPOCHS, imgsz=IMGSZ, batch=BATCH,
-                            threads=2, work_dir=work)
+                            threads=2, work_dir=work).descriptor
     return {"root": root, "version": version, "bundle": str(root / "bundle"), "desc": desc, "work": work,
             "progress": reports}
 
@@ -244,7 +243,7 @@ def test_warm_start_uses_the_champions_checkpoints_after_a_hash_check(trained, t
     (Path(champion) / "checkpoints" / "pose_main.pt").write_bytes(good)
 
     desc = train_bundle(trained["version"], str(tmp_path / "round2"), settings, epochs=1, imgsz=IMGSZ,
-                        batch=BATCH, threads=2)
+                        batch=BATCH, threads=2).descriptor
     assert desc.training["warm_start_from"] == trained["desc"].bundle_id
     assert {s["kind"] for s in desc.training["starts"].values()} == {"warm"}
     assert load_bundle(str(tmp_path / "round2"), tmp_path / "cache").descriptor.bundle_id == desc.bundle_id
@@ -300,22 +299,22 @@ def test_sagemaker_backend_starts_the_job_waits_and_exports_its_artifacts(traine
         s3.create_bucket(Bucket=bucket)
     prepared = f"s3://{names.data_bucket}/models/candidates/v0001/yolo/"
     prepare_training(trained["version"], prepared, settings)
-    monkeypatch.setattr(smj, "training_job_name", lambda prefix, version, now=None: "alp-train-v0001-test")
     monkeypatch.setattr(smj.time, "sleep", lambda s: None)
-    # moto completes jobs at once but runs nothing: put the entry script's output where SageMaker would.
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        model_dir = trained["work"] / "model"
-        for path in sorted(model_dir.rglob("*")):
-            if path.is_file():
-                tar.add(path, arcname=path.relative_to(model_dir).as_posix())
-    s3.put_object(Bucket=names.training_artifact_bucket, Key="jobs/alp-train-v0001-test/output/model.tar.gz",
-                  Body=buf.getvalue())
+    # moto completes jobs at once but runs nothing: the double puts the entry script's output where SageMaker would
+    job_output = TrainingJobOutput(trained["work"] / "model")
 
     out = f"s3://{names.data_bucket}/models/candidates/v0001/bundle/"
-    desc = train_bundle(trained["version"], out, settings, prepared_uri=prepared, epochs=1, imgsz=IMGSZ)
-    assert desc.training["backend"] == "sagemaker" and desc.training["training_job_name"] == "alp-train-v0001-test"
-    job = aws.client("sagemaker").describe_training_job(TrainingJobName="alp-train-v0001-test")
+    result = train_bundle(trained["version"], out, settings, prepared_uri=prepared, epochs=1, imgsz=IMGSZ)
+    # the step run again (a retried stage): the complete bundle is returned; no second job, no second bundle
+    again = train_bundle(trained["version"], out, settings, prepared_uri=prepared, epochs=1, imgsz=IMGSZ)
+    job_output.close()
+    assert again.reused and again.descriptor.to_json() == result.descriptor.to_json() and len(job_output.created) == 1
+    desc = result.descriptor
+    assert job_output.created == [result.training_job_name] and not result.reused
+    assert desc.training["backend"] == "sagemaker" and desc.training["training_job_name"] == result.training_job_name
+    assert result.training_job_name == f"alp-train-v0001-{result.inputs_sha256[:12]}"
+    assert desc.bundle_id == f"v0001-{result.inputs_sha256[:12]}"
+    job = aws.client("sagemaker").describe_training_job(TrainingJobName=result.training_job_name)
     assert job["AlgorithmSpecification"]["TrainingImage"] == settings.training.training_image_uri
     assert job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == prepared
     assert storage.exists(storage.join(out, "checkpoints", "head.pt"))

@@ -10,7 +10,7 @@ import pytest
 from botocore.stub import Stubber
 from labeling_builders import auto_line, truth_line
 
-from alp import aws
+from alp import aws, storage
 from alp.cli import main
 from alp.manifest import write_manifest
 from alp.observability import METRICS_LOG_ENV
@@ -20,9 +20,12 @@ SETTINGS = Settings()
 
 
 def _auto_batch(root: str, n: int = 4) -> str:
+    """A batch of auto lines whose uploads are under ``<root>/incoming/`` (Merge copies their bytes)."""
     batch = root.rstrip("/") + "/batches/b0009/"
-    lines = [auto_line(f"s3://unlabeled/incoming/img_{i:04d}.jpg",
-                       truth_line(f"/p/img_{i:04d}.jpg", SETTINGS, seed=i), SETTINGS, seed=i) for i in range(n)]
+    uploads = [storage.write_bytes(storage.join(root, "incoming", f"img_{i:04d}.jpg"), f"image {i}".encode())
+               for i in range(n)]
+    lines = [auto_line(uploads[i], truth_line(f"/p/img_{i:04d}.jpg", SETTINGS, seed=i), SETTINGS, seed=i)
+             for i in range(n)]
     write_manifest(batch + "inference/auto.jsonl", lines)
     return batch
 

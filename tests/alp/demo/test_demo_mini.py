@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,11 @@ def test_given_a_fresh_folder_when_the_mini_demo_runs_then_it_reports_every_roun
     # every candidate went through the gate and is in the registry with the gate's decision
     assert [p["status"] == "Approved" for p in registry] == [r["approved"] for r in rows]
 
-    # the table and the report path are printed
+    # the table and the report path are printed, and every dataset version of the run verifies: each line's
+    # image is the content-addressed copy holding the bytes its labels were made on
     assert "kpt_oks_map50" in out and "report:" in out
+    verified = re.search(r"(\d+) dataset versions verified", out)
+    assert verified and int(verified.group(1)) >= len(rows), out
     report = run_dir / "report" / "report.md"
     assert report.is_file() and str(report) in out
     text = report.read_text()

@@ -25,7 +25,7 @@ from studio_fixtures import StudioServer
 
 from alp import storage
 from alp.cli import main
-from alp.datasets import merge_batch_result, read_version
+from alp.datasets import image_key, merge_batch_result, read_version
 from alp.labeling.label_studio import LabelStudioBackend, head_answer, keypoint_answer
 from alp.labeling.workflow import UNLABELED_KEY, labeling_complete, read_summary, run_label_step
 from alp.manifest import read_manifest
@@ -101,9 +101,10 @@ def test_people_label_a_batch_in_label_studio_and_the_merge_holds_exactly_their_
     assert final.state == "complete" and final.labeled == 2 and final.unlabeled == 0
     version = merge_batch_result(batch_dir, settings, f"s3://{DATA}/")
     assert version.created
-    lines = {line.source_ref: line for line in read_version(version.uri)}
+    lines = {image_key(line): line for line in read_version(version.uri)}  # source-ref: the pinned copy
     head_attr, kp_attr = settings.labeling.head_label_attribute, settings.labeling.keypoint_label_attribute
-    image_0, image_1 = (lines[f"s3://{UNLABELED}/incoming/ls-api-{i}.jpg"] for i in (0, 1))
+    image_0, image_1 = (lines[f"ls-api-{i}.jpg"] for i in (0, 1))
+    assert storage.read_bytes(image_0.source_ref) == storage.read_bytes(f"s3://{UNLABELED}/incoming/ls-api-0.jpg")
     boxes_0, boxes_1 = image_0.boxes(head_attr), image_1.boxes(head_attr)
     assert boxes_0 is not None and boxes_1 is not None
     assert len(boxes_0[0].annotations) == 2 and len(boxes_1[0].annotations) == 1

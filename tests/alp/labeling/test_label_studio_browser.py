@@ -17,7 +17,8 @@ import pytest
 from studio_builders import DATA, UNLABELED, job_tasks, prediction_of, studio_batch, studio_settings, submit
 from studio_fixtures import StudioServer
 
-from alp.datasets import merge_batch_result, read_version
+from alp import storage
+from alp.datasets import image_key, merge_batch_result, read_version
 from alp.labeling.label_studio import PREDICTION_MODEL_VERSION, LabelStudioBackend
 from alp.labeling.workflow import run_label_step
 
@@ -157,7 +158,8 @@ def test_an_annotator_in_chromium_drags_a_point_and_marks_one_occluded_and_the_v
     assert final.state == "complete" and final.labeled == 1 and final.unlabeled == 0, seen
     version = merge_batch_result(batch_dir, settings, f"s3://{DATA}/")
     assert version.created
-    (line,) = [ln for ln in read_version(version.uri) if ln.source_ref == f"s3://{UNLABELED}/incoming/ls-browser-0.jpg"]
+    (line,) = [ln for ln in read_version(version.uri) if image_key(ln) == "ls-browser-0.jpg"]
+    assert storage.read_bytes(line.source_ref) == storage.read_bytes(f"s3://{UNLABELED}/incoming/ls-browser-0.jpg")
     boxes = line.boxes(settings.labeling.head_label_attribute)
     assert boxes is not None and len(boxes[0].annotations) == 1
     box, proposed_box = boxes[0].annotations[0], head_proposal[0]["value"]

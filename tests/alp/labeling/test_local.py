@@ -140,12 +140,13 @@ def test_only_the_parts_people_must_label_become_tasks(data: list[ManifestLine],
     task, the confident persons keep the model's keypoints, every other person (A's missed one included) is a
     task, the labeled lines say which parts were people's, and the merged records are ``mixed`` (train only)."""
     head_attr, kp_attr = SETTINGS.labeling.head_label_attribute, SETTINGS.labeling.keypoint_label_attribute
-    a = human_line("s3://unlabeled/incoming/img_0002.jpg", data[2], SETTINGS, seed=2,  # 3 persons, 1 missed
+    # the uploads (Merge copies their bytes into the version)
+    uploads = [storage.write_bytes(f"s3://{BUCKET}/incoming/img_{i:04d}.jpg", f"image {i}".encode()) for i in (1, 2)]
+    a = human_line(uploads[1], data[2], SETTINGS, seed=2,  # 3 persons, 1 missed
                    parts=_parts("human", "auto", "human"))
     b_parts = _parts("auto", "auto", "human")
     b_parts.persons[1].blind = True  # drawn for the blind sample: people label it without the proposal
-    b = human_line("s3://unlabeled/incoming/img_0001.jpg", data[1], SETTINGS, seed=1, drop_last_person=False,
-                   parts=b_parts)
+    b = human_line(uploads[0], data[1], SETTINGS, seed=1, drop_last_person=False, parts=b_parts)
     write_manifest(BATCH + "inference/human.jsonl", [a, b])
     summary = run_label_step(BATCH, SETTINGS, LocalWorkforceBackend(SETTINGS))
     heads, kpts = summary.jobs
@@ -280,3 +281,23 @@ def test_the_label_command_reports_a_missing_human_manifest(tmp_path: Path, caps
     settings_path.write_text(SETTINGS.with_overrides({"labeling.local_truth_uri": str(tmp_path / "t.jsonl")}).to_json())
     assert main(["--settings", str(settings_path), "label", "--batch", str(tmp_path / "nope")]) == 2
     assert "human.jsonl" in capsys.readouterr().err
+
+
+def test_gold_never_repeats_an_image_of_the_batch_though_the_dataset_names_its_pinned_copy():
+    """A dataset line's source-ref is its content-addressed copy; the batch names the upload. The gold draw must
+    still see that they are one image."""
+    from labeling_builders import truth_line
+
+    from alp.labeling.workflow import select_gold
+    from alp.manifest import OBJECT_KEY
+
+    settings = Settings()
+    copy = "s3://data/images/sha256/ab/" + "ab" * 32 + ".jpg"
+    pinned = truth_line(copy, settings).with_fields(
+        **{OBJECT_KEY: {"bucket": "unlabeled", "key": "incoming/cam1/frame-7.jpg", "sha256": "ab" * 32}})
+    other = truth_line("s3://data/images/sha256/cd/" + "cd" * 32 + ".jpg", settings, seed=1)
+
+    drawn = select_gold([pinned, other], {"frame-7.jpg"}, 5, "batch-1", settings)
+    assert [line.source_ref for line, _, _ in drawn] == [other.source_ref]
+    # without the batch's image, both may be drawn: the check excludes, it does not drop pinned lines
+    assert len(select_gold([pinned, other], set(), 5, "batch-1", settings)) == 2

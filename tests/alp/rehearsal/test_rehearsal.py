@@ -129,7 +129,8 @@ def _copy_without(src: Path, dst: Path, role: str, action: str, resource_part: s
 
 CONTROLS = [
     # (role, action, resource part, the step that must be refused)
-    ("TrainingPipelineBuildRole", "s3:GetObject", "-unlabeled/incoming/", "alp-training/Prepare"),
+    # a dataset version's images are its pinned copies in the data bucket (alp/pixels.py), not the uploads
+    ("TrainingPipelineBuildRole", "s3:GetObject", "-data/images/", "alp-training/Prepare"),
     ("LabelingPipelineBuildRole", "s3:GetObject", "-unlabeled/incoming/", "alp-labeling/Infer"),
     # round 0 of the yolo variant takes the split human step: its dataset version is made, and training started,
     # by the completion pipeline's Merge (the labeling pipeline's Merge starts training in round 1)
