@@ -315,7 +315,9 @@ def _write_version(data_root: str, settings: Settings, new_records: list[Manifes
     """The next version: the latest complete one plus ``new_records``, under the first free number."""
     for attempt in range(VERSION_ATTEMPTS):
         folders = _settled_folders(data_root, settings)
-        if attempt:  # another merge wrote a version meanwhile: it may hold these very inputs
+        # after a wait for another merge, or a lost number, the version just written may hold these very inputs
+        # (the same batch merged twice at once: one version, not two)
+        if attempt or folders:
             existing = _find_by_inputs(data_root, settings, inputs_sha, batch)
             if existing is not None:
                 return MergeResult(uri=existing, created=False, version=read_version_info(existing))
@@ -364,7 +366,9 @@ def _pinned(records: list[ManifestLine], data_root: str, settings: Settings
     whose pixels could not be."""
     def attempt(record: ManifestLine) -> ManifestLine | Exception:
         try:
-            return pin_copy(record, data_root, settings)
+            # people labeled what their tool showed: the key's current object (checked against the pin too)
+            kind = (record.data.get(SOURCE_KEY) or {}).get("kind")
+            return pin_copy(record, data_root, settings, people_saw_current=kind in (*PEOPLE_KINDS, "mixed"))
         except (PixelsError, ManifestError, storage.StorageError) as exc:
             return exc  # anything else (access denied, an outage) fails the merge: it is no fault of the line
 

@@ -23,11 +23,11 @@ warning, and :func:`verify_lines` reports them as ``unpinned`` (not ok).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import mimetypes
 import re
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _EXTENSION = re.compile(r"^\.[a-z0-9]{1,10}$")
 # images read (and copied) at once by `verify_lines` and a merge's pinning: S3 calls wait on the network, not the CPU
+_COPY_ATTEMPTS = 5  # a conditional write racing another one still in flight (409): retried while it settles
 PIXEL_WORKERS = 8
 
 PixelState = Literal["ok", "changed", "missing", "unpinned"]
@@ -126,7 +127,22 @@ def _identity_of_plain_ref(ref: str, version_id: str | None) -> ObjectIdentity:
     return ObjectIdentity(bucket="", key=ref)
 
 
-def pin_copy(line: ManifestLine, data_root: str, settings: Settings) -> ManifestLine:
+def _current(ref: str) -> storage.StoredObject | None:
+    try:
+        return storage.read_object(ref)
+    except storage.ObjectNotFound:
+        return None
+
+
+def _current_if_same(ref: str, pin: str | None) -> storage.StoredObject | None:
+    """The key's current object when it holds the pinned bytes: the labeled version expired, or the upload was
+    put back under a new version id (a restarted local project), but the pixels are the same."""
+    current = _current(ref) if pin else None
+    return current if current is not None and sha256_of(current.data) == pin else None
+
+
+def pin_copy(line: ManifestLine, data_root: str, settings: Settings, *,
+             people_saw_current: bool = False) -> ManifestLine:
     """``line`` with its image copied, content-addressed, into the data root and ``source-ref`` naming the copy.
 
     Reads the labeled version of the image (``alp-object.version_id``, else the current object) and checks it
@@ -139,18 +155,40 @@ def pin_copy(line: ManifestLine, data_root: str, settings: Settings) -> Manifest
     identity = line.object_identity()
     version = pinned_version(line)
     name = image_name(line)
+    pin = identity.sha256 if identity is not None else None
     try:
         stored = storage.read_object(ref, version)
     except storage.ObjectNotFound as exc:
-        raise PixelsMissing(f"{name}: the labeled image is gone ({exc})") from None
+        same = _current_if_same(ref, pin) if version else None
+        if same is None:  # the key's current bytes are not the labeled ones either (or nothing says which)
+            raise PixelsMissing(f"{name}: the labeled image is gone ({exc})") from None
+        stored = same
     sha = sha256_of(stored.data)
-    if identity is not None and identity.sha256 and identity.sha256 != sha:
+    if pin and pin != sha:
         raise PixelsChanged(f"{name}: the bytes at {ref} (sha256 {sha[:12]}...) are not the ones labeled (sha256 "
-                            f"{identity.sha256[:12]}...): the upload was replaced after it was read for labeling")
+                            f"{pin[:12]}...): the upload was replaced after it was read for labeling")
+    if people_saw_current and version and pin:
+        # Ground Truth and Label Studio show people the key's current object, not a version: labels drawn on
+        # bytes that replaced the pinned ones describe other pixels
+        shown = _current(ref)
+        if shown is not None and sha256_of(shown.data) != pin:
+            raise PixelsChanged(f"{name}: the upload at {ref} was replaced while people labeled it (now sha256 "
+                                f"{sha256_of(shown.data)[:12]}..., read for labeling {pin[:12]}...)")
     target = content_uri(data_root, settings, sha, ref)
-    # AlreadyExists: the same hash, the same bytes; an earlier version (or a racing merge) copied them
-    with contextlib.suppress(storage.AlreadyExists):
-        storage.write_bytes(target, stored.data, content_type=mimetypes.guess_type(target)[0], if_none_match=True)
+    # AlreadyExists: the same hash, the same bytes; an earlier version (or a racing merge) copied them. S3 also
+    # answers 409 to a conditional write racing another one still in flight, which may yet fail: the copy is
+    # trusted once it is there.
+    for _ in range(_COPY_ATTEMPTS):
+        try:
+            storage.write_bytes(target, stored.data, content_type=mimetypes.guess_type(target)[0], if_none_match=True)
+            break
+        except storage.AlreadyExists:
+            if storage.exists(target):
+                break
+            time.sleep(1.0)
+    else:
+        raise storage.StorageError(f"{name}: the copy {target} could not be written (a concurrent write kept "
+                                   "conflicting)")
     if identity is None:
         identity = _identity_of_plain_ref(ref, stored.version_id)
     elif not identity.version_id and _reads_the_upload(line, identity):

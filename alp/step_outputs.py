@@ -15,9 +15,11 @@ check is by content, not by the existence of a file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -85,3 +87,18 @@ def finish_output(out_uri: str, step: str, inputs: Mapping[str, Any], result: Ma
 
 def _write(out_uri: str, record: StepRecord) -> None:
     storage.write_text(storage.join(out_uri, RECORD_FILE), record.to_json(), content_type="application/json")
+
+
+@functools.lru_cache(maxsize=8)
+def code_sha256(*packages: str) -> str:
+    """sha256 of the Python sources of ``packages`` (importable names, e.g. ``inference``), by relative path: the
+    code that computes a step's output is one of its inputs, so a fix never hides behind an older output."""
+    import importlib
+
+    h = hashlib.sha256()
+    for package in sorted(packages):
+        root = Path(str(importlib.import_module(package).__file__)).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            h.update(f"{package}/{path.relative_to(root).as_posix()}\n".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()

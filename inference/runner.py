@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alp import storage
 from alp.manifest import (
     MAX_LINE_CHARS,
+    OBJECT_KEY,
     PREANNOTATION_KEY,
     QUARANTINE_KEY,
     ROUTE_KEY,
@@ -206,6 +207,12 @@ def load_line_image(line: ManifestLine, settings: Settings, times: StageTimes | 
         # a malformed alp-object: no pin could be recorded on it, and Merge would refuse its labels anyway
         return line, InputRejected("bad_manifest_line", str(exc))
     stored = _read(line_key(line), version)
+    identity = line.object_identity()
+    if isinstance(stored, InputRejected) and stored.reason == "missing_object" and version and identity:
+        # The batched version is gone (expired, or the upload put back under a new version id when a local project
+        # restarted): the key's current bytes are what this first read sees, and what it pins.
+        stored = _read(line_key(line), None)
+        line = line.with_model(OBJECT_KEY, identity.model_copy(update={"version_id": None}))
     t1 = time.perf_counter()
     if isinstance(stored, InputRejected):
         if times is not None:

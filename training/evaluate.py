@@ -56,7 +56,15 @@ def frozen_test_lines(dataset_uri: str) -> list[ManifestLine]:
             and (line.data.get(SOURCE_KEY) or {}).get("kind") not in MODEL_KINDS]
     if not test:
         raise EvaluationError(f"dataset {dataset_uri} has no test images labeled by people ({SPLIT_KEY} == 'test')")
-    return test
+    # The same bytes uploaded under two keys are two records naming one pinned copy: the image is scored once
+    # (the first record's labels), or the metrics would see one image described twice.
+    unique: dict[str, ManifestLine] = {}
+    for line in test:
+        unique.setdefault(line.source_ref, line)
+    if len(unique) < len(test):
+        log.warning("evaluate: %d test records of %s name an image another test record names (the same bytes "
+                    "under two keys); each image is scored once", len(test) - len(unique), dataset_uri)
+    return list(unique.values())
 
 
 def check_test_pixels(truth: Sequence[ManifestLine], dataset_uri: str) -> None:

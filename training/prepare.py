@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -315,8 +316,10 @@ def convert_lines(lines: Iterable[ManifestLine], root: Path, settings: Settings,
                 reason=f"image is {width}x{height} but the label says {head.size.width}x{head.size.height}"))
             continue
         name = image_file_name(ref)
-        if name in files:
-            continue  # the same image twice in one version: keep the first
+        if name in files:  # the same bytes under two keys name one pinned copy: its first record trains
+            skipped.append(SkippedImage(source_ref=str(ref), reason=f"{image_name(line)}: the same image as another "
+                                        "record of this version (identical bytes); that record's labels are used"))
+            continue
         files[name] = ref
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "images" / split / name).write_bytes(data)
@@ -388,15 +391,21 @@ def prepare_training(dataset_uri: str, out_uri: str, settings: Settings) -> Prep
                 storage.write_bytes(storage.join(out_uri, path.relative_to(root).as_posix()), path.read_bytes())
         return summary
     root = Path(out_uri)
-    if root.exists() and any(root.iterdir()):
-        if not (root / SUMMARY_NAME).is_file():
-            raise PreparationError(f"{root} is not empty and holds no earlier preparation; refusing to overwrite")
-        shutil.rmtree(root)  # a re-run replaces the previous preparation entirely
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and any(root.iterdir()) and not (root / SUMMARY_NAME).is_file():
+        raise PreparationError(f"{root} is not empty and holds no earlier preparation; refusing to overwrite")
+    # Built beside the target and moved into place whole: a crash (a killed build) leaves a `.partial-*` folder,
+    # removed by the next run, never a half preparation where a finished one is expected.
+    for stale in root.parent.glob(f"{root.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    work = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    work.mkdir(parents=True)
     try:
-        summary = convert_lines(lines, root, settings, dataset_uri=dataset_uri, dataset_version=version)
-    except PreparationError:
-        shutil.rmtree(root)  # emptied or made above: a half preparation would block the re-run (no prepared.json)
+        summary = convert_lines(lines, work, settings, dataset_uri=dataset_uri, dataset_version=version)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
         raise
-    materialize_views(root, summary, settings.schema_)
+    if root.exists():
+        shutil.rmtree(root)  # a re-run replaces the previous preparation entirely
+    work.rename(root)
+    materialize_views(root, summary, settings.schema_)  # links and YAMLs name absolute paths: after the move
     return summary

@@ -125,9 +125,12 @@ def _guarantee(args: argparse.Namespace, bundle_id: str | None, report: Guarante
 
 def infer_inputs(manifest_sha256: str, bundle_id: str | None, zero_shot: bool, settings: Settings
                  ) -> dict[str, object]:
-    """What a batch's routing is made from, and so what its Processing job computes (pure)."""
+    """What a batch's routing is made from, and so what its Processing job computes: the batch, the bundle, the
+    settings and the code that infers and judges."""
+    from alp.step_outputs import code_sha256
+
     return {"manifest_sha256": manifest_sha256, "bundle_id": bundle_id, "zero_shot": zero_shot,
-            "settings_sha256": settings.sha256()}
+            "settings_sha256": settings.sha256(), "code_sha256": code_sha256("alp", "inference")}
 
 
 def _judgement_for_batch(args: argparse.Namespace, settings: Settings, bundle_uri: str | None, *,

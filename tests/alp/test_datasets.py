@@ -352,6 +352,28 @@ def test_a_merge_waits_for_a_version_another_merge_is_writing_and_builds_on_it(
     assert result.version.batches == ["b0001", "b0002", "elsewhere"]
 
 
+def test_a_merge_that_waited_for_another_merge_of_the_same_batch_returns_its_version(
+        labeled_batch: tuple[Path, Settings, list[ManifestLine]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given another merge of the very batch (the completion pipeline started by the job's event and by the
+    scheduled check) still writing v0002, when the batch is merged again, then it waits and returns v0002: one
+    version, one training start, not a v0003 holding the batch a second time."""
+    batch, settings, _ = labeled_batch
+    v1 = Path(merge_batch(_copy_batch(batch, tmp_path), settings))
+    second = _auto_batch(labeled_batch, tmp_path, "b0002", range(14, 17))
+    other = tmp_path / "datasets" / "v0002"
+    other.mkdir()
+    shutil.copyfile(v1 / MANIFEST_FILE, other / MANIFEST_FILE)
+    info = read_version_info(str(v1)).model_copy(update={"version": "v0002", "parent": "v0001",
+                                                         "batches": ["b0001", "b0002"]})
+    monkeypatch.setattr(datasets.time, "sleep", lambda _s: (other / DATASET_FILE).write_text(info.model_dump_json()))
+
+    result = merge_batch_result(second, settings)
+
+    assert result.created is False and result.uri == str(tmp_path) + "/datasets/v0002/"
+    assert [p.name for p in sorted((tmp_path / "datasets").iterdir())] == ["v0001", "v0002"]
+
+
 def _racing(monkeypatch: pytest.MonkeyPatch, taken: str, competitor: Callable[[], object]) -> list[str]:
     """Runs ``competitor`` (another merge) the moment this merge first writes ``taken``: it wins the number."""
     real = storage.write_text

@@ -185,23 +185,35 @@ def test_an_upload_replaced_between_infer_and_merge_is_rejected_with_the_reason(
     assert "incoming/img_0003.jpg" not in {image_key(line) for line in read_version(result.uri)}
 
 
-def test_a_versioned_upload_replaced_after_infer_still_merges_the_labeled_version(
+def test_a_versioned_upload_merges_the_bytes_people_labeled_or_is_set_aside_with_the_reason(
         buckets: Any, tmp_path: Path) -> None:
-    """Given a versioned unlabeled bucket, when a key gets new bytes after Infer, then Merge copies the version
-    Infer read (the one labeled); when that version is gone (a lifecycle expiry), the line is rejected as missing."""
+    """Given a versioned unlabeled bucket, Merge copies the version Infer read. People's tools show the key's current
+    object: when new bytes replaced it since Infer, the labels may describe either, so the line is set aside. When
+    the labeled version is gone (a lifecycle expiry) but the key holds the same bytes again (a restarted local
+    project puts its frames back under new version ids), those bytes are merged; when nothing holds them, the line
+    is set aside as missing."""
     s3 = buckets
     batch_dir, uploaded = inferred_and_labeled(s3, tmp_path, BASE)
-    s3.put_object(Bucket=UPLOADS, Key="incoming/img_0000.jpg", Body=jpeg(252))
     labeled = {image_key(line): line for line in read_manifest(batch_dir + "labeling/labeled.jsonl")}
-    expired = labeled["incoming/img_0001.jpg"].object_identity()
-    assert expired is not None and expired.version_id
-    s3.delete_object(Bucket=UPLOADS, Key=expired.key, VersionId=expired.version_id)
+    s3.put_object(Bucket=UPLOADS, Key="incoming/img_0000.jpg", Body=jpeg(252))
+    gone = labeled["incoming/img_0001.jpg"].object_identity()
+    assert gone is not None and gone.version_id
+    s3.delete_object(Bucket=UPLOADS, Key=gone.key, VersionId=gone.version_id)
+    put_back = labeled["incoming/img_0002.jpg"].object_identity()
+    assert put_back is not None and put_back.version_id
+    s3.put_object(Bucket=UPLOADS, Key=put_back.key, Body=uploaded[put_back.key])
+    s3.delete_object(Bucket=UPLOADS, Key=put_back.key, VersionId=put_back.version_id)
+
     result = merge_batch_result(batch_dir, BASE, DATA_ROOT)
+
     lines = {image_key(line): line for line in read_version(result.uri)}
-    assert storage.read_bytes(lines["incoming/img_0000.jpg"].source_ref) == uploaded["incoming/img_0000.jpg"]
-    (rejected,) = read_manifest(batch_dir + "merge/rejected.jsonl")
-    assert image_key(rejected) == "incoming/img_0001.jpg" and "gone" in rejected.data["alp-merge-rejected"]
-    assert result.version.added_from["rejected"] == 1 and "incoming/img_0001.jpg" not in lines
+    assert storage.read_bytes(lines["incoming/img_0002.jpg"].source_ref) == uploaded["incoming/img_0002.jpg"]
+    assert storage.read_bytes(lines["incoming/img_0003.jpg"].source_ref) == uploaded["incoming/img_0003.jpg"]
+    reasons = {image_key(r): r.data["alp-merge-rejected"] for r in read_manifest(batch_dir + "merge/rejected.jsonl")}
+    assert set(reasons) == {"incoming/img_0000.jpg", "incoming/img_0001.jpg"}
+    assert "replaced while people labeled it" in reasons["incoming/img_0000.jpg"]
+    assert "gone" in reasons["incoming/img_0001.jpg"]
+    assert result.version.added_from["rejected"] == 2 and result.version.records == N - 2
 
 
 def test_a_dataset_version_file_is_never_overwritten(buckets: Any, tmp_path: Path, settings_file: Settings,
@@ -279,3 +291,25 @@ def test_evaluation_refuses_a_changed_test_image_and_accepts_unpinned_ones_with_
     image.write_bytes(b"other")
     with pytest.raises(EvaluationError, match=r"1 test image\(s\) changed and 0 missing.*cam/t.jpg changed"):
         check_test_pixels(truth, "v0001")
+
+
+def test_infer_reads_the_current_bytes_when_the_batched_version_is_gone_and_pins_what_it_read(buckets: Any) -> None:
+    """A batch line names the version uploaded; when that version is gone (expired, or a restarted local project put
+    its frames back under new version ids), Infer reads the key's current object and pins those bytes and that
+    version, instead of quarantining an image that is there."""
+    from inference.runner import load_line_image
+
+    s3 = buckets
+    first = upload(s3, "incoming/cam/frame.jpg", jpeg(90))
+    s3.put_object(Bucket=UPLOADS, Key=first.key, Body=jpeg(91))
+    s3.delete_object(Bucket=UPLOADS, Key=first.key, VersionId=first.version_id)
+    current = s3.head_object(Bucket=UPLOADS, Key=first.key)["VersionId"]
+
+    line, image = load_line_image(batch_line(first), BASE)
+
+    assert not hasattr(image, "reason"), image  # decoded, not rejected
+    identity = line.object_identity()
+    assert identity is not None and identity.version_id == current and identity.sha256 == sha(jpeg(91))
+    s3.delete_object(Bucket=UPLOADS, Key=first.key, VersionId=current)
+    _, rejected = load_line_image(batch_line(first), BASE)
+    assert getattr(rejected, "reason", None) == "missing_object"  # nothing there at all: quarantined as before

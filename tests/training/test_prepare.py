@@ -180,6 +180,37 @@ def test_a_non_empty_foreign_folder_is_not_overwritten(tmp_path):
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
+def test_a_preparation_killed_half_way_leaves_no_half_folder_and_the_rerun_succeeds(tmp_path, monkeypatch):
+    """The data is built beside the target and moved into place whole: a build killed during the conversion
+    leaves at most a `.partial-*` sibling, which the re-run removes; the target is never half written."""
+    import training.prepare as prepare
+
+    settings = Settings()
+    version = write_sample_version(str(tmp_path / "data"), settings, n_train=2, n_val=1, n_test=0)
+    out = tmp_path / "yolo"
+    real = prepare.convert_lines
+
+    def killed(lines, root, *args, **kwargs):
+        (root / "images").mkdir()
+        (root / "images" / "half.jpg").write_bytes(b"half")
+        raise SystemExit(137)  # what a killed build looks like to the code around it
+
+    monkeypatch.setattr(prepare, "convert_lines", killed)
+    with pytest.raises(SystemExit):
+        prepare_training(version, str(out), settings)
+    assert not out.exists() and not list(tmp_path.glob("yolo.partial-*"))
+    (tmp_path / "yolo.partial-99999").mkdir()  # what a SIGKILL (no unwinding) leaves behind
+
+    monkeypatch.setattr(prepare, "convert_lines", real)
+    summary = prepare_training(version, str(out), settings)
+    assert summary.counts == {"train": 2, "val": 1} and (out / "prepared.json").is_file()
+    assert not list(tmp_path.glob("yolo.partial-*"))
+    data = yaml.safe_load((out / "pose_main.yaml").read_text())
+    assert Path(data["path"]).resolve().is_relative_to(out.resolve())  # the views name the final folder
+    view = Path(data["path"]) / "images" / "train"
+    assert all(link.resolve().is_file() for link in view.iterdir())
+
+
 def test_prepared_data_on_s3_round_trips_and_rebuilds_views(aws_mock, tmp_path):
     from alp import aws
 

@@ -8,6 +8,7 @@ pipeline takes each finished job on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -22,9 +23,16 @@ from alp.studio.client import StudioClient
 
 
 def _truth(run_dir: Path) -> dict[str, ManifestLine]:
+    """The pool's truth by image name: the uploaded file's, and the pinned copy's a gold item shows (a dataset
+    version names its images ``<sha256><ext>``, alp/pixels.py)."""
     state = json.loads((run_dir / "state.json").read_text())
-    return {storage.basename(line.source_ref): line
-            for line in (ManifestLine.parse(t) for t in storage.iter_lines(str(state["pool_manifest"])))}
+    truth = {}
+    for line in (ManifestLine.parse(t) for t in storage.iter_lines(str(state["pool_manifest"]))):
+        name = storage.basename(line.source_ref)
+        truth[name] = line
+        ext = Path(name).suffix.lower()
+        truth[hashlib.sha256(storage.read_bytes(line.source_ref)).hexdigest() + ext] = line
+    return truth
 
 
 def _result(task: dict[str, Any], truth: ManifestLine, kind: str) -> list[dict[str, Any]]:
