@@ -261,19 +261,26 @@ def test_given_the_vpc_then_its_flow_logs_go_to_the_access_log_bucket(hosted: di
 
 
 # --- grants ----------------------------------------------------------------------------------------------------
-def test_given_the_task_role_then_it_reads_only_the_unlabeled_images_prefix(hosted: dict[str, Any]) -> None:
-    """Label Studio's S3 source storage lists and presigns the images with the task role, no access keys."""
+def test_given_the_task_role_then_it_reads_only_the_unlabeled_images_and_the_pinned_copies(hosted: dict[str, Any]) -> None:
+    """Label Studio's S3 source storage lists and presigns the images with the task role, no access keys: the
+    uploads, and the pinned copies of a dataset version's images (gold items) in the data bucket."""
     storage = hosted["settings"].storage
     _, task = _one(hosted, "AWS::ECS::TaskDefinition")
     role_id = task["TaskRoleArn"]["Fn::GetAtt"][0]
-    unlabeled = next(k for k, v in _of_type(hosted, "AWS::S3::Bucket").items()
-                     if "unlabeled" in json.dumps(v["Properties"]["BucketName"]))
+
+    def bucket(part: str) -> str:
+        return next(k for k, v in _of_type(hosted, "AWS::S3::Bucket").items()
+                    if json.dumps(v["Properties"]["BucketName"]).rstrip('"]}').endswith(part))
+
     statements = _statements_of_role(hosted, role_id)
     assert statements == [
-        {"Action": ["s3:GetObject", "s3:GetObjectVersion"], "Effect": "Allow",
-         "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [unlabeled, "Arn"]}, f"/{storage.unlabeled_prefix}*"]]}},
-        {"Action": "s3:ListBucket", "Effect": "Allow", "Resource": {"Fn::GetAtt": [unlabeled, "Arn"]},
-         "Condition": {"StringLike": {"s3:prefix": [f"{storage.unlabeled_prefix}*"]}}},
+        statement
+        for name, prefix in ((bucket("unlabeled"), storage.unlabeled_prefix), (bucket("data"), storage.images_prefix))
+        for statement in (
+            {"Action": ["s3:GetObject", "s3:GetObjectVersion"], "Effect": "Allow",
+             "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [name, "Arn"]}, f"/{prefix}*"]]}},
+            {"Action": "s3:ListBucket", "Effect": "Allow", "Resource": {"Fn::GetAtt": [name, "Arn"]},
+             "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}})
     ]
     assert _of_type(hosted, "AWS::IAM::AccessKey") == {} and _of_type(hosted, "AWS::IAM::User") == {}
 
@@ -326,7 +333,8 @@ def _construct(overrides: dict[str, Any]) -> None:
     settings = Settings().with_overrides({**HOSTED, **overrides})
     stack = cdk.Stack(cdk.App(), "Bare", env=cdk.Environment(region=settings.region))
     LabelStudioService(stack, "LabelStudio", settings=settings,
-                       unlabeled_bucket=s3.Bucket(stack, "Unlabeled"), access_logs=s3.Bucket(stack, "Logs"))
+                       unlabeled_bucket=s3.Bucket(stack, "Unlabeled"), data_bucket=s3.Bucket(stack, "Data"),
+                       access_logs=s3.Bucket(stack, "Logs"))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -349,7 +357,8 @@ def test_given_a_url_then_it_is_the_host_and_the_steps_address() -> None:
     settings = Settings().with_overrides({**HOSTED, "labeling.studio.url": "https://labels.example.com/"})
     stack = cdk.Stack(cdk.App(), "Bare", env=cdk.Environment(region=settings.region))
     studio = LabelStudioService(stack, "LabelStudio", settings=settings,
-                                unlabeled_bucket=s3.Bucket(stack, "Unlabeled"), access_logs=s3.Bucket(stack, "Logs"))
+                                unlabeled_bucket=s3.Bucket(stack, "Unlabeled"), data_bucket=s3.Bucket(stack, "Data"),
+                                access_logs=s3.Bucket(stack, "Logs"))
     assert studio.url == "https://labels.example.com"
     assert studio.client_environment[STUDIO_URL_ENV] == "https://labels.example.com"
 
@@ -359,7 +368,9 @@ def test_given_images_at_the_bucket_root_then_the_listing_needs_no_prefix_condit
     settings = Settings().with_overrides({**HOSTED, "storage.unlabeled_prefix": ""})
     stack = cdk.Stack(cdk.App(), "Bare", env=cdk.Environment(region=settings.region))
     LabelStudioService(stack, "LabelStudio", settings=settings,
-                       unlabeled_bucket=s3.Bucket(stack, "Unlabeled"), access_logs=s3.Bucket(stack, "Logs"))
+                       unlabeled_bucket=s3.Bucket(stack, "Unlabeled"), data_bucket=s3.Bucket(stack, "Data"),
+                       access_logs=s3.Bucket(stack, "Logs"))
     statements = [st for policy in Template.from_stack(stack).find_resources("AWS::IAM::Policy").values()
                   for st in policy["Properties"]["PolicyDocument"]["Statement"] if st["Action"] == "s3:ListBucket"]
-    assert len(statements) == 1 and "Condition" not in statements[0]
+    unlabeled = [st for st in statements if "Unlabeled" in json.dumps(st["Resource"])]
+    assert len(unlabeled) == 1 and "Condition" not in unlabeled[0]
