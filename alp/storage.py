@@ -196,9 +196,21 @@ def write_bytes(uri: str, data: bytes, *, content_type: str | None = None, if_no
         os.link(tmp, path)
     except FileExistsError:
         raise AlreadyExists(f"{uri} exists already: written once, never replaced") from None
+    except OSError:
+        _create_exclusively(path, data, uri)  # a filesystem without hard links
     finally:
         tmp.unlink(missing_ok=True)
     return uri
+
+
+def _create_exclusively(path: Path, data: bytes, uri: str) -> None:
+    """Write-once without a hard link: O_EXCL refuses an existing file (a reader may briefly see it partial)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise AlreadyExists(f"{uri} exists already: written once, never replaced") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
 
 
 def write_text(uri: str, text: str, *, content_type: str | None = None, if_none_match: bool = False) -> str:

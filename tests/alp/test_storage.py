@@ -135,3 +135,19 @@ def test_an_unversioned_read_says_no_version_and_a_local_file_has_none(aws_mock,
     assert storage.read_object(str(tmp_path / "a")) == storage.StoredObject(b"a", None)
     with pytest.raises(storage.StorageError, match="no versions"):
         storage.read_bytes(str(tmp_path / "a"), "v1")
+
+
+def test_write_once_on_a_filesystem_without_hard_links_still_refuses_an_existing_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = str(tmp_path / "v0001" / "manifest.jsonl")
+    storage.write_text(target, "first\n", if_none_match=True)
+    with pytest.raises(storage.AlreadyExists):
+        storage.write_text(target, "second\n", if_none_match=True)
+    assert storage.read_text(target) == "first\n"
+    assert sorted(p.name for p in (tmp_path / "v0001").iterdir()) == ["manifest.jsonl"]  # no temporary file left
