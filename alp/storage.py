@@ -253,18 +253,23 @@ def exists(uri: str) -> bool:
     return _local_path(uri).exists()
 
 
+def _head_object(uri: str) -> dict[str, Any]:
+    """S3's HEAD answer for ``uri``; :class:`ObjectNotFound` when the object is gone."""
+    loc = parse_s3_uri(uri)
+    s3 = aws.client("s3")
+    try:
+        head: dict[str, Any] = s3.head_object(Bucket=loc.bucket, Key=loc.key)
+    except s3.exceptions.ClientError as exc:
+        if _not_found(exc):
+            raise ObjectNotFound(f"no such object: {uri}") from None
+        raise
+    return head
+
+
 def last_modified(uri: str) -> float:
     """When the object or file was last written (seconds since the epoch); :class:`ObjectNotFound` when gone."""
     if is_s3(uri):
-        loc = parse_s3_uri(uri)
-        s3 = aws.client("s3")
-        try:
-            head = s3.head_object(Bucket=loc.bucket, Key=loc.key)
-        except s3.exceptions.ClientError as exc:
-            if _not_found(exc):
-                raise ObjectNotFound(f"no such object: {uri}") from None
-            raise
-        return float(head["LastModified"].timestamp())
+        return float(_head_object(uri)["LastModified"].timestamp())
     path = _local_path(uri)
     if not path.exists():
         raise ObjectNotFound(f"no such file: {uri}")
@@ -293,14 +298,7 @@ def object_head(uri: str) -> ObjectHead:
     """HEAD of an S3 object; raises :class:`ObjectNotFound` when it is gone."""
     if not is_s3(uri):
         raise StorageError(f"{uri}: not an S3 object")
-    loc = parse_s3_uri(uri)
-    s3 = aws.client("s3")
-    try:
-        head = s3.head_object(Bucket=loc.bucket, Key=loc.key)
-    except s3.exceptions.ClientError as exc:
-        if _not_found(exc):
-            raise ObjectNotFound(f"no such object: {uri}") from None
-        raise
+    head = _head_object(uri)
     version = head.get("VersionId")
     headers: dict[str, Any] = {k: head[k] for k in _KEPT_HEADERS if head.get(k)}
     if head.get("StorageClass") in _READABLE_STORAGE_CLASSES:

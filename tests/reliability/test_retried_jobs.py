@@ -159,14 +159,22 @@ TRAIN_CRASHES = {
 }
 
 
+def _crash_in_job_calls(point: str, job: str) -> contextlib.AbstractContextManager[object] | None:
+    """The crash at a point that lies in the SageMaker job calls themselves (``job``: TrainingJob or ProcessingJob);
+    None for the points after the job."""
+    sm = aws.client("sagemaker")
+    if point == "before the job starts":
+        return crash_on(sm, f"Create{job}")
+    if point == "while the job runs":  # call 1 looks for the job (none yet); call 2 is the wait's first poll
+        return crash_on(sm, f"Describe{job}", call=2)
+    return None
+
+
 @contextlib.contextmanager
 def _train_crash(point: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    sm, s3 = aws.client("sagemaker"), aws.client("s3")
-    if point == "before the job starts":
-        with crash_on(sm, "CreateTrainingJob"), pytest.raises(SimulatedCrash):
-            yield
-    elif point == "while the job runs":  # call 1 looks for the job (none yet); call 2 is the wait's first poll
-        with crash_on(sm, "DescribeTrainingJob", call=2), pytest.raises(SimulatedCrash):
+    s3 = aws.client("s3")
+    if (job_crash := _crash_in_job_calls(point, "TrainingJob")) is not None:
+        with job_crash, pytest.raises(SimulatedCrash):
             yield
     elif point == "after the job ended, fetching its artifacts":
         with crash_on(s3, "GetObject", when=lambda p: str(p.get("Key", "")).endswith("model.tar.gz")), \
@@ -346,13 +354,10 @@ INFER_CRASHES = {
 
 @contextlib.contextmanager
 def _infer_crash(point: str, out: str) -> Iterator[None]:
-    sm, s3 = aws.client("sagemaker"), aws.client("s3")
+    s3 = aws.client("s3")
     out_key = out.split("/", 3)[3]
-    if point == "before the job starts":
-        with crash_on(sm, "CreateProcessingJob"), pytest.raises(SimulatedCrash):
-            yield
-    elif point == "while the job runs":  # call 1 looks for the job (none yet); call 2 is the wait's first poll
-        with crash_on(sm, "DescribeProcessingJob", call=2), pytest.raises(SimulatedCrash):
+    if (job_crash := _crash_in_job_calls(point, "ProcessingJob")) is not None:
+        with job_crash, pytest.raises(SimulatedCrash):
             yield
     elif point == "after the job ended, merging its shards":  # the merged lines are written, not their summary
         with crash_on(s3, "PutObject", when=lambda p: p.get("Key") == out_key + "summary.json"), \
